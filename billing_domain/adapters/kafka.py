@@ -1,0 +1,258 @@
+"""The Kafka event store on confluent-kafka: topics, confirmed appends, bounded cuts.
+
+A cut is taken by reading each partition to its end (`enable.partition.eof`) and pausing it
+there: the broker's ListOffsets can answer at batch granularity (the embedded Tansu broker
+does), so the offsets the fetch itself reports are the only exact ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from billing_domain.config import Topics
+from billing_domain.cut import Cut, TopicPartitionKey
+from billing_domain.events import Event, encode_event
+from billing_domain.exceptions import EventStoreError, EventStoreUnavailableError
+from billing_domain.retry import DEFAULT_RETRY, RetryPolicy
+
+log = logging.getLogger(__name__)
+ClientConfig = dict[str, str | int | float | bool]
+BATCH_SIZE = 10_000
+# Long enough for a broker to answer, short enough not to inflate the tail of a cut.
+CONSUME_TIMEOUT_S = 0.1
+# A cut that makes no progress for this long has lost its broker (librdkafka retries silently).
+STALL_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A message as stored, for appends that bypass the codec (fault injection, raw copies)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+
+
+class KafkaEventStore:
+    """Append and read the billing events. `topics` names the two topics of the contract."""
+
+    def __init__(self, bootstrap_servers: str, topics: Topics | None = None, *, partitions: int = 4,
+                 retry: RetryPolicy = DEFAULT_RETRY, client_config: ClientConfig | None = None) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topics = topics or Topics()
+        self.partitions = partitions
+        self.retry = retry
+        self.stall_timeout_s = STALL_TIMEOUT_S
+        self._client_config: ClientConfig = {"bootstrap.servers": bootstrap_servers, **(client_config or {})}
+        self._producer: Producer | None = None
+
+    def topic_for(self, aggregate_type: str) -> str:
+        return self.topics.accounts if aggregate_type == "account" else self.topics.transactions
+
+    # --- topics -------------------------------------------------------------------------------------
+    def ensure_topics(self) -> None:
+        """Create the two topics if absent, with `partitions` partitions each."""
+        admin = AdminClient(self._client_config)
+        existing = set(self.retry.run(lambda: admin.list_topics(timeout=10), "list topics").topics)
+        missing = [NewTopic(t, num_partitions=self.partitions, replication_factor=1)
+                   for t in self.topics.all() if t not in existing]
+        for topic, future in admin.create_topics(missing).items() if missing else []:
+            try:
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise EventStoreError(f"could not create topic {topic}: {exc}") from exc
+        if missing:
+            self._wait_for_metadata([t.topic for t in missing])
+
+    def partitions_of(self, topic: str) -> list[int]:
+        consumer = Consumer({**self._client_config, "group.id": "billing-recon-metadata"})
+        try:
+            metadata = self.retry.run(lambda: consumer.list_topics(topic, timeout=10), f"metadata of {topic}")
+        finally:
+            consumer.close()
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None:
+            raise EventStoreError(f"topic {topic} does not exist on {self.bootstrap_servers}")
+        return sorted(described.partitions)
+
+    def _wait_for_metadata(self, topics: Sequence[str]) -> None:
+        deadline = time.monotonic() + 30
+        for topic in topics:
+            while True:
+                try:
+                    if len(self.partitions_of(topic)) > 0:
+                        break
+                except EventStoreError:
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(0.1)
+
+    # --- appends ------------------------------------------------------------------------------------
+    def append(self, events: Iterable[Event]) -> int:
+        """Append events with the idempotent producer; returns once every one is confirmed.
+
+        Raises `EventStoreError` if any delivery failed.
+        """
+        return self.append_raw(RawRecord(self.topic_for(e.aggregate_type), e.aggregate_id.encode(),
+                                         encode_event(e)) for e in events)
+
+    def append_raw(self, records: Iterable[RawRecord]) -> int:
+        producer = self._get_producer()
+        failures: list[str] = []
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                failures.append(f"{msg.topic()} key={msg.key()!r}: {err.str()}")
+
+        count = 0
+        for record in records:
+            while True:
+                try:
+                    producer.produce(record.topic, key=record.key, value=record.value, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.05)  # local queue full: let deliveries drain
+            count += 1
+            if count % 10_000 == 0:
+                producer.poll(0)
+        remaining = producer.flush(60)
+        if remaining:
+            raise EventStoreUnavailableError(f"{remaining} messages not confirmed within 60s by "
+                                             f"{self.bootstrap_servers}")
+        if failures:
+            raise EventStoreError(f"{len(failures)} deliveries failed, first: {failures[0]}")
+        return count
+
+    def _get_producer(self) -> Producer:
+        if self._producer is None:
+            self._producer = Producer({
+                **self._client_config,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 10,
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": 1_000_000,
+                "compression.type": "none",
+            })
+        return self._producer
+
+    # --- reads --------------------------------------------------------------------------------------
+    def read_cut(self, start: dict[TopicPartitionKey, int] | None = None,
+                 stop: dict[TopicPartitionKey, int] | None = None,
+                 topics: Sequence[str] | None = None,
+                 on_batch: Callable[[int], None] | None = None) -> CutReader:
+        """A reader over every partition of `topics` from `start` (default 0) to its end, or `stop`."""
+        return CutReader(self, list(topics or self.topics.all()), start or {}, stop, on_batch)
+
+    def new_consumer(self, **overrides: str | int | float | bool) -> Consumer:
+        return Consumer({
+            **self._client_config,
+            "group.id": f"billing-recon-reader-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            "queued.min.messages": 200_000,
+            **overrides,
+        })
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(30)
+            self._producer = None
+
+
+class CutReader:
+    """Iterate a bounded cut in batches of messages; `cut` holds the offsets once iteration ends."""
+
+    def __init__(self, store: KafkaEventStore, topics: list[str], start: dict[TopicPartitionKey, int],
+                 stop: dict[TopicPartitionKey, int] | None, on_batch: Callable[[int], None] | None) -> None:
+        self.store = store
+        self.topics = topics
+        self.start = start
+        self.stop = stop
+        self.on_batch = on_batch
+        self.cut = Cut()
+
+    def __iter__(self) -> Iterator[list[Message]]:
+        partitions = [(t, p) for t in self.topics for p in self.store.partitions_of(t)]
+        consumer = self.store.new_consumer()
+        try:
+            yield from self._read(consumer, partitions)
+        finally:
+            consumer.close()
+
+    def _read(self, consumer: Consumer, partitions: list[TopicPartitionKey]) -> Iterator[list[Message]]:
+        open_partitions: set[TopicPartitionKey] = set()
+        assignment = []
+        for tp in partitions:
+            first = self.start.get(tp, 0)
+            self.cut.start[tp] = first
+            if self.stop is not None and self.stop.get(tp, 0) <= first:
+                self.cut.end[tp] = first
+                continue
+            open_partitions.add(tp)
+            assignment.append(TopicPartition(tp[0], tp[1], first))
+        if not assignment:
+            return
+        consumer.assign(assignment)
+        last_progress = time.monotonic()
+        while open_partitions:
+            batch = self.store.retry.run(lambda: _consume(consumer), "read the event store")
+            if batch:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > self.store.stall_timeout_s:
+                waiting = ", ".join(f"{t}[{p}]" for t, p in sorted(open_partitions))
+                raise EventStoreUnavailableError(
+                    f"no answer from {self.store.bootstrap_servers} for {self.store.stall_timeout_s:.0f}s "
+                    f"while reading {waiting}")
+            records = self._keep_inside_cut(consumer, batch, open_partitions)
+            if records:
+                if self.on_batch:
+                    self.on_batch(len(records))
+                yield records
+
+    def _keep_inside_cut(self, consumer: Consumer, batch: list[Message],
+                         open_partitions: set[TopicPartitionKey]) -> list[Message]:
+        records: list[Message] = []
+        for message in batch:
+            tp = (message.topic(), message.partition())
+            if tp not in open_partitions:
+                continue  # prefetched past the end we already recorded
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise EventStoreUnavailableError(f"reading {tp[0]}[{tp[1]}]: {error.str()}")
+                self._close_partition(consumer, tp, message.offset() or 0, open_partitions)
+                continue
+            stop = self.stop.get(tp) if self.stop is not None else None
+            offset = message.offset() or 0
+            if stop is not None and offset >= stop:
+                self._close_partition(consumer, tp, stop, open_partitions)
+                continue
+            records.append(message)
+            if stop is not None and offset + 1 >= stop:
+                self._close_partition(consumer, tp, stop, open_partitions)
+        return records
+
+    def _close_partition(self, consumer: Consumer, tp: TopicPartitionKey, end: int,
+                         open_partitions: set[TopicPartitionKey]) -> None:
+        self.cut.end[tp] = end
+        open_partitions.discard(tp)
+        consumer.pause([TopicPartition(tp[0], tp[1])])
+
+
+def _consume(consumer: Consumer) -> list[Message]:
+    try:
+        return consumer.consume(BATCH_SIZE, timeout=CONSUME_TIMEOUT_S)
+    except KafkaException as exc:
+        raise EventStoreUnavailableError(f"consume failed: {exc}") from exc

