@@ -156,7 +156,7 @@ class ProjectionStore:
 def _pg_types(columns: Sequence[str]) -> list[str]:
     types = {"balance_minor": "int8", "min_balance_minor": "int8", "max_balance_minor": "int8",
              "amount_minor": "int8", "version": "int4", "updated_at": "timestamptz",
-             "initiated_at": "timestamptz", "currency": "bpchar"}
+             "initiated_at": "timestamptz"}  # char(3) has text's binary form
     return [types.get(c, "text") for c in columns]
 
 

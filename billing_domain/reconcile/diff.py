@@ -1,0 +1,150 @@
+"""Lag-aware diff of the projections against the replayed state.
+
+A projection row at version v is compared with the events' state at v: right at v but behind
+the log is `lagging` (info), wrong at v is a mismatch, above the log is `version_ahead`.
+Entities whose stream is corrupt get only their `stream_corrupt` finding: there is no
+trustworthy expected state to compare with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from datetime import timedelta
+from typing import Any
+
+from billing_domain.accounts import AccountState
+from billing_domain.findings import Finding, Kind
+from billing_domain.reconcile.replay import Replay
+from billing_domain.transactions import PENDING, TransactionState
+
+ACCOUNT_FIELDS = ("owner_id", "currency", "min_balance_minor", "max_balance_minor", "status")
+TRANSACTION_FIELDS = ("source_account_id", "destination_account_id", "amount_minor", "currency", "status")
+
+
+def diff_accounts(replay: Replay, rows: Mapping[str, AccountState]) -> list[Finding]:
+    findings: list[Finding] = []
+    for account_id, row in rows.items():
+        findings.extend(_diff_account(replay, account_id, row))
+    for account_id, account in replay.accounts.items():
+        if account_id not in rows and account.version > 0 and not replay.is_corrupt("account", account_id):
+            findings.append(Finding.of("account", account_id, Kind.MISSING_PROJECTION,
+                                       f"events up to v{account.version}, no projection row",
+                                       expected=_jsonable(account.state()), actual=None))
+    for account_id, broken in replay.invariant_breaks.items():
+        findings.append(Finding.of(
+            "account", account_id, Kind.INVARIANT_VIOLATION, f"v{broken.version}: {broken.rule}",
+            expected={"rule": broken.rule, "version": broken.version}, actual=None,
+            topic=broken.position.topic, partition=broken.position.partition, offset=broken.position.offset,
+            event_id=broken.event_id))
+    return findings
+
+
+def _diff_account(replay: Replay, account_id: str, row: AccountState) -> list[Finding]:
+    if replay.is_corrupt("account", account_id):
+        return []
+    account = replay.accounts.get(account_id)
+    if account is None or account.version == 0:
+        return [Finding.of("account", account_id, Kind.ORPHAN_PROJECTION, "projection row with no events",
+                           expected=None, actual=_jsonable(row))]
+    if row.version > account.version:
+        return [Finding.of("account", account_id, Kind.VERSION_AHEAD,
+                           f"projection at v{row.version}, the log ends at v{account.version}",
+                           expected=_jsonable(account.state()), actual=_jsonable(row))]
+    expected = replay.account_state_at(account_id, row.version)
+    if expected is None:
+        return [Finding.of("account", account_id, Kind.FIELD_MISMATCH, f"projection version {row.version} "
+                           "is not a version of this stream", expected={"version": account.version},
+                           actual={"version": row.version})]
+    findings = []
+    if expected.balance_minor != row.balance_minor:
+        findings.append(Finding.of(
+            "account", account_id, Kind.BALANCE_MISMATCH,
+            f"balance {row.balance_minor} at v{row.version}, events say {expected.balance_minor} "
+            f"(difference {row.balance_minor - expected.balance_minor})",
+            expected={"balance_minor": expected.balance_minor, "version": row.version},
+            actual={"balance_minor": row.balance_minor, "version": row.version}))
+    differing = [f for f in ACCOUNT_FIELDS if getattr(expected, f) != getattr(row, f)]
+    if differing:
+        findings.append(_field_mismatch("account", account_id, row.version, expected, row, differing))
+    if not findings and row.version < account.version:
+        findings.append(_lagging("account", account_id, row.version, account.version))
+    return findings
+
+
+def diff_transactions(replay: Replay, rows: Mapping[str, TransactionState],
+                      stuck_after: timedelta) -> list[Finding]:
+    findings: list[Finding] = []
+    for transaction_id, row in rows.items():
+        findings.extend(_diff_transaction(replay, transaction_id, row))
+    for transaction_id, saga in replay.transactions.items():
+        if replay.is_corrupt("transaction", transaction_id) or saga.version == 0:
+            continue
+        if transaction_id not in rows:
+            findings.append(Finding.of("transaction", transaction_id, Kind.MISSING_PROJECTION,
+                                       f"events up to v{saga.version}, no projection row",
+                                       expected=_jsonable(saga.state()), actual=None))
+        stuck = _stuck(replay, saga.state(), stuck_after)
+        if stuck:
+            findings.append(stuck)
+    return findings
+
+
+def _diff_transaction(replay: Replay, transaction_id: str, row: TransactionState) -> list[Finding]:
+    if replay.is_corrupt("transaction", transaction_id):
+        return []
+    saga = replay.transactions.get(transaction_id)
+    if saga is None or saga.version == 0:
+        return [Finding.of("transaction", transaction_id, Kind.ORPHAN_PROJECTION, "projection row with no events",
+                           expected=None, actual=_jsonable(row))]
+    if row.version > saga.version:
+        return [Finding.of("transaction", transaction_id, Kind.VERSION_AHEAD,
+                           f"projection at v{row.version}, the log ends at v{saga.version}",
+                           expected=_jsonable(saga.state()), actual=_jsonable(row))]
+    expected = replay.transaction_state_at(transaction_id, row.version)
+    if expected is None:
+        return [Finding.of("transaction", transaction_id, Kind.FIELD_MISMATCH,
+                           f"projection version {row.version} is not a version of this stream",
+                           expected={"version": saga.version}, actual={"version": row.version})]
+    differing = [f for f in TRANSACTION_FIELDS if getattr(expected, f) != getattr(row, f)]
+    if expected.failure_reason is not None and expected.failure_reason != row.failure_reason:
+        differing.append("failure_reason")
+    if differing:
+        return [_field_mismatch("transaction", transaction_id, row.version, expected, row, differing)]
+    if row.version < saga.version:
+        return [_lagging("transaction", transaction_id, row.version, saga.version)]
+    return []
+
+
+def _stuck(replay: Replay, state: TransactionState, stuck_after: timedelta) -> Finding | None:
+    if state.status != PENDING or replay.cut_time is None or state.initiated_at is None:
+        return None
+    pending_for = replay.cut_time - state.initiated_at
+    if pending_for <= stuck_after:
+        return None
+    minutes = pending_for.total_seconds() / 60
+    return Finding.of("transaction", state.transaction_id, Kind.STUCK,
+                      f"pending for {minutes:.1f} min at the time of the cut (threshold "
+                      f"{stuck_after.total_seconds() / 60:g} min)",
+                      expected={"status": "completed|failed|compensated",
+                                "within_minutes": stuck_after.total_seconds() / 60},
+                      actual={"status": PENDING, "initiated_at": state.initiated_at.isoformat(),
+                              "pending_minutes": round(minutes, 1), "cut_time": replay.cut_time.isoformat()})
+
+
+def _field_mismatch(entity_type: str, entity_id: str, version: int, expected: Any, row: Any,
+                    fields: list[str]) -> Finding:
+    return Finding.of(entity_type, entity_id, Kind.FIELD_MISMATCH,
+                      f"{', '.join(fields)} differ at v{version}",
+                      expected={f: getattr(expected, f) for f in fields} | {"version": version},
+                      actual={f: getattr(row, f) for f in fields} | {"version": version})
+
+
+def _lagging(entity_type: str, entity_id: str, version: int, head: int) -> Finding:
+    return Finding.of(entity_type, entity_id, Kind.LAGGING,
+                      f"projection at v{version} is right for its version, {head - version} event(s) behind",
+                      expected={"version": head}, actual={"version": version})
+
+
+def _jsonable(state: AccountState | TransactionState) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in asdict(state).items()}

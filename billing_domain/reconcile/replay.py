@@ -1,0 +1,254 @@
+"""One pass over a cut of the event store, folding every account and transaction.
+
+Per event the work is: decode, one dict lookup, `apply`, and for money events a few sums. The
+pass never stops at a poison event: it becomes a `stream_corrupt` finding naming topic,
+partition, offset and event id, and the aggregate is marked corrupt so that no rebuild trusts it.
+
+To make the diff lag-aware without keeping history, the caller passes the version each
+projection row is at (read *before* the events); the replay keeps the state at that version.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from confluent_kafka import Message
+
+from billing_domain.accounts import AccountAggregate, AccountState
+from billing_domain.aggregate import Aggregate
+from billing_domain.config import Topics
+from billing_domain.events import AccountCredited, AccountDebited, Event, decode_event
+from billing_domain.exceptions import EventDecodeError, EventPosition, StreamCorruptionError
+from billing_domain.findings import Finding, Kind
+from billing_domain.transactions import TransactionAggregate, TransactionState
+
+MAX_PROBLEMS_LISTED = 20
+SAGA_REASONS = frozenset({"transfer_out", "transfer_in", "refund"})
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyMove:
+    """A saga's money on an account stream: one credit or debit carrying a `transaction_id`."""
+
+    account_id: str
+    reason: str
+    amount_minor: int
+    currency: str
+    event_id: str
+
+
+@dataclass(slots=True)
+class Corruption:
+    """Everything wrong with one aggregate's stream; reported as one `stream_corrupt` finding."""
+
+    entity_type: str
+    entity_id: str
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    first_position: EventPosition | None = None
+    first_event_id: str | None = None
+
+    def add(self, reason: str, position: EventPosition, event_id: str | None, field_name: str | None = None) -> None:
+        if self.first_position is None:
+            self.first_position, self.first_event_id = position, event_id
+        if len(self.problems) < MAX_PROBLEMS_LISTED:
+            problem = {"reason": reason, "topic": position.topic, "partition": position.partition,
+                       "offset": position.offset, "event_id": event_id}
+            self.problems.append(problem | ({"field": field_name} if field_name else {}))
+        else:
+            self.problems[-1]["more"] = self.problems[-1].get("more", 0) + 1
+
+    def finding(self) -> Finding:
+        first = self.problems[0]
+        return Finding.of(
+            self.entity_type, self.entity_id, Kind.STREAM_CORRUPT,
+            f"{first['reason']} at {self.first_position} (event {self.first_event_id or '?'}); "
+            f"{len(self.problems)} problem(s); no rebuild will trust this stream",
+            expected={"problems": self.problems}, actual=None,
+            topic=self.first_position.topic if self.first_position else None,
+            partition=self.first_position.partition if self.first_position else None,
+            offset=self.first_position.offset if self.first_position else None,
+            event_id=self.first_event_id)
+
+
+@dataclass(slots=True)
+class InvariantBreak:
+    version: int
+    rule: str
+    event_id: str
+    position: EventPosition
+
+
+class Replay:
+    """Fold batches of messages; read the results from the attributes once every batch is fed."""
+
+    def __init__(self, topics: Topics, *, account_versions: Mapping[str, int] | None = None,
+                 transaction_versions: Mapping[str, int] | None = None,
+                 only_ids: set[str] | None = None) -> None:
+        self.topics = topics
+        self.account_versions = account_versions or {}
+        self.transaction_versions = transaction_versions or {}
+        self.only_ids = only_ids
+        self.accounts: dict[str, AccountAggregate] = {}
+        self.transactions: dict[str, TransactionAggregate] = {}
+        self.account_snapshots: dict[str, AccountState] = {}
+        self.transaction_snapshots: dict[str, TransactionState] = {}
+        self.corrupt: dict[tuple[str, str], Corruption] = {}
+        self.invariant_breaks: dict[str, InvariantBreak] = {}
+        self.saga_money: dict[str, list[MoneyMove]] = defaultdict(list)
+        # credits[currency][reason] and debits[currency][reason], in minor units
+        self.credits: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.debits: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.cut_time: datetime | None = None
+        self.events_read = 0
+        self.duplicates = 0
+
+    # --- feeding ------------------------------------------------------------------------------------
+    def feed(self, messages: Iterable[Message]) -> None:
+        accounts_topic = self.topics.accounts
+        only = self.only_ids
+        for message in messages:
+            self.events_read += 1
+            key = message.key()
+            if only is not None and (key is None or key.decode("utf-8", "replace") not in only):
+                continue
+            try:
+                event = decode_event(message.value(), key)
+            except EventDecodeError as exc:
+                self._poison(message, exc)
+                continue
+            is_account_topic = message.topic() == accounts_topic
+            if (event.aggregate_type == "account") != is_account_topic:
+                self._corrupt_at(message, event.aggregate_type, event.aggregate_id,
+                                 f"{event.event_type} on topic {message.topic()}", event.event_id)
+                continue
+            if is_account_topic:
+                self._apply_account(event, message)
+            else:
+                self._apply_transaction(event, message)
+            if self.cut_time is None or event.occurred_at > self.cut_time:
+                self.cut_time = event.occurred_at
+
+    def feed_events(self, events: Iterable[tuple[Event, EventPosition]]) -> None:
+        """Fold already decoded events (tests and single-entity paths)."""
+        for event, position in events:
+            self.events_read += 1
+            message = _PositionedMessage(position, event.aggregate_id)
+            if event.aggregate_type == "account":
+                self._apply_account(event, message)  # type: ignore[arg-type]
+            else:
+                self._apply_transaction(event, message)  # type: ignore[arg-type]
+            if self.cut_time is None or event.occurred_at > self.cut_time:
+                self.cut_time = event.occurred_at
+
+    def _apply_account(self, event: Event, message: Message) -> None:
+        account = self.accounts.get(event.aggregate_id)
+        if account is None:
+            account = self.accounts[event.aggregate_id] = AccountAggregate(event.aggregate_id)
+        violations_before = len(account.violations)
+        if not self._apply(account, "account", event, message):
+            return
+        payload = event.payload
+        if type(payload) is AccountCredited or type(payload) is AccountDebited:
+            self._count_money(account, event, payload)
+        if len(account.violations) != violations_before and account.aggregate_id not in self.invariant_breaks:
+            self.invariant_breaks[account.aggregate_id] = InvariantBreak(
+                event.aggregate_version, account.violations[-1], event.event_id, _position(message))
+        if self.account_versions.get(event.aggregate_id) == account.version:
+            self.account_snapshots[event.aggregate_id] = account.state()
+
+    def _apply_transaction(self, event: Event, message: Message) -> None:
+        saga = self.transactions.get(event.aggregate_id)
+        if saga is None:
+            saga = self.transactions[event.aggregate_id] = TransactionAggregate(event.aggregate_id)
+        if not self._apply(saga, "transaction", event, message):
+            return
+        if self.transaction_versions.get(event.aggregate_id) == saga.version:
+            self.transaction_snapshots[event.aggregate_id] = saga.state()
+
+    def _apply(self, aggregate: Aggregate, entity_type: str, event: Event, message: Message) -> bool:
+        """Apply with the stream rules; False when the event changed nothing (redelivery or refused)."""
+        try:
+            if aggregate.apply(event):
+                return True
+            self.duplicates += 1
+            return False
+        except StreamCorruptionError as exc:
+            self._corrupt_at(message, entity_type, event.aggregate_id, exc.reason, event.event_id)
+            if exc.got_version > exc.expected_version and aggregate.version > 0:
+                return self._apply_across_gap(aggregate, event)
+            return False
+
+    @staticmethod
+    def _apply_across_gap(aggregate: Aggregate, event: Event) -> bool:
+        """Keep folding past a gap already reported, so one gap does not hide the rest of the stream."""
+        try:
+            aggregate.apply_across_gap(event)
+        except StreamCorruptionError:
+            return False
+        return True
+
+    def _count_money(self, account: AccountAggregate, event: Event,
+                     payload: AccountCredited | AccountDebited) -> None:
+        sums = self.credits if type(payload) is AccountCredited else self.debits
+        sums[account.currency][payload.reason] += payload.amount_minor
+        if payload.transaction_id is not None and payload.reason in SAGA_REASONS:
+            self.saga_money[payload.transaction_id].append(MoneyMove(
+                account.aggregate_id, payload.reason, payload.amount_minor, account.currency, event.event_id))
+
+    # --- poison -------------------------------------------------------------------------------------
+    def _poison(self, message: Message, exc: EventDecodeError) -> None:
+        entity_type = "account" if message.topic() == self.topics.accounts else "transaction"
+        entity_id = exc.key or f"<no key> {_position(message)}"
+        self._corrupt_at(message, entity_type, entity_id, f"undecodable event: {exc.reason}", exc.event_id,
+                         exc.field)
+
+    def _corrupt_at(self, message: Message, entity_type: str, entity_id: str, reason: str,
+                    event_id: str | None, field_name: str | None = None) -> None:
+        corruption = self.corrupt.get((entity_type, entity_id))
+        if corruption is None:
+            corruption = self.corrupt[(entity_type, entity_id)] = Corruption(entity_type, entity_id)
+        corruption.add(reason, _position(message), event_id, field_name)
+
+    def is_corrupt(self, entity_type: str, entity_id: str) -> bool:
+        return (entity_type, entity_id) in self.corrupt
+
+    # --- results ------------------------------------------------------------------------------------
+    def account_state_at(self, account_id: str, version: int) -> AccountState | None:
+        """The account's state right after `version`, if the replay kept it."""
+        account = self.accounts.get(account_id)
+        if account is not None and account.version == version:
+            return account.state()
+        snapshot = self.account_snapshots.get(account_id)
+        return snapshot if snapshot is not None and snapshot.version == version else None
+
+    def transaction_state_at(self, transaction_id: str, version: int) -> TransactionState | None:
+        saga = self.transactions.get(transaction_id)
+        if saga is not None and saga.version == version:
+            return saga.state()
+        snapshot = self.transaction_snapshots.get(transaction_id)
+        return snapshot if snapshot is not None and snapshot.version == version else None
+
+
+@dataclass(frozen=True, slots=True)
+class _PositionedMessage:
+    """Just enough of a Kafka message for positions in findings, for pre-decoded events."""
+
+    position: EventPosition
+    aggregate_id: str
+
+    def topic(self) -> str:
+        return self.position.topic
+
+    def partition(self) -> int:
+        return self.position.partition
+
+    def offset(self) -> int:
+        return self.position.offset
+
+
+def _position(message: Message) -> EventPosition:
+    return EventPosition(message.topic() or "", message.partition() or 0, message.offset() or 0)
