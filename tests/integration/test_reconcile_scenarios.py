@@ -120,3 +120,40 @@ def test_stuck_and_saga_mismatch(event_store: KafkaEventStore, projection_store:
     assert _kinds(event_store, projection_store) == {
         ("transaction", "tx-2", "stuck"), ("transaction", "tx-3", "saga_mismatch"),
         ("ledger", "EUR:transfers_conserve_money", "accounting_equation")}
+
+
+def test_rebuild_repairs_what_it_may_and_refuses_corrupt_streams(
+        event_store: KafkaEventStore, projection_store: ProjectionStore) -> None:
+    from billing_domain.adapters.recon_store import ReconStore
+    from billing_domain.rebuild import RebuildSelection, rebuild
+
+    recon = ReconStore(projection_store.engine)
+    recon.migrate()
+    events = _history()
+    event_store.append(events)
+    _project(events, projection_store)
+    event_store.append_raw([RawRecord(event_store.topics.accounts, b"acc-b", b"{not json")])
+    with projection_store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE billing.account_projection SET balance_minor = 1, version = 9 "
+                             "WHERE account_id = 'acc-a'")
+        conn.exec_driver_sql("DELETE FROM billing.transaction_projection")
+    report = reconcile_all(event_store, projection_store)
+    recon.save_report(report, source="test")
+
+    dry = rebuild(event_store, projection_store, recon, entity_type="account", selection=RebuildSelection(),
+                  dry_run=True, reason="test", actor="tester")
+    assert {c.entity_id: c.action for c in dry.changes} == {"acc-a": "reset_ahead", "acc-b": "refused"}
+    assert projection_store.read_accounts()["acc-a"].version == 9  # dry run wrote nothing
+
+    done = rebuild(event_store, projection_store, recon, entity_type="account", selection=RebuildSelection(),
+                   dry_run=False, reason="test", actor="tester")
+    assert done.outcome["acc-a"] == "fixed"
+    assert done.outcome["acc-b"].startswith("refused")
+    txs = rebuild(event_store, projection_store, recon, entity_type="transaction",
+                  selection=RebuildSelection(ids=("tx-1",)), dry_run=False, reason="test", actor="tester")
+    assert txs.outcome == {"tx-1": "fixed"}
+    after = {f.key for f in reconcile_all(event_store, projection_store).findings}
+    assert after == {("account", "acc-b", "stream_corrupt")}
+    audits = recon.audit_records()
+    assert [a["outcome"] for a in audits] == ["applied", "applied", "dry_run"]
+    assert audits[1]["before"]["acc-a"]["version"] == 9 and audits[1]["after"]["acc-a"]["version"] == 3

@@ -1,0 +1,287 @@
+"""Rebuild projections from the events: guarded, audited, verified.
+
+Safety rules, in the order they apply:
+- the request is validated before anything is read or written (reason, ids xor all, known ids);
+- an entity whose stream is corrupt or whose events break a rule is refused, never rebuilt;
+- writes are version-guarded (`INSERT ... ON CONFLICT ... WHERE live.version <= new.version`), one
+  transaction per batch, so a live projector that moved a row further is never overwritten; the
+  only row moved to a lower version is one found `version_ahead` (it claims events the log does
+  not have), by a compare-and-set on the exact row we saw;
+- orphan rows are deleted only when the operator asks for it;
+- one rebuild per entity type at a time (an advisory lock; a second one is refused);
+- afterwards the rebuilt entities are reconciled again, and every rebuild, dry run or refusal
+  writes an audit record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from billing_domain.accounts import AccountState
+from billing_domain.adapters.kafka import KafkaEventStore
+from billing_domain.adapters.postgres import ProjectionStore
+from billing_domain.adapters.recon_store import AuditRecord, ReconStore
+from billing_domain.exceptions import ConcurrentOperationError, ConfigurationError
+from billing_domain.findings import REBUILDABLE_KINDS, Kind, Severity
+from billing_domain.reconcile.service import ReplayOutcome, build_report, new_run_id, replay_all
+from billing_domain.transactions import TransactionState
+
+log = logging.getLogger(__name__)
+EntityType = Literal["account", "transaction"]
+State = AccountState | TransactionState
+BATCH_SIZE = 5_000
+AUDIT_DETAIL_LIMIT = 1_000  # before/after kept per entity in the audit row; counts always complete
+Action = Literal["insert", "update", "reset_ahead", "delete", "unchanged", "refused", "kept_orphan"]
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildSelection:
+    """What to rebuild: explicit ids, or all, or (neither) everything a report flagged."""
+
+    ids: tuple[str, ...] = ()
+    all: bool = False
+    from_run: str | None = None
+
+
+@dataclass(slots=True)
+class EntityChange:
+    entity_id: str
+    action: Action
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class RebuildResult:
+    entity_type: EntityType
+    dry_run: bool
+    run_id: str
+    changes: list[EntityChange] = field(default_factory=list)
+    written: int = 0
+    outcome: dict[str, str] = field(default_factory=dict)
+    audit_id: int | None = None
+    verification_findings: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def refused(self) -> dict[str, str]:
+        return {c.entity_id: c.reason for c in self.changes if c.action in ("refused", "kept_orphan")}
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for change in self.changes:
+            counts[change.action] = counts.get(change.action, 0) + 1
+        return counts
+
+    def to_json(self) -> dict[str, Any]:
+        return {"entity_type": self.entity_type, "dry_run": self.dry_run, "run_id": self.run_id,
+                "counts": self.counts(), "written": self.written, "outcome": self.outcome,
+                "audit_id": self.audit_id, "changes": [asdict(c) for c in self.changes],
+                "verification_findings": self.verification_findings}
+
+
+def validate_rebuild_request(entity_type: str, selection: RebuildSelection, reason: str, actor: str) -> None:
+    """Refuse a request that cannot be right, before anything is read or written."""
+    if entity_type not in ("account", "transaction"):
+        raise ConfigurationError(f"entity_type: {entity_type!r} is not 'account' or 'transaction'")
+    if not reason or not reason.strip():
+        raise ConfigurationError("reason: say why you rebuild (it goes to the audit trail); it is empty")
+    if not actor or not actor.strip():
+        raise ConfigurationError("actor: name who asks for the rebuild; it is empty")
+    if selection.all and selection.ids:
+        raise ConfigurationError("ids / all: give either a list of ids or all=true, not both")
+    if selection.from_run and (selection.all or selection.ids):
+        raise ConfigurationError("from_run: a report's flagged entities cannot be combined with ids or all")
+    if any(not i.strip() for i in selection.ids):
+        raise ConfigurationError("ids: an id is empty")
+
+
+def rebuild(event_store: KafkaEventStore, projections: ProjectionStore, recon_store: ReconStore, *,
+            entity_type: EntityType, selection: RebuildSelection, dry_run: bool, reason: str, actor: str,
+            delete_orphans: bool = False, run_id: str | None = None,
+            progress: Callable[[int], None] | None = None) -> RebuildResult:
+    """Recompute the projection rows of the selected entities from the events and write them safely."""
+    validate_rebuild_request(entity_type, selection, reason, actor)
+    run_id = run_id or new_run_id("rebuild")
+    targets = _targets(recon_store, entity_type, selection)
+    outcome = replay_all(event_store, projections, only_ids=targets, progress=progress)
+    _refuse_unknown_ids(outcome, entity_type, selection.ids)
+    result = RebuildResult(entity_type, dry_run, run_id, changes=plan_changes(outcome, entity_type, delete_orphans))
+    operation = f"rebuild_{entity_type}s"
+    if dry_run or not any(c.action in ("insert", "update", "reset_ahead", "delete") for c in result.changes):
+        result.outcome = {c.entity_id: f"would {c.action}" if dry_run else c.action for c in result.changes}
+        result.audit_id = recon_store.write_audit(_audit(result, operation, actor, reason, outcome, "dry_run"
+                                                         if dry_run else "nothing_to_do"))
+        return result
+    try:
+        with _rebuild_lock(projections, entity_type):
+            result.written = _write(projections, entity_type, result.changes)
+    except Exception as exc:
+        recon_store.write_audit(_audit(result, operation, actor, reason, outcome, "failed", error=str(exc)))
+        raise
+    _verify(event_store, projections, result)
+    audit_outcome = "applied" if all(v in ("fixed", "unchanged") or v.startswith("refused") or v == "kept_orphan"
+                                     for v in result.outcome.values()) else "partial"
+    result.audit_id = recon_store.write_audit(_audit(result, operation, actor, reason, outcome, audit_outcome))
+    return result
+
+
+def _targets(recon_store: ReconStore, entity_type: str, selection: RebuildSelection) -> set[str] | None:
+    if selection.all:
+        return None
+    if selection.ids:
+        return set(selection.ids)
+    run_id = selection.from_run or recon_store.latest_run_id()
+    if run_id is None:
+        raise ConfigurationError("from_run: no reconciliation report exists yet; reconcile first, or give ids or all")
+    if not recon_store.run_exists(run_id):
+        raise ConfigurationError(f"from_run: no reconciliation run {run_id!r} in billing_recon")
+    return {f.entity_id for f in recon_store.findings(run_id, entity_type) if f.severity != Severity.INFO
+            or f.kind == Kind.LAGGING}
+
+
+def _refuse_unknown_ids(outcome: ReplayOutcome, entity_type: str, ids: Sequence[str]) -> None:
+    known = (set(outcome.replay.accounts) | set(outcome.account_rows) if entity_type == "account"
+             else set(outcome.replay.transactions) | set(outcome.transaction_rows))
+    known |= {entity_id for (kind, entity_id) in outcome.replay.corrupt if kind == entity_type}
+    unknown = sorted(set(ids) - known)
+    if unknown:
+        raise ConfigurationError(f"ids: no {entity_type} has events or a projection row with id "
+                                 f"{', '.join(map(repr, unknown[:10]))}{' ...' if len(unknown) > 10 else ''}")
+
+
+def plan_changes(outcome: ReplayOutcome, entity_type: str, delete_orphans: bool) -> list[EntityChange]:
+    """Decide, per entity, what the rebuild would do. Pure: reads nothing, writes nothing."""
+    replay = outcome.replay
+    rows: dict[str, Any] = dict(outcome.account_rows if entity_type == "account" else outcome.transaction_rows)
+    aggregates: dict[str, Any] = dict(replay.accounts if entity_type == "account" else replay.transactions)
+    changes = []
+    corrupt = {entity_id for (kind, entity_id) in replay.corrupt if kind == entity_type}
+    for entity_id in sorted(set(rows) | set(aggregates) | corrupt):
+        row, aggregate = rows.get(entity_id), aggregates.get(entity_id)
+        before = _jsonable(row)
+        if entity_id in corrupt:
+            changes.append(EntityChange(entity_id, "refused", before, None, "refused: the event stream is corrupt"))
+        elif aggregate is not None and aggregate.violations:
+            changes.append(EntityChange(entity_id, "refused", before, None,
+                                        f"refused: the events break a rule ({aggregate.violations[0]})"))
+        elif aggregate is None or aggregate.version == 0:
+            action: Action = "delete" if delete_orphans else "kept_orphan"
+            changes.append(EntityChange(entity_id, action, before, None,
+                                        "" if delete_orphans else "orphan kept: pass delete_orphans to remove it"))
+        else:
+            changes.append(_change_for(entity_id, row, aggregate.state(), before))
+    return changes
+
+
+def _change_for(entity_id: str, row: State | None, head: State, before: dict[str, Any] | None) -> EntityChange:
+    after = _jsonable(head)
+    if row is None:
+        return EntityChange(entity_id, "insert", None, after)
+    if row.version > head.version:
+        return EntityChange(entity_id, "reset_ahead", before, after,
+                            f"row claims v{row.version}, the log ends at v{head.version}")
+    if _same_content(row, head):
+        return EntityChange(entity_id, "unchanged", before, after)
+    return EntityChange(entity_id, "update", before, after)
+
+
+def _same_content(row: State, head: State) -> bool:
+    ignored = {"updated_at", "last_event_id"}
+    return all(getattr(row, f) == getattr(head, f) for f in row.__dataclass_fields__ if f not in ignored)
+
+
+def _write(projections: ProjectionStore, entity_type: str, changes: list[EntityChange]) -> int:
+    to_upsert = [c for c in changes if c.action in ("insert", "update")]
+    written = 0
+    for start in range(0, len(to_upsert), BATCH_SIZE):
+        batch = to_upsert[start:start + BATCH_SIZE]
+        with projections.engine.begin() as conn:  # all-or-nothing per batch
+            states = [_state(entity_type, c.after) for c in batch]
+            if entity_type == "account":
+                written += projections.upsert_accounts(conn, states)  # type: ignore[arg-type]
+            else:
+                written += projections.upsert_transactions(conn, states)  # type: ignore[arg-type]
+    for change in (c for c in changes if c.action == "reset_ahead"):
+        with projections.engine.begin() as conn:
+            seen, new = _state(entity_type, change.before), _state(entity_type, change.after)
+            cas = (projections.compare_and_set_account if entity_type == "account"
+                   else projections.compare_and_set_transaction)
+            if cas(conn, seen, new):  # type: ignore[arg-type]
+                written += 1
+            else:
+                change.reason = "row changed since it was read; not reset (reconcile and retry)"
+    deletions = [c.entity_id for c in changes if c.action == "delete"]
+    if deletions:
+        with projections.engine.begin() as conn:
+            written += projections.delete_rows(conn, entity_type, deletions)
+    return written
+
+
+def _verify(event_store: KafkaEventStore, projections: ProjectionStore, result: RebuildResult) -> None:
+    """Reconcile the touched entities again and say, per entity, whether it is now right."""
+    touched = {c.entity_id for c in result.changes if c.action not in ("refused", "kept_orphan")}
+    if not touched:
+        result.outcome = {c.entity_id: c.reason for c in result.changes}
+        return
+    outcome = replay_all(event_store, projections, only_ids=touched)
+    report = build_report(outcome, run_id=result.run_id, scope=f"verify:{result.entity_type}",
+                          started_at=datetime.now().astimezone(), entity_types=(result.entity_type,))
+    remaining: dict[str, list[str]] = {}
+    for finding in report.findings:
+        if finding.entity_id in touched and finding.kind in REBUILDABLE_KINDS | {Kind.ORPHAN_PROJECTION}:
+            remaining.setdefault(finding.entity_id, []).append(finding.kind.value)
+    result.verification_findings = [f.to_json() for f in report.findings if f.entity_id in touched]
+    for change in result.changes:
+        if change.action in ("refused", "kept_orphan"):
+            result.outcome[change.entity_id] = change.reason
+        elif change.entity_id in remaining:
+            kinds = remaining[change.entity_id]
+            # Only 'lagging' left means the live projector wrote past us meanwhile: not a failure.
+            result.outcome[change.entity_id] = ("fixed" if kinds == ["lagging"] else f"still {', '.join(kinds)}")
+        else:
+            result.outcome[change.entity_id] = "unchanged" if change.action == "unchanged" else "fixed"
+
+
+@contextmanager
+def _rebuild_lock(projections: ProjectionStore, entity_type: str) -> Iterator[None]:
+    """One rebuild per entity type at a time; the lock goes with the connection if the process dies."""
+    with projections.engine.connect() as conn:
+        key = f"billing.rebuild.{entity_type}"
+        if not conn.exec_driver_sql("SELECT pg_try_advisory_lock(hashtext(%(k)s))", {"k": key}).scalar():
+            raise ConcurrentOperationError(f"another {entity_type} rebuild is running; wait for it and retry")
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql("SELECT pg_advisory_unlock(hashtext(%(k)s))", {"k": key})
+            conn.commit()
+
+
+def _audit(result: RebuildResult, operation: str, actor: str, reason: str, outcome: ReplayOutcome,
+           audit_outcome: str, error: str | None = None) -> AuditRecord:
+    changed = [c for c in result.changes if c.action != "unchanged"][:AUDIT_DETAIL_LIMIT]
+    return AuditRecord(
+        actor=actor, reason=reason, operation=operation, dry_run=result.dry_run, entity_type=result.entity_type,
+        entity_ids=[c.entity_id for c in result.changes], outcome=audit_outcome, run_id=result.run_id,
+        cut=outcome.cut.to_json(), before={c.entity_id: c.before for c in changed},
+        after={c.entity_id: c.after for c in changed},
+        details={"counts": result.counts(), "written": result.written, "outcome": result.outcome,
+                 "refused": result.refused, **({"error": error} if error else {})})
+
+
+def _state(entity_type: str, values: dict[str, Any] | None) -> State:
+    assert values is not None
+    parsed: dict[str, Any] = {k: datetime.fromisoformat(v) if k in ("updated_at", "initiated_at") and isinstance(v, str) else v
+              for k, v in values.items()}
+    return AccountState(**parsed) if entity_type == "account" else TransactionState(**parsed)
+
+
+def _jsonable(state: State | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(state).items()}
