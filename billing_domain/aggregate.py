@@ -18,7 +18,7 @@ from billing_domain.exceptions import EventPosition, StreamCorruptionError
 class Aggregate:
     """A fold of one aggregate's events. `version` is the last applied `aggregate_version`."""
 
-    __slots__ = ("aggregate_id", "event_ids", "updated_at", "version", "violations")
+    __slots__ = ("_applying", "aggregate_id", "event_ids", "updated_at", "version", "violations")
     mutators: ClassVar[dict[type[Payload], Callable[[Aggregate, Event], None]]] = {}
 
     def __init__(self, aggregate_id: str) -> None:
@@ -29,6 +29,7 @@ class Aggregate:
         self.event_ids: list[str] = []
         self.updated_at: datetime | None = None
         self.violations: list[str] = []
+        self._applying = 0  # aggregate_version of the event being applied, for violation labels
 
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> Self:
@@ -56,6 +57,7 @@ class Aggregate:
             reason = "version gap" if got > expected else "a different event with a used version"
             raise StreamCorruptionError(self.aggregate_id, reason, expected_version=expected,
                                         got_version=got, event_id=event.event_id, position=position)
+        self._applying = got
         self._mutate(event)
         self.version = got
         self.event_ids.append(event.event_id)
@@ -72,10 +74,11 @@ class Aggregate:
 
     def _violate(self, rule: str) -> None:
         """Record a broken business rule; the fold goes on so the replay sees the whole stream."""
-        self.violations.append(f"v{self.version + 1}: {rule}")
+        self.violations.append(f"v{self._applying}: {rule}")
 
     def apply_across_gap(self, event: Event) -> None:
         """Apply an event that follows a version gap (already reported) so the fold can go on."""
+        self._applying = event.aggregate_version
         self._mutate(event)
         self.version = event.aggregate_version
         self.event_ids.extend([""] * (event.aggregate_version - len(self.event_ids) - 1))

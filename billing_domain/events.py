@@ -17,8 +17,9 @@ import msgspec
 from billing_domain.exceptions import EventDecodeError, EventPosition
 
 SCHEMA_VERSION: Final = 1
-Money = int  # always integer minor units (cents); never a float
-PositiveMoney = Annotated[int, msgspec.Meta(gt=0)]
+# Always integer minor units (cents), never a float, and within PostgreSQL's bigint.
+Money = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+PositiveMoney = Annotated[int, msgspec.Meta(gt=0, le=2**63 - 1)]
 Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 UtcTimestamp = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -138,7 +139,7 @@ _ENVELOPE_DECODER: Final = msgspec.json.Decoder(_RawEnvelope)
 _PAYLOAD_DECODERS: Final = {name: msgspec.json.Decoder(cls) for name, cls in PAYLOAD_TYPES.items()}
 _ENCODER: Final = msgspec.json.Encoder()
 _PATH_IN_MESSAGE: Final = re.compile(r"at `\$\.?([^`]*)`")
-_MISSING_FIELD: Final = re.compile(r"missing required field `([^`]+)`")
+_NAMED_FIELD: Final = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
 
 
 def encode_event(event: Event) -> bytes:
@@ -153,7 +154,8 @@ def decode_event(value: bytes | None, key: bytes | None = None, *,
         raise _error("message has no value (tombstone)", value, key, position, field="value")
     try:
         raw = _ENVELOPE_DECODER.decode(value)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a string.
         raise _error(str(exc), value, key, position, field=_field_of(exc) or "value") from None
     payload_decoder = _PAYLOAD_DECODERS.get(raw.event_type)
     if payload_decoder is None:
@@ -161,7 +163,7 @@ def decode_event(value: bytes | None, key: bytes | None = None, *,
                      event_id=raw.event_id)
     try:
         payload = payload_decoder.decode(raw.payload)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         field = _field_of(exc)
         raise _error(str(exc), value, key, position, field=f"payload.{field}" if field else "payload",
                      event_id=raw.event_id) from None
@@ -186,7 +188,7 @@ def _check_envelope(raw: _RawEnvelope, key: bytes | None, value: bytes,
 
 def _field_of(exc: Exception) -> str | None:
     message = str(exc)
-    missing = _MISSING_FIELD.search(message)
+    missing = _NAMED_FIELD.search(message)
     path = _PATH_IN_MESSAGE.search(message)
     prefix = path.group(1) if path else ""
     if missing:

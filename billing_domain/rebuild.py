@@ -136,7 +136,7 @@ def _targets(recon_store: ReconStore, entity_type: str, selection: RebuildSelect
         return None
     if selection.ids:
         return set(selection.ids)
-    run_id = selection.from_run or recon_store.latest_run_id()
+    run_id = selection.from_run or recon_store.latest_run_id(entity_type)
     if run_id is None:
         raise ConfigurationError("from_run: no reconciliation report exists yet; reconcile first, or give ids or all")
     if not recon_store.run_exists(run_id):
@@ -276,8 +276,9 @@ def _audit(result: RebuildResult, operation: str, actor: str, reason: str, outco
 
 def _state(entity_type: str, values: dict[str, Any] | None) -> State:
     assert values is not None
-    parsed: dict[str, Any] = {k: datetime.fromisoformat(v) if k in ("updated_at", "initiated_at") and isinstance(v, str) else v
-              for k, v in values.items()}
+    timestamps = ("updated_at", "initiated_at")
+    parsed: dict[str, Any] = {k: datetime.fromisoformat(v) if k in timestamps and isinstance(v, str) else v
+                              for k, v in values.items()}
     return AccountState(**parsed) if entity_type == "account" else TransactionState(**parsed)
 
 

@@ -72,7 +72,7 @@ class RetryPolicy:
         retrying = Retrying(
             retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_total_s),
-            wait=wait_exponential_jitter(multiplier=self.base_delay_s, max=self.max_delay_s),
+            wait=wait_exponential_jitter(multiplier=self.base_delay_s, max=self.max_delay_s, jitter=self.base_delay_s),
             before_sleep=_log_retry(context, self.max_attempts),
             reraise=True,
         )

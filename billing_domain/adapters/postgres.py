@@ -66,6 +66,13 @@ class ProjectionStore:
         self.engine = engine
 
     def ensure_schema(self) -> None:
+        """Create the contract's tables if absent. Checks first: a least-privilege role may not run DDL."""
+        with self.engine.connect() as conn:
+            present = conn.exec_driver_sql(
+                "SELECT to_regclass('billing.account_projection') IS NOT NULL "
+                "AND to_regclass('billing.transaction_projection') IS NOT NULL").scalar()
+        if present:
+            return
         with self.engine.begin() as conn:
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('billing.projection_ddl'))")
             conn.exec_driver_sql(PROJECTION_DDL)
@@ -91,6 +98,16 @@ class ProjectionStore:
             with cursor.copy(f"COPY {SCHEMA}.{table} ({', '.join(columns)}) TO STDOUT (FORMAT BINARY)") as copy:
                 copy.set_types(_pg_types(columns))
                 return list(copy.rows())
+
+    # --- rows locked by the caller's transaction (the live projector) --------------------------------
+    def lock_accounts(self, conn: Connection, ids: Sequence[str]) -> dict[str, AccountState]:
+        """Read these rows and lock them (FOR UPDATE) until the caller's transaction ends."""
+        rows = _select_for_update(conn, "account_projection", ACCOUNT_COLUMNS, ids)
+        return {row[0]: AccountState(*row) for row in rows}
+
+    def lock_transactions(self, conn: Connection, ids: Sequence[str]) -> dict[str, TransactionState]:
+        rows = _select_for_update(conn, "transaction_projection", TRANSACTION_COLUMNS, ids)
+        return {row[0]: TransactionState(*row) for row in rows}
 
     # --- guarded bulk writes ------------------------------------------------------------------------
     def upsert_accounts(self, conn: Connection, states: Iterable[AccountState]) -> int:
@@ -151,6 +168,17 @@ class ProjectionStore:
         result = conn.exec_driver_sql(f"DELETE FROM {SCHEMA}.{table} WHERE {key} = ANY(%(ids)s)",
                                       {"ids": list(ids)})
         return int(result.rowcount)
+
+
+def _select_for_update(conn: Connection, table: str, columns: Sequence[str],
+                       ids: Sequence[str]) -> list[tuple[Any, ...]]:
+    if not ids:
+        return []
+    # Locking in key order keeps two writers of overlapping batches from deadlocking.
+    result = conn.exec_driver_sql(
+        f"SELECT {', '.join(columns)} FROM {SCHEMA}.{table} WHERE {columns[0]} = ANY(%(ids)s) "
+        f"ORDER BY {columns[0]} FOR UPDATE", {"ids": list(ids)})
+    return [tuple(row) for row in result]
 
 
 def _pg_types(columns: Sequence[str]) -> list[str]:

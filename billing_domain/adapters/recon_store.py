@@ -99,11 +99,13 @@ class ReconStore:
         return [Finding(r[0], r[1], Kind(r[2]), Severity(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10])
                 for r in rows]
 
-    def latest_run_id(self, scope: str = "all") -> str | None:
+    def latest_run_id(self, entity_type: str | None = None) -> str | None:
+        """The newest finished full run (scope `all`, or `accounts`/`transactions` for that entity type)."""
+        scopes = ["all"] + ([f"{entity_type}s"] if entity_type else [])
         with self.engine.connect() as conn:
             return conn.execute(sa.text(
-                f"SELECT run_id FROM {SCHEMA}.recon_run WHERE scope = :s AND finished_at IS NOT NULL "
-                "ORDER BY finished_at DESC LIMIT 1"), {"s": scope}).scalar()
+                f"SELECT run_id FROM {SCHEMA}.recon_run WHERE scope = ANY(:s) AND finished_at IS NOT NULL "
+                "ORDER BY finished_at DESC LIMIT 1"), {"s": scopes}).scalar()
 
     def run_exists(self, run_id: str) -> bool:
         with self.engine.connect() as conn:

@@ -1,0 +1,279 @@
+"""`billing-recon`: the original engine's admin endpoints as commands, over the same services
+the Dagster jobs call.
+
+Exit codes a script can use: 0 clean, 1 findings (or refusals), 2 error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from billing_domain.config import Settings
+from billing_domain.exceptions import BillingError
+from billing_domain.findings import ReconciliationReport
+from billing_domain.rebuild import RebuildResult, RebuildSelection, rebuild
+from billing_domain.reconcile.service import (
+    ReconcileOptions,
+    build_report,
+    new_run_id,
+    reconcile_all,
+    reconcile_entity,
+    replay_all,
+)
+from billing_domain.report_text import render_ledger, render_report
+from billing_domain.stack import EmbeddedStack
+from billing_domain.wiring import Services, open_services
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+app = typer.Typer(help="Reconcile and repair the billing engine's projections.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+reconcile_app = typer.Typer(help="Compare projections with the events.", no_args_is_help=True)
+rebuild_app = typer.Typer(help="Rebuild projections from the events (guarded, audited).", no_args_is_help=True)
+stack_app = typer.Typer(help="The embedded PostgreSQL and broker.", no_args_is_help=True)
+app.add_typer(reconcile_app, name="reconcile")
+app.add_typer(rebuild_app, name="rebuild")
+app.add_typer(stack_app, name="stack")
+err = Console(stderr=True)
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@contextmanager
+def _services() -> Iterator[Services]:
+    try:
+        services = open_services(Settings.from_env())
+    except BillingError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_ERROR) from exc
+    try:
+        yield services
+    except BillingError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_ERROR) from exc
+    finally:
+        services.close()
+
+
+@contextmanager
+def _progress(label: str, quiet: bool) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (events read, rate); silent for --json or a non-terminal."""
+    if quiet or not err.is_terminal:
+        yield lambda n: None
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} events"),
+                  TextColumn("{task.speed} ev/s" if False else ""), TimeElapsedColumn(), console=err) as progress:
+        task = progress.add_task(label, total=None)
+        yield lambda n: progress.advance(task, n)
+
+
+def _finish(report: ReconciliationReport, services: Services, as_json: bool) -> None:
+    services.recon_store.save_report(report, source="cli")
+    if as_json:
+        sys.stdout.write(report.to_json_bytes().decode() + "\n")
+    else:
+        sys.stdout.write(render_report(report))
+    raise typer.Exit(EXIT_CLEAN if report.is_clean else EXIT_FINDINGS)
+
+
+# --- reconcile ---------------------------------------------------------------------------------------
+@reconcile_app.command("accounts")
+def reconcile_accounts(as_json: JsonOption = False) -> None:
+    """Every account against one cut of the log (and the ledger identities)."""
+    _reconcile_scope("accounts", ("account", "ledger"), as_json)
+
+
+@reconcile_app.command("transactions")
+def reconcile_transactions(as_json: JsonOption = False,
+                           stuck_minutes: Annotated[float, typer.Option(help="Stuck threshold.")] = 5.0) -> None:
+    """Every transfer saga: status, fields, stuck transfers, money per transfer."""
+    _reconcile_scope("transactions", ("transaction",), as_json, timedelta(minutes=stuck_minutes))
+
+
+@reconcile_app.command("all")
+def reconcile_everything(as_json: JsonOption = False) -> None:
+    """Accounts, transactions and the accounting equation in one pass."""
+    with _services() as services, _progress("reconciling", as_json) as progress:
+        report = reconcile_all(services.event_store, services.projections, progress=progress,
+                               options=ReconcileOptions(timedelta(minutes=services.settings.stuck_after_minutes)))
+        _finish(report, services, as_json)
+
+
+def _reconcile_scope(scope: str, entity_types: tuple[str, ...], as_json: bool,
+                     stuck_after: timedelta = timedelta(minutes=5)) -> None:
+    with _services() as services, _progress(f"reconciling {scope}", as_json) as progress:
+        from datetime import UTC, datetime
+
+        started = datetime.now(UTC)
+        options = ReconcileOptions(stuck_after=stuck_after)
+        outcome = replay_all(services.event_store, services.projections, options=options, progress=progress)
+        report = build_report(outcome, run_id=new_run_id(), scope=scope, started_at=started, options=options,
+                              entity_types=entity_types)
+        _finish(report, services, as_json)
+
+
+@reconcile_app.command("account")
+def reconcile_one_account(account_id: str, as_json: JsonOption = False) -> None:
+    """One account: its events against its projection row."""
+    with _services() as services:
+        _finish(reconcile_entity(services.event_store, services.projections, "account", account_id), services,
+                as_json)
+
+
+@reconcile_app.command("transaction")
+def reconcile_one_transaction(transaction_id: str, as_json: JsonOption = False) -> None:
+    """One transfer saga: its events against its projection row."""
+    with _services() as services:
+        _finish(reconcile_entity(services.event_store, services.projections, "transaction", transaction_id),
+                services, as_json)
+
+
+@app.command("accounting-equation")
+def accounting_equation(as_json: JsonOption = False) -> None:
+    """The contract's accounting identities, per currency."""
+    with _services() as services, _progress("replaying", as_json) as progress:
+        from datetime import UTC, datetime
+
+        outcome = replay_all(services.event_store, services.projections, progress=progress)
+        report = build_report(outcome, run_id=new_run_id(), scope="ledger", started_at=datetime.now(UTC),
+                              entity_types=("ledger",))
+        services.recon_store.save_report(report, source="cli")
+        if as_json:
+            sys.stdout.write(json.dumps(report.to_json()["ledger"], indent=2) + "\n")
+        else:
+            Console().print(render_ledger(report.ledger))
+        raise typer.Exit(EXIT_CLEAN if report.is_clean else EXIT_FINDINGS)
+
+
+@app.command("stuck")
+def stuck(minutes: Annotated[float, typer.Option(help="Pending longer than this is stuck.")] = 5.0,
+          as_json: JsonOption = False) -> None:
+    """Transfers pending longer than the threshold at the time of the cut."""
+    with _services() as services, _progress("replaying", as_json) as progress:
+        report = reconcile_all(services.event_store, services.projections, progress=progress,
+                               options=ReconcileOptions(stuck_after=timedelta(minutes=minutes)))
+        stuck_findings = [f for f in report.findings if f.kind.value == "stuck"]
+        if as_json:
+            sys.stdout.write(json.dumps([f.to_json() for f in stuck_findings], indent=2, default=str) + "\n")
+        else:
+            for finding in stuck_findings:
+                sys.stdout.write(f"{finding.entity_id}: {finding.detail}\n")
+            sys.stdout.write(f"{len(stuck_findings)} stuck transfer(s)\n")
+        raise typer.Exit(EXIT_FINDINGS if stuck_findings else EXIT_CLEAN)
+
+
+# --- rebuild -----------------------------------------------------------------------------------------
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why (goes to the audit trail).")]
+ActorOption = Annotated[str, typer.Option("--actor", envvar="USER", help="Who asks for it.")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show the before/after, write nothing.")]
+
+
+def _rebuild(entity_type: str, selection: RebuildSelection, reason: str, actor: str, dry_run: bool,
+             delete_orphans: bool, as_json: bool) -> None:
+    with _services() as services, _progress(f"rebuilding {entity_type}s", as_json) as progress:
+        result = rebuild(services.event_store, services.projections, services.recon_store,
+                         entity_type=entity_type, selection=selection, dry_run=dry_run,  # type: ignore[arg-type]
+                         reason=reason, actor=actor or "unknown", delete_orphans=delete_orphans, progress=progress)
+        _print_rebuild(result, as_json)
+        raise typer.Exit(EXIT_FINDINGS if result.refused or any(
+            v.startswith("still") for v in result.outcome.values()) else EXIT_CLEAN)
+
+
+def _print_rebuild(result: RebuildResult, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2, default=str) + "\n")
+        return
+    mode = "dry run" if result.dry_run else "rebuild"
+    sys.stdout.write(f"{mode} of {result.entity_type}s ({result.run_id}), audit #{result.audit_id}: "
+                     f"{result.counts()}, {result.written} row(s) written\n")
+    for change in result.changes:
+        if change.action == "unchanged":
+            continue
+        sys.stdout.write(f"  {change.entity_id}: {change.action} -> {result.outcome.get(change.entity_id, '')}\n")
+        if change.action in ("update", "reset_ahead", "insert", "delete") and change.before != change.after:
+            diff = _diff(change.before, change.after)
+            if diff:
+                sys.stdout.write(f"      {diff}\n")
+
+
+def _diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
+    if before is None or after is None:
+        return "(new row)" if before is None else "(row deleted)"
+    keys = [k for k in after if before.get(k) != after.get(k) and k not in ("updated_at", "last_event_id")]
+    return ", ".join(f"{k}: {before.get(k)} -> {after.get(k)}" for k in keys)
+
+
+def _register_rebuild(entity_type: str) -> None:
+    plural = f"{entity_type}s"
+
+    @rebuild_app.command(entity_type, help=f"Rebuild one {entity_type} from its events.")
+    def one(entity_id: str, reason: ReasonOption, actor: ActorOption = "", dry_run: DryRunOption = False,
+            as_json: JsonOption = False) -> None:
+        _rebuild(entity_type, RebuildSelection(ids=(entity_id,)), reason, actor, dry_run, False, as_json)
+
+    @rebuild_app.command(plural, help=f"Rebuild {plural}: --all, --ids, or (default) what a report flagged.")
+    def many(reason: ReasonOption, all_: Annotated[bool, typer.Option("--all")] = False,
+             ids: Annotated[list[str] | None, typer.Option("--ids", help="Repeat or comma-separate.")] = None,
+             from_report: Annotated[str | None, typer.Option("--from-report", help="A run id.")] = None,
+             delete_orphans: Annotated[bool, typer.Option("--delete-orphans")] = False,
+             actor: ActorOption = "", dry_run: DryRunOption = False, as_json: JsonOption = False) -> None:
+        id_list = tuple(i.strip() for value in (ids or []) for i in value.split(",") if i.strip())
+        _rebuild(entity_type, RebuildSelection(ids=id_list, all=all_, from_run=from_report), reason, actor, dry_run,
+                 delete_orphans, as_json)
+
+
+_register_rebuild("account")
+_register_rebuild("transaction")
+
+
+# --- stack -------------------------------------------------------------------------------------------
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start (or reuse) the embedded PostgreSQL and broker. The broker keeps events in memory only."""
+    info = EmbeddedStack().up()
+    for name, value in info.env().items():
+        sys.stdout.write(f"export {name}={value}\n")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop both servers (the broker's events are lost; PostgreSQL's data folder stays)."""
+    EmbeddedStack().down()
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    stack = EmbeddedStack()
+    info = stack.status()
+    healthy = stack.is_healthy()
+    sys.stdout.write(f"{'running' if healthy else 'not running'}: {info}\n")
+    raise typer.Exit(EXIT_CLEAN if healthy else EXIT_FINDINGS)
+
+
+@stack_app.command("env")
+def stack_env() -> None:
+    """Print the variables to export to use the running embedded stack."""
+    info = EmbeddedStack().status()
+    if info is None:
+        err.print("the embedded stack is not running: billing-recon stack up")
+        raise typer.Exit(EXIT_ERROR)
+    for name, value in info.env().items():
+        sys.stdout.write(f"export {name}={value}\n")
+
+
+if __name__ == "__main__":
+    app()
