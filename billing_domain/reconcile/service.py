@@ -8,9 +8,11 @@ while the live projector keeps writing.
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -45,6 +47,22 @@ class ReplayOutcome:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a replay retains millions of acyclic objects.
+
+    Each collection would traverse everything retained so far: measured, a fifth of the
+    replay's time on 1M events. Nothing the replay builds is cyclic, so nothing leaks.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def new_run_id(prefix: str = "cli") -> str:
     return f"{prefix}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
@@ -60,8 +78,9 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
     replay = Replay(event_store.topics, account_versions={k: r.version for k, r in account_rows.items()},
                     transaction_versions={k: r.version for k, r in transaction_rows.items()}, only_ids=only_ids)
     reader = event_store.read_cut(stop=options.stop, on_batch=progress)
-    for batch in reader:
-        replay.feed(batch)
+    with collector_paused():
+        for batch in reader:
+            replay.feed(batch)
     finished = time.perf_counter()
     timings = {"read_projections_s": read_projections - started, "replay_s": finished - read_projections}
     return ReplayOutcome(replay, reader.cut, account_rows, transaction_rows, timings)
