@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -27,9 +27,10 @@ from billing_domain.reconcile.service import (
     build_report,
     new_run_id,
     reconcile_all,
-    reconcile_entity,
     replay_all,
+    save_checkpoint,
 )
+from billing_domain.reconcile.single import reconcile_entity
 from billing_domain.report_text import render_ledger, render_report
 from billing_domain.stack import EmbeddedStack
 from billing_domain.wiring import Services, open_services
@@ -45,6 +46,7 @@ app.add_typer(rebuild_app, name="rebuild")
 app.add_typer(stack_app, name="stack")
 err = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+FullOption = Annotated[bool, typer.Option("--full", help="Replay the whole log, not just since the checkpoint.")]
 
 
 @app.callback()
@@ -92,37 +94,39 @@ def _finish(report: ReconciliationReport, services: Services, as_json: bool) -> 
 
 # --- reconcile ---------------------------------------------------------------------------------------
 @reconcile_app.command("accounts")
-def reconcile_accounts(as_json: JsonOption = False) -> None:
+def reconcile_accounts(as_json: JsonOption = False, full: FullOption = False) -> None:
     """Every account against one cut of the log (and the ledger identities)."""
-    _reconcile_scope("accounts", ("account", "ledger"), as_json)
+    _reconcile_scope("accounts", ("account", "ledger"), as_json, full=full)
 
 
 @reconcile_app.command("transactions")
-def reconcile_transactions(as_json: JsonOption = False,
+def reconcile_transactions(as_json: JsonOption = False, full: FullOption = False,
                            stuck_minutes: Annotated[float, typer.Option(help="Stuck threshold.")] = 5.0) -> None:
     """Every transfer saga: status, fields, stuck transfers, money per transfer."""
-    _reconcile_scope("transactions", ("transaction",), as_json, timedelta(minutes=stuck_minutes))
+    _reconcile_scope("transactions", ("transaction",), as_json, timedelta(minutes=stuck_minutes), full=full)
 
 
 @reconcile_app.command("all")
-def reconcile_everything(as_json: JsonOption = False) -> None:
+def reconcile_everything(as_json: JsonOption = False, full: FullOption = False) -> None:
     """Accounts, transactions and the accounting equation in one pass."""
     with _services() as services, _progress("reconciling", as_json) as progress:
         report = reconcile_all(services.event_store, services.projections, progress=progress,
-                               options=ReconcileOptions(timedelta(minutes=services.settings.stuck_after_minutes)))
+                               options=ReconcileOptions(timedelta(minutes=services.settings.stuck_after_minutes)),
+                               checkpoints=services.checkpoints, full=full)
         _finish(report, services, as_json)
 
 
 def _reconcile_scope(scope: str, entity_types: tuple[str, ...], as_json: bool,
-                     stuck_after: timedelta = timedelta(minutes=5)) -> None:
+                     stuck_after: timedelta = timedelta(minutes=5), *, full: bool = False) -> None:
     with _services() as services, _progress(f"reconciling {scope}", as_json) as progress:
-        from datetime import UTC, datetime
-
         started = datetime.now(UTC)
+        run_id = new_run_id()
         options = ReconcileOptions(stuck_after=stuck_after)
-        outcome = replay_all(services.event_store, services.projections, options=options, progress=progress)
-        report = build_report(outcome, run_id=new_run_id(), scope=scope, started_at=started, options=options,
+        outcome = replay_all(services.event_store, services.projections, options=options, progress=progress,
+                             checkpoints=services.checkpoints, full=full)
+        report = build_report(outcome, run_id=run_id, scope=scope, started_at=started, options=options,
                               entity_types=entity_types)
+        save_checkpoint(services.event_store, services.checkpoints, outcome, run_id, report)
         _finish(report, services, as_json)
 
 
@@ -130,25 +134,24 @@ def _reconcile_scope(scope: str, entity_types: tuple[str, ...], as_json: bool,
 def reconcile_one_account(account_id: str, as_json: JsonOption = False) -> None:
     """One account: its events against its projection row."""
     with _services() as services:
-        _finish(reconcile_entity(services.event_store, services.projections, "account", account_id), services,
-                as_json)
+        _finish(reconcile_entity(services.event_store, services.projections, "account", account_id,
+                                 checkpoints=services.checkpoints), services, as_json)
 
 
 @reconcile_app.command("transaction")
 def reconcile_one_transaction(transaction_id: str, as_json: JsonOption = False) -> None:
     """One transfer saga: its events against its projection row."""
     with _services() as services:
-        _finish(reconcile_entity(services.event_store, services.projections, "transaction", transaction_id),
-                services, as_json)
+        _finish(reconcile_entity(services.event_store, services.projections, "transaction", transaction_id,
+                                 checkpoints=services.checkpoints), services, as_json)
 
 
 @app.command("accounting-equation")
 def accounting_equation(as_json: JsonOption = False) -> None:
     """The contract's accounting identities, per currency."""
     with _services() as services, _progress("replaying", as_json) as progress:
-        from datetime import UTC, datetime
-
-        outcome = replay_all(services.event_store, services.projections, progress=progress)
+        outcome = replay_all(services.event_store, services.projections, progress=progress,
+                             checkpoints=services.checkpoints)
         report = build_report(outcome, run_id=new_run_id(), scope="ledger", started_at=datetime.now(UTC),
                               entity_types=("ledger",))
         services.recon_store.save_report(report, source="cli")
@@ -165,7 +168,8 @@ def stuck(minutes: Annotated[float, typer.Option(help="Pending longer than this 
     """Transfers pending longer than the threshold at the time of the cut."""
     with _services() as services, _progress("replaying", as_json) as progress:
         report = reconcile_all(services.event_store, services.projections, progress=progress,
-                               options=ReconcileOptions(stuck_after=timedelta(minutes=minutes)))
+                               options=ReconcileOptions(stuck_after=timedelta(minutes=minutes)),
+                               checkpoints=services.checkpoints)
         stuck_findings = [f for f in report.findings if f.kind.value == "stuck"]
         if as_json:
             sys.stdout.write(json.dumps([f.to_json() for f in stuck_findings], indent=2, default=str) + "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from billing_domain.adapters.checkpoint_store import CheckpointStore
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.adapters.postgres import ProjectionStore, make_engine
 from billing_domain.adapters.recon_store import ReconStore
@@ -20,6 +21,7 @@ class Services:
     event_store: KafkaEventStore
     projections: ProjectionStore
     recon_store: ReconStore
+    checkpoints: CheckpointStore
 
     def close(self) -> None:
         self.event_store.close()
@@ -49,4 +51,4 @@ def open_services(settings: Settings | None = None) -> Services:
     projections.ensure_schema()
     recon_store.migrate()
     event_store.ensure_topics()
-    return Services(settings, event_store, projections, recon_store)
+    return Services(settings, event_store, projections, recon_store, CheckpointStore(recon_store.engine))

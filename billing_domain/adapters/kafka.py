@@ -148,9 +148,25 @@ class KafkaEventStore:
     def read_cut(self, start: dict[TopicPartitionKey, int] | None = None,
                  stop: dict[TopicPartitionKey, int] | None = None,
                  topics: Sequence[str] | None = None,
-                 on_batch: Callable[[int], None] | None = None) -> CutReader:
-        """A reader over every partition of `topics` from `start` (default 0) to its end, or `stop`."""
-        return CutReader(self, list(topics or self.topics.all()), start or {}, stop, on_batch)
+                 on_batch: Callable[[int], None] | None = None,
+                 partitions: set[TopicPartitionKey] | None = None) -> CutReader:
+        """A reader over every partition of `topics` (or just `partitions`) from `start` (default 0) to its
+        end, or to `stop`."""
+        return CutReader(self, list(topics or self.topics.all()), start or {}, stop, on_batch, partitions)
+
+    def read_values(self, offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, bytes | None]:
+        """The value of the message at each given offset (None where there is none), with one consumer."""
+        if not offsets:
+            return {}
+        topics = sorted({tp[0] for tp in offsets})
+        reader = CutReader(self, topics, dict(offsets), {tp: o + 1 for tp, o in offsets.items()}, None, set(offsets))
+        values: dict[TopicPartitionKey, bytes | None] = dict.fromkeys(offsets)
+        for batch in reader:
+            for message in batch:
+                tp = (message.topic() or "", message.partition() or 0)
+                if offsets.get(tp) == message.offset():
+                    values[tp] = message.value()
+        return values
 
     def new_consumer(self, **overrides: str | int | float | bool) -> Consumer:
         return Consumer({
@@ -175,16 +191,19 @@ class CutReader:
     """Iterate a bounded cut in batches of messages; `cut` holds the offsets once iteration ends."""
 
     def __init__(self, store: KafkaEventStore, topics: list[str], start: dict[TopicPartitionKey, int],
-                 stop: dict[TopicPartitionKey, int] | None, on_batch: Callable[[int], None] | None) -> None:
+                 stop: dict[TopicPartitionKey, int] | None, on_batch: Callable[[int], None] | None,
+                 only: set[TopicPartitionKey] | None = None) -> None:
         self.store = store
         self.topics = topics
+        self.only = only
         self.start = start
         self.stop = stop
         self.on_batch = on_batch
         self.cut = Cut()
 
     def __iter__(self) -> Iterator[list[Message]]:
-        partitions = [(t, p) for t in self.topics for p in self.store.partitions_of(t)]
+        partitions = [(t, p) for t in self.topics for p in self.store.partitions_of(t)
+                      if self.only is None or (t, p) in self.only]
         consumer = self.store.new_consumer()
         try:
             yield from self._read(consumer, partitions)

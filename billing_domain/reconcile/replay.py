@@ -105,6 +105,10 @@ class Replay:
         self.cut_time: datetime | None = None
         self.events_read = 0
         self.duplicates = 0
+        # Where each aggregate's events live, for checkpoints and single-entity reads.
+        self.partition_of: dict[tuple[str, str], tuple[str, int]] = {}
+        # Set when resuming from a checkpoint: the entities the tail changed, to save only those.
+        self.touched: set[tuple[str, str]] | None = None
 
     # --- feeding ------------------------------------------------------------------------------------
     def feed(self, messages: Iterable[Message]) -> None:
@@ -148,6 +152,9 @@ class Replay:
         account = self.accounts.get(event.aggregate_id)
         if account is None:
             account = self.accounts[event.aggregate_id] = AccountAggregate(event.aggregate_id)
+            self.partition_of[("account", event.aggregate_id)] = (message.topic() or "", message.partition() or 0)
+        if self.touched is not None:
+            self.touched.add(("account", event.aggregate_id))
         violations_before = len(account.violations)
         if not self._apply(account, "account", event, message):
             return
@@ -164,6 +171,10 @@ class Replay:
         saga = self.transactions.get(event.aggregate_id)
         if saga is None:
             saga = self.transactions[event.aggregate_id] = TransactionAggregate(event.aggregate_id)
+            self.partition_of[("transaction", event.aggregate_id)] = (message.topic() or "",
+                                                                      message.partition() or 0)
+        if self.touched is not None:
+            self.touched.add(("transaction", event.aggregate_id))
         if not self._apply(saga, "transaction", event, message):
             return
         if self.transaction_versions.get(event.aggregate_id) == saga.version:
@@ -196,6 +207,8 @@ class Replay:
         sums = self.credits if type(payload) is AccountCredited else self.debits
         sums[account.currency][payload.reason] += payload.amount_minor
         if payload.transaction_id is not None and payload.reason in SAGA_REASONS:
+            if self.touched is not None:
+                self.touched.add(("money", payload.transaction_id))
             self.saga_money[payload.transaction_id].append(MoneyMove(
                 account.aggregate_id, payload.reason, payload.amount_minor, account.currency, event.event_id))
 
@@ -211,6 +224,9 @@ class Replay:
         corruption = self.corrupt.get((entity_type, entity_id))
         if corruption is None:
             corruption = self.corrupt[(entity_type, entity_id)] = Corruption(entity_type, entity_id)
+            self.partition_of.setdefault((entity_type, entity_id), (message.topic() or "", message.partition() or 0))
+        if self.touched is not None:
+            self.touched.add((entity_type, entity_id))
         corruption.add(reason, _position(message), event_id, field_name)
 
     def is_corrupt(self, entity_type: str, entity_id: str) -> bool:

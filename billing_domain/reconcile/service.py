@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from billing_domain.accounts import AccountState
+from billing_domain.adapters.checkpoint_store import CheckpointStore
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.adapters.postgres import ProjectionStore
 from billing_domain.cut import Cut
 from billing_domain.findings import Finding, ReconciliationReport
+from billing_domain.reconcile import incremental
 from billing_domain.reconcile.diff import diff_accounts, diff_transactions
 from billing_domain.reconcile.ledger import ledger_findings, ledger_identities
 from billing_domain.reconcile.replay import Replay
@@ -45,6 +47,8 @@ class ReplayOutcome:
     account_rows: dict[str, AccountState]
     transaction_rows: dict[str, TransactionState]
     timings: dict[str, float] = field(default_factory=dict)
+    mode: str = "full"  # full | incremental
+    mode_reason: str = "full replay"
 
 
 @contextmanager
@@ -68,8 +72,13 @@ def new_run_id(prefix: str = "cli") -> str:
 
 
 def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, options: ReconcileOptions | None = None,
-               progress: ProgressCallback | None = None, only_ids: set[str] | None = None) -> ReplayOutcome:
-    """Read the projections, then fold one cut of both topics in a single pass."""
+               progress: ProgressCallback | None = None, only_ids: set[str] | None = None,
+               checkpoints: CheckpointStore | None = None, full: bool = False) -> ReplayOutcome:
+    """Read the projections, then fold one cut of both topics in a single pass.
+
+    With `checkpoints` (and not `full`), resume from the last checkpoint when it can be trusted
+    (else replay in full and say why in `mode_reason`).
+    """
     options = options or ReconcileOptions()
     started = time.perf_counter()
     account_rows = projections.read_accounts(sorted(only_ids) if only_ids is not None else None)
@@ -77,13 +86,21 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
     read_projections = time.perf_counter()
     replay = Replay(event_store.topics, account_versions={k: r.version for k, r in account_rows.items()},
                     transaction_versions={k: r.version for k, r in transaction_rows.items()}, only_ids=only_ids)
-    reader = event_store.read_cut(stop=options.stop, on_batch=progress)
     with collector_paused():
+        resumed = (incremental.resume(event_store, checkpoints, replay) if checkpoints is not None and not full
+                   else incremental.Resumed(None, "full replay" + (" (asked for)" if full else "")))
+        older = incremental.snapshot_hydrated(replay) if resumed.start is not None else set()
+        loaded = time.perf_counter()
+        reader = event_store.read_cut(start=resumed.start, stop=options.stop, on_batch=progress)
         for batch in reader:
             replay.feed(batch)
+        if resumed.start is not None:
+            incremental.fill_older_snapshots(event_store, replay, older, resumed.start)
     finished = time.perf_counter()
-    timings = {"read_projections_s": read_projections - started, "replay_s": finished - read_projections}
-    return ReplayOutcome(replay, reader.cut, account_rows, transaction_rows, timings)
+    timings = {"read_projections_s": read_projections - started, "load_checkpoint_s": loaded - read_projections,
+               "replay_s": finished - loaded}
+    return ReplayOutcome(replay, reader.cut, account_rows, transaction_rows, timings,
+                         "incremental" if resumed.start is not None else "full", resumed.reason)
 
 
 ALL_ENTITY_TYPES = ("account", "transaction", "ledger")
@@ -113,6 +130,7 @@ def build_report(outcome: ReplayOutcome, *, run_id: str, scope: str, started_at:
              "transactions": len(replay.transactions), "account_rows": len(outcome.account_rows),
              "transaction_rows": len(outcome.transaction_rows),
              "events_per_s": replay.events_read / replay_s if replay_s > 0 else 0.0,
+             "replay_mode": outcome.mode, "replay_mode_reason": outcome.mode_reason,
              "cut_time": replay.cut_time.isoformat() if replay.cut_time else None}
     return ReconciliationReport(run_id=run_id, scope=scope, started_at=started_at, finished_at=datetime.now(UTC),
                                 cut=outcome.cut, findings=sorted(findings, key=lambda f: f.key), ledger=identities,
@@ -120,26 +138,30 @@ def build_report(outcome: ReplayOutcome, *, run_id: str, scope: str, started_at:
 
 
 def reconcile_all(event_store: KafkaEventStore, projections: ProjectionStore, *, run_id: str | None = None,
-                  options: ReconcileOptions | None = None,
-                  progress: ProgressCallback | None = None) -> ReconciliationReport:
-    """Every account, transaction and ledger identity against one cut of the log."""
-    started_at = datetime.now(UTC)
-    outcome = replay_all(event_store, projections, options=options, progress=progress)
-    return build_report(outcome, run_id=run_id or new_run_id(), scope="all", started_at=started_at, options=options)
+                  options: ReconcileOptions | None = None, progress: ProgressCallback | None = None,
+                  checkpoints: CheckpointStore | None = None, full: bool = False) -> ReconciliationReport:
+    """Every account, transaction and ledger identity against one cut of the log.
 
-
-def reconcile_entity(event_store: KafkaEventStore, projections: ProjectionStore, entity_type: str, entity_id: str, *,
-                     run_id: str | None = None, options: ReconcileOptions | None = None) -> ReconciliationReport:
-    """One account or one transaction: its events only (other keys are skipped before decoding)."""
+    With `checkpoints`, the run resumes from the last checkpoint (unless `full`) and writes the next one.
+    """
     started_at = datetime.now(UTC)
-    outcome = replay_all(event_store, projections, options=options, only_ids={entity_id})
-    if entity_type == "account":
-        outcome.transaction_rows = {}
-        outcome.replay.transactions.clear()
-    else:
-        outcome.account_rows = {}
-        outcome.replay.accounts.clear()
-    report = build_report(outcome, run_id=run_id or new_run_id(), scope=f"{entity_type}:{entity_id}",
-                          started_at=started_at, options=options, entity_types=(entity_type,))
-    report.findings = [f for f in report.findings if f.entity_type == entity_type and f.entity_id == entity_id]
+    run_id = run_id or new_run_id()
+    outcome = replay_all(event_store, projections, options=options, progress=progress, checkpoints=checkpoints,
+                         full=full)
+    report = build_report(outcome, run_id=run_id, scope="all", started_at=started_at, options=options)
+    if checkpoints is not None:
+        save_checkpoint(event_store, checkpoints, outcome, run_id, report)
     return report
+
+
+def save_checkpoint(event_store: KafkaEventStore, checkpoints: CheckpointStore, outcome: ReplayOutcome, run_id: str,
+                    report: ReconciliationReport) -> None:
+    """Checkpoint the replay just done (never for a bounded or filtered one)."""
+    if outcome.replay.only_ids is not None:
+        return
+    began = time.perf_counter()
+    with collector_paused():
+        rows = incremental.save_checkpoint(event_store, checkpoints, outcome.replay, outcome.cut, run_id,
+                                           full=outcome.mode == "full")
+    report.stats["checkpoint_rows_written"] = rows
+    report.stats["checkpoint_s"] = time.perf_counter() - began

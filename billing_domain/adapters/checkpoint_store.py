@@ -1,0 +1,88 @@
+"""Checkpoints in `billing_recon`: the header and the entity states, written in one transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from billing_domain.cut import Cut
+from billing_domain.reconcile.checkpoint import CheckpointHeader, EntityRow, decode_ledger
+
+SCHEMA = "billing_recon"
+
+
+class CheckpointStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def save(self, topics: str, code_version: str, cut: Cut, tail_marks: dict[str, int], ledger: bytes,
+             rows: Iterable[EntityRow], *, run_id: str | None, replace_all: bool) -> int:
+        """Write the header and the rows atomically: a checkpoint is never half-written."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(
+                f"INSERT INTO {SCHEMA}.checkpoint (topics, code_version, created_at, run_id, cut, tail_marks, ledger) "
+                "VALUES (:topics, :code_version, :created_at, :run_id, :cut, :marks, :ledger) "
+                "ON CONFLICT (topics) DO UPDATE SET code_version = EXCLUDED.code_version, "
+                "created_at = EXCLUDED.created_at, run_id = EXCLUDED.run_id, cut = EXCLUDED.cut, "
+                "tail_marks = EXCLUDED.tail_marks, ledger = EXCLUDED.ledger"),
+                {"topics": topics, "code_version": code_version, "created_at": datetime.now(UTC), "run_id": run_id,
+                 "cut": json.dumps(cut.to_json()), "marks": json.dumps(tail_marks), "ledger": ledger})
+            if replace_all:
+                conn.execute(sa.text(f"DELETE FROM {SCHEMA}.checkpoint_entity WHERE topics = :t"), {"t": topics})
+            conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS staging_checkpoint_entity "
+                                 f"(LIKE {SCHEMA}.checkpoint_entity) ON COMMIT DELETE ROWS")
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            written = 0
+            with cursor.copy('COPY staging_checkpoint_entity (topics, entity_type, entity_id, topic, "partition", '
+                             "state) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "text", "text", "text", "int4", "bytea"])
+                for row in rows:
+                    copy.write_row((topics, row.entity_type, row.entity_id, row.topic, row.partition, row.state))
+                    written += 1
+            conn.exec_driver_sql(
+                f"INSERT INTO {SCHEMA}.checkpoint_entity SELECT * FROM staging_checkpoint_entity "
+                "ON CONFLICT (topics, entity_type, entity_id) DO UPDATE SET topic = EXCLUDED.topic, "
+                '"partition" = EXCLUDED."partition", state = EXCLUDED.state')
+            return written
+
+    def header(self, topics: str) -> CheckpointHeader | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.text(
+                f"SELECT topics, code_version, cut, tail_marks, ledger, run_id FROM {SCHEMA}.checkpoint "
+                "WHERE topics = :t"), {"t": topics}).first()
+        if row is None:
+            return None
+        return CheckpointHeader(row[0], row[1], Cut.from_json(row[2]), dict(row[3]), decode_ledger(bytes(row[4])),
+                                row[5])
+
+    def entities(self, topics: str) -> Iterator[EntityRow]:
+        with self.engine.connect() as conn:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy(f'COPY (SELECT entity_type, entity_id, topic, "partition", state FROM '
+                             f"{SCHEMA}.checkpoint_entity WHERE topics = {_literal(topics)}) TO STDOUT "
+                             "(FORMAT BINARY)") as copy:
+                copy.set_types(["text", "text", "text", "int4", "bytea"])
+                for entity_type, entity_id, topic, partition, state in copy.rows():
+                    yield EntityRow(entity_type, entity_id, topic, partition, bytes(state))
+
+    def entity_rows(self, topics: str, keys: Iterable[tuple[str, str]]) -> list[EntityRow]:
+        keys = list(keys)
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                f'SELECT entity_type, entity_id, topic, "partition", state FROM {SCHEMA}.checkpoint_entity '
+                "WHERE topics = :t AND (entity_type, entity_id) IN "
+                "(SELECT * FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[])))"),
+                {"t": topics, "types": [k[0] for k in keys], "ids": [k[1] for k in keys]}).all()
+        return [EntityRow(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+
+    def drop(self, topics: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(f"DELETE FROM {SCHEMA}.checkpoint WHERE topics = :t"), {"t": topics})
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

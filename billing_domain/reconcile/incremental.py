@@ -1,0 +1,103 @@
+"""Resuming a replay from its checkpoint, and writing the next one.
+
+The daily run replays only what came after the checkpoint. Rows whose projection sits *below*
+the checkpointed version need the state at that older version, which the checkpoint does not
+hold: those few entities are replayed from the start of the log in a second, key-filtered pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from billing_domain.adapters.checkpoint_store import CheckpointStore
+from billing_domain.adapters.kafka import KafkaEventStore
+from billing_domain.cut import Cut, TopicPartitionKey
+from billing_domain.reconcile.checkpoint import (
+    code_version,
+    dump_entities,
+    dump_ledger,
+    load_entities,
+    load_ledger,
+    marks_key,
+    tail_mark,
+    topics_key,
+    why_not_trusted,
+)
+from billing_domain.reconcile.replay import Replay
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    start: dict[TopicPartitionKey, int] | None  # None: replay from the beginning
+    reason: str  # why it resumed, or why it could not
+
+
+def resume(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: Replay) -> Resumed:
+    """Load the checkpoint into `replay` if it can be trusted; say why not otherwise."""
+    key = topics_key(event_store.topics.all())
+    header = checkpoints.header(key)
+    if header is None:
+        return Resumed(None, "no checkpoint yet: full replay")
+    partitions = {topic: event_store.partitions_of(topic) for topic in event_store.topics.all()}
+    marks = current_marks(event_store, header.cut)
+    reason = why_not_trusted(header, partitions, {marks_key(tp): m for tp, m in marks.items()})
+    if reason is not None:
+        log.warning("not resuming from the checkpoint: %s; replaying in full", reason)
+        return Resumed(None, f"{reason}: full replay")
+    load_entities(replay, checkpoints.entities(key))
+    load_ledger(replay, header.ledger)
+    replay.touched = set()
+    start = {(topic, p): header.cut.end.get((topic, p), 0) for topic, ps in partitions.items() for p in ps}
+    return Resumed(start, f"resumed from checkpoint of run {header.run_id}")
+
+
+def current_marks(event_store: KafkaEventStore, cut: Cut) -> dict[TopicPartitionKey, int]:
+    values = event_store.read_values({tp: end - 1 for tp, end in cut.end.items() if end > 0})
+    return {tp: tail_mark(value) for tp, value in values.items()}
+
+
+def snapshot_hydrated(replay: Replay) -> set[str]:
+    """Keep the state at each row's version where that is the checkpointed version; return the ids
+    whose row is below it (they need the second pass)."""
+    older: set[str] = set()
+    for entity_type, aggregates, wanted, snapshots in (
+            ("account", replay.accounts, replay.account_versions, replay.account_snapshots),
+            ("transaction", replay.transactions, replay.transaction_versions, replay.transaction_snapshots)):
+        for entity_id, version in wanted.items():
+            aggregate = aggregates.get(entity_id)
+            if aggregate is None or replay.is_corrupt(entity_type, entity_id):
+                continue
+            if version == aggregate.version:
+                snapshots[entity_id] = aggregate.state()  # type: ignore[assignment]
+            elif version < aggregate.version:
+                older.add(entity_id)
+    return older
+
+
+def fill_older_snapshots(event_store: KafkaEventStore, replay: Replay, ids: set[str],
+                         stop: dict[TopicPartitionKey, int]) -> None:
+    """Replay just `ids` from the start of the log up to the checkpoint, for their older states."""
+    if not ids:
+        return
+    log.info("%d projection rows are below the checkpoint: replaying those entities from the start", len(ids))
+    earlier = Replay(event_store.topics, account_versions={i: replay.account_versions[i] for i in ids
+                                                           if i in replay.account_versions},
+                     transaction_versions={i: replay.transaction_versions[i] for i in ids
+                                           if i in replay.transaction_versions}, only_ids=ids)
+    for batch in event_store.read_cut(stop=stop):
+        earlier.feed(batch)
+    replay.account_snapshots.update(earlier.account_snapshots)
+    replay.transaction_snapshots.update(earlier.transaction_snapshots)
+
+
+def save_checkpoint(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: Replay, cut: Cut,
+                    run_id: str, *, full: bool) -> int:
+    """Write the checkpoint for `cut`: everything after a full replay, only what the tail touched otherwise."""
+    covered = Cut(start={tp: 0 for tp in cut.end}, end=dict(cut.end))
+    marks = {marks_key(tp): mark for tp, mark in current_marks(event_store, covered).items()}
+    rows = dump_entities(replay, None if full else replay.touched)
+    return checkpoints.save(topics_key(event_store.topics.all()), code_version(), covered, marks, dump_ledger(replay),
+                            rows, run_id=run_id, replace_all=full)

@@ -1,0 +1,138 @@
+"""Incremental replay: resuming from a checkpoint gives the same report as a full replay."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import count
+
+import pytest
+
+from billing_domain.accounts import AccountAggregate
+from billing_domain.adapters.checkpoint_store import CheckpointStore
+from billing_domain.adapters.kafka import KafkaEventStore, RawRecord
+from billing_domain.adapters.postgres import ProjectionStore
+from billing_domain.adapters.recon_store import ReconStore
+from billing_domain.events import AccountCredited, AccountDebited, AccountOpened, Event, Payload
+from billing_domain.reconcile import checkpoint
+from billing_domain.reconcile.service import reconcile_all
+from billing_domain.reconcile.single import reconcile_entity
+
+T0 = datetime(2026, 4, 1, tzinfo=UTC)
+_ids = count()
+
+
+def _event(account_id: str, version: int, payload: Payload) -> Event:
+    return Event(f"inc-{next(_ids)}", type(payload).__name__, 1, "account", account_id, version,
+                 T0 + timedelta(seconds=version), None, payload)
+
+
+def _accounts(n: int, deposits: int) -> dict[str, list[Event]]:
+    return {f"acc-{i}": [_event(f"acc-{i}", 1, AccountOpened("o", "EUR", 0, 10**9))]
+            + [_event(f"acc-{i}", v, AccountCredited(100, None, "deposit")) for v in range(2, deposits + 2)]
+            for i in range(n)}
+
+
+def _project(projections: ProjectionStore, streams: dict[str, list[Event]]) -> None:
+    with projections.engine.begin() as conn:
+        projections.upsert_accounts(conn, [AccountAggregate.from_events(e).state() for e in streams.values()])
+
+
+@pytest.fixture
+def checkpoints(projection_store: ProjectionStore) -> CheckpointStore:
+    ReconStore(projection_store.engine).migrate()
+    return CheckpointStore(projection_store.engine)
+
+
+def _keys(report: object) -> set[tuple[str, str, str]]:
+    return {f.key for f in report.findings}  # type: ignore[attr-defined]
+
+
+def test_the_incremental_run_reads_only_the_tail_and_reports_like_a_full_one(
+        event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore) -> None:
+    streams = _accounts(40, 3)
+    event_store.append([e for s in streams.values() for e in s])
+    _project(projection_store, streams)
+    first = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    assert first.stats["replay_mode"] == "full" and first.findings == []
+
+    # New events: most projected, one account left behind, one overdrawn, one redelivered old event.
+    for account_id in ("acc-1", "acc-2", "acc-3"):
+        streams[account_id].append(_event(account_id, 5, AccountCredited(7, None, "deposit")))
+    streams["acc-4"].append(_event("acc-4", 5, AccountDebited(10_000, None, "withdrawal")))
+    event_store.append([streams[a][-1] for a in ("acc-1", "acc-2", "acc-3", "acc-4")] + [streams["acc-5"][1]])
+    _project(projection_store, {a: streams[a] for a in ("acc-1", "acc-2", "acc-4")})
+    with projection_store.engine.begin() as conn:  # a row corrupted below the checkpointed version
+        conn.exec_driver_sql("UPDATE billing.account_projection SET balance_minor = 5, version = 2 "
+                             "WHERE account_id = 'acc-9'")
+
+    resumed = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    full = reconcile_all(event_store, projection_store)
+
+    assert resumed.stats["replay_mode"] == "incremental"
+    assert resumed.stats["events_read"] == 5  # the tail only
+    assert _keys(resumed) == _keys(full) == {
+        ("account", "acc-3", "lagging"), ("account", "acc-4", "invariant_violation"),
+        ("account", "acc-9", "balance_mismatch"), ("ledger", "EUR:balances_match_events", "accounting_equation")}
+    assert resumed.ledger == full.ledger
+
+
+def test_a_recreated_topic_or_another_code_version_means_a_full_replay(
+        event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    streams = _accounts(5, 2)
+    event_store.append([e for s in streams.values() for e in s])
+    _project(projection_store, streams)
+    reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+
+    monkeypatch.setattr(checkpoint, "CHECKPOINT_FORMAT", 999)
+    other_code = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    assert other_code.stats["replay_mode"] == "full"
+    assert "checkpoint written by" in other_code.stats["replay_mode_reason"]
+    monkeypatch.undo()
+    assert reconcile_all(event_store, projection_store, checkpoints=checkpoints).stats["replay_mode"] == "full"
+
+    # Pretend the log was recreated: the message the checkpoint ended on is not the same any more.
+    key = checkpoint.topics_key(event_store.topics.all())
+    with projection_store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE billing_recon.checkpoint SET tail_marks = "
+                             "(SELECT jsonb_object_agg(k, 0) FROM jsonb_object_keys(tail_marks) k) "
+                             "WHERE topics = %(k)s", {"k": key})
+    recreated = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    assert recreated.stats["replay_mode"] == "full"
+    assert "recreated or truncated" in recreated.stats["replay_mode_reason"]
+    assert recreated.findings == []
+
+
+def test_a_poison_event_before_the_checkpoint_is_still_reported_after_it(
+        event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore) -> None:
+    streams = _accounts(3, 1)
+    event_store.append([e for s in streams.values() for e in s])
+    event_store.append_raw([RawRecord(event_store.topics.accounts, b"acc-0", b"garbage")])
+    _project(projection_store, streams)
+    first = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    again = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    assert again.stats["replay_mode"] == "incremental"
+    assert _keys(first) == _keys(again) == {("account", "acc-0", "stream_corrupt")}
+    assert again.findings[0].offset == first.findings[0].offset
+
+
+@pytest.mark.parametrize("with_checkpoint", [False, True])
+def test_single_entity_reconcile(event_store: KafkaEventStore, projection_store: ProjectionStore,
+                                 checkpoints: CheckpointStore, with_checkpoint: bool) -> None:
+    streams = _accounts(10, 2)
+    event_store.append([e for s in streams.values() for e in s])
+    _project(projection_store, streams)
+    if with_checkpoint:
+        reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    late = _event("acc-3", 4, AccountCredited(5, None, "deposit"))
+    event_store.append([late])
+    _project(projection_store, {"acc-3": [*streams["acc-3"], late]})
+    with projection_store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE billing.account_projection SET balance_minor = 1 WHERE account_id = 'acc-3'")
+    store = checkpoints if with_checkpoint else None
+    one = reconcile_entity(event_store, projection_store, "account", "acc-3", checkpoints=store)
+    assert _keys(one) == {("account", "acc-3", "balance_mismatch")}
+    assert one.findings[0].expected == {"balance_minor": 205, "version": 4}
+    assert one.stats["replay_mode"] == ("incremental" if with_checkpoint else "full")
+    assert one.stats["events_read"] == (1 if with_checkpoint else 31)  # the tail of one partition
+    assert reconcile_entity(event_store, projection_store, "account", "acc-4", checkpoints=store).findings == []
