@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/billing-recon demo
+	$(BIN)/python -m billing_pipelines.demo
 
 test: $(STAMP)
 	$(BIN)/ruff check billing_domain billing_pipelines tests

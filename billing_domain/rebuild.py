@@ -125,8 +125,9 @@ def rebuild(event_store: KafkaEventStore, projections: ProjectionStore, recon_st
         recon_store.write_audit(_audit(result, operation, actor, reason, outcome, "failed", error=str(exc)))
         raise
     _verify(event_store, projections, result)
-    audit_outcome = "applied" if all(v in ("fixed", "unchanged") or v.startswith("refused") or v == "kept_orphan"
-                                     for v in result.outcome.values()) else "partial"
+    written_changes = [c for c in result.changes if c.action not in ("refused", "kept_orphan")]
+    repaired = all(result.outcome.get(c.entity_id) in ("fixed", "unchanged") for c in written_changes)
+    audit_outcome = "applied" if repaired else "partial"
     result.audit_id = recon_store.write_audit(_audit(result, operation, actor, reason, outcome, audit_outcome))
     return result
 

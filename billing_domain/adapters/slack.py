@@ -1,0 +1,68 @@
+"""Slack alerts over the Web API (`chat.postMessage`), never failing the caller.
+
+Rate limits are retried as Slack asks (Retry-After) and a dropped connection once more; any
+other Slack or network error is logged and swallowed: an alert that cannot be delivered must
+never turn a reconciliation into a failure. The token is never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+
+log = logging.getLogger(__name__)
+DEFAULT_API_URL = "https://slack.com/api/"
+TIMEOUT_S = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What became of one message: `sent` with Slack's `ts`, or why not."""
+
+    sent: bool
+    ts: str | None = None
+    error: str | None = None
+
+
+class SlackNotifier:
+    """Post messages to one channel. Without a token (or channel) messages are only logged."""
+
+    def __init__(self, token: str | None, channel: str | None, base_url: str | None = None, *,
+                 rate_limit_retries: int = 2, connection_retries: int = 1) -> None:
+        self.channel = channel
+        self._client: WebClient | None = None
+        if token:
+            self._client = WebClient(
+                token=token, base_url=base_url or DEFAULT_API_URL, timeout=TIMEOUT_S,
+                retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries),
+                                ConnectionErrorRetryHandler(max_retry_count=connection_retries)])
+
+    @property
+    def enabled(self) -> bool:
+        return self._client is not None and bool(self.channel)
+
+    def post(self, text: str, blocks: Sequence[dict[str, Any]] | None = None) -> Delivery:
+        """Send `text` (the fallback and notification line) with optional Block Kit `blocks`."""
+        if self._client is None or not self.channel:
+            log.info("Slack not configured (no token or channel); alert not sent: %s", text)
+            return Delivery(sent=False, error="not configured")
+        try:
+            response = self._client.chat_postMessage(channel=self.channel, text=text,
+                                                     blocks=list(blocks) if blocks else None)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "unknown")) if exc.response is not None else "unknown"
+            log.warning("Slack refused the alert (%s); alert not sent: %s", error, text)
+            return Delivery(sent=False, error=error)
+        except (SlackClientError, OSError) as exc:
+            log.warning("Slack unreachable (%s); alert not sent: %s", type(exc).__name__, text)
+            return Delivery(sent=False, error=type(exc).__name__)
+        except Exception as exc:  # an alert must never fail the caller
+            log.warning("Slack alert failed (%s); alert not sent: %s", type(exc).__name__, text)
+            return Delivery(sent=False, error=type(exc).__name__)
+        return Delivery(sent=True, ts=str(response.get("ts")))

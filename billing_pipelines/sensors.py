@@ -1,0 +1,133 @@
+"""Sensors: Slack on any failed run, Slack on a daily run's findings, and the (off by default) auto-repair."""
+
+
+import os
+from collections.abc import Sequence
+
+import dagster as dg
+
+from billing_domain.adapters.recon_store import ReconStore
+from billing_domain.alerts import Alert, auto_repair_refused_alert, findings_alert, run_failure_alert
+from billing_domain.findings import REBUILDABLE_KINDS, Finding, Kind
+from billing_pipelines.constants import (
+    DAILY_RECONCILIATION_JOB,
+    DEFAULT_AUTO_REPAIR_MAX,
+    ENV_AUTO_REPAIR_MAX,
+    REBUILD_ACCOUNTS_JOB,
+    REBUILD_TRANSACTIONS_JOB,
+)
+from billing_pipelines.jobs import daily_reconciliation, rebuild_accounts, rebuild_transactions
+from billing_pipelines.resources import ProjectionsResource, SlackResource
+
+REBUILD_JOB_OF = {"account": REBUILD_ACCOUNTS_JOB, "transaction": REBUILD_TRANSACTIONS_JOB}
+# Auto-repair rebuilds corruption, not mere lag: the live projector catches up on its own.
+AUTO_REPAIR_KINDS = REBUILDABLE_KINDS - {Kind.LAGGING}
+
+
+def previous_run_id(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """The successful daily_reconciliation run launched just before `run_id`, if any."""
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=DAILY_RECONCILIATION_JOB,
+                                                   statuses=[dg.DagsterRunStatus.SUCCESS]), limit=50)
+    ids = [r.run_id for r in runs]  # newest first
+    if run_id in ids:
+        older = ids[ids.index(run_id) + 1:]
+        return older[0] if older else None
+    return ids[0] if ids else None
+
+
+def failed_error_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """Names of the ERROR-severity checks that failed in the run (so a failed critical check alerts)."""
+    failed = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        if not isinstance(evaluation, dg.AssetCheckEvaluation):
+            continue
+        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+            failed.append(evaluation.check_name)
+    return sorted(failed)
+
+
+def findings_alert_for_run(instance: dg.DagsterInstance, recon_store: ReconStore, run_id: str,
+                           ui_base_url: str) -> Alert | None:
+    previous = previous_run_id(instance, run_id)
+    return findings_alert(run_id, recon_store.findings(run_id),
+                          recon_store.findings(previous) if previous else [], ui_base_url,
+                          failed_checks=failed_error_checks(instance, run_id))
+
+
+@dg.run_status_sensor(
+    name="reconciliation_findings_sensor",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[daily_reconciliation],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After each successful daily_reconciliation: one Slack message if it found warnings or "
+                "critical findings, saying which are new and which are still open since the previous run.",
+)
+def reconciliation_findings_sensor(context: dg.RunStatusSensorContext, projections: ProjectionsResource,
+                                   slack: SlackResource) -> dg.SkipReason | None:
+    run_id = context.dagster_run.run_id
+    alert = findings_alert_for_run(context.instance, projections.recon_store(), run_id, slack.ui_url())
+    if alert is None:
+        return dg.SkipReason(f"run {run_id}: no warning or critical finding")
+    delivery = slack.notifier().post(alert.text, alert.blocks)
+    context.log.info(f"run {run_id}: findings alert {'sent' if delivery.sent else 'not sent'}"
+                     f"{'' if delivery.sent else f' ({delivery.error})'}")
+    return None
+
+
+@dg.run_failure_sensor(
+    name="run_failure_slack_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Any failed run of this code location: a Slack message with the error and a link.",
+)
+def run_failure_slack_sensor(context: dg.RunFailureSensorContext, slack: SlackResource) -> None:
+    run = context.dagster_run
+    message = context.failure_event.message if context.failure_event else None
+    alert = run_failure_alert(run.job_name, run.run_id, message, slack.ui_url())
+    slack.notifier().post(alert.text, alert.blocks)
+
+
+def auto_repair_max() -> int:
+    return int(os.environ.get(ENV_AUTO_REPAIR_MAX) or DEFAULT_AUTO_REPAIR_MAX)
+
+
+def repair_targets(findings: Sequence[Finding]) -> dict[str, list[str]]:
+    """Per entity type, the ids a rebuild can put right (sorted, unique)."""
+    targets: dict[str, set[str]] = {}
+    for f in findings:
+        if f.kind in AUTO_REPAIR_KINDS and f.entity_type in REBUILD_JOB_OF:
+            targets.setdefault(f.entity_type, set()).add(f.entity_id)
+    return {t: sorted(ids) for t, ids in sorted(targets.items())}
+
+
+def repair_requests(run_id: str, targets: dict[str, list[str]]) -> list[dg.RunRequest]:
+    return [dg.RunRequest(
+        run_key=f"auto-repair:{run_id}:{entity_type}", job_name=REBUILD_JOB_OF[entity_type],
+        run_config={"ops": {f"rebuild_{entity_type}_projections": {"config": {
+            "ids": ids, "dry_run": False, "actor": "auto_repair_sensor",
+            "reason": f"auto-repair of what reconciliation run {run_id} flagged"}}}},
+        tags={"billing/repair_of": run_id}) for entity_type, ids in targets.items()]
+
+
+@dg.run_status_sensor(
+    name="auto_repair_sensor",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[daily_reconciliation],
+    request_jobs=[rebuild_accounts, rebuild_transactions],
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Off by default. After a daily run, rebuild what it flagged (dry_run false), unless more than "
+                "BILLING_AUTO_REPAIR_MAX entities are flagged: then alert and do nothing.",
+)
+def auto_repair_sensor(context: dg.RunStatusSensorContext, projections: ProjectionsResource,
+                       slack: SlackResource) -> list[dg.RunRequest] | dg.SkipReason:
+    run_id = context.dagster_run.run_id
+    targets = repair_targets(projections.recon_store().findings(run_id))
+    counts = {t: len(ids) for t, ids in targets.items()}
+    cap = auto_repair_max()
+    if not targets:
+        return dg.SkipReason(f"run {run_id}: nothing a rebuild can repair")
+    if sum(counts.values()) > cap:
+        alert = auto_repair_refused_alert(run_id, counts, cap, slack.ui_url())
+        slack.notifier().post(alert.text, alert.blocks)
+        return dg.SkipReason(f"run {run_id}: {sum(counts.values())} entities exceed the cap of {cap}; alerted")
+    return repair_requests(run_id, targets)

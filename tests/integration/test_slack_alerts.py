@@ -1,0 +1,89 @@
+"""Slack delivery against a stand-in of the Web API: content, rate limits, no token, Slack down."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from support.slack_standin import SlackStandin
+from test_dagster_jobs import make_resources, project, run_job  # shared helpers of the Dagster tests
+
+from billing_domain.adapters.slack import SlackNotifier
+from billing_domain.alerts import run_failure_alert
+
+
+@pytest.fixture
+def standin() -> Iterator[SlackStandin]:
+    server = SlackStandin().start()
+    yield server
+    server.stop()
+
+
+def test_a_message_is_posted_with_text_and_blocks(standin: SlackStandin) -> None:
+    alert = run_failure_alert("daily_reconciliation", "run-1", "boom", "http://ui")
+    delivery = SlackNotifier("xoxb-secret", "#alerts", standin.url).post(alert.text, alert.blocks)
+    assert delivery.sent and delivery.ts
+    [request] = standin.requests
+    assert request.path == "/api/chat.postMessage"
+    assert request.headers["Authorization"] == "Bearer xoxb-secret"
+    assert request.body["channel"] == "#alerts"
+    assert "daily_reconciliation" in request.body["text"] and "http://ui/runs/run-1" in request.body["text"]
+    assert request.body["blocks"][0]["type"] == "section"
+
+
+def test_a_rate_limit_is_retried_after_retry_after(standin: SlackStandin) -> None:
+    standin.rate_limit_next = 1
+    started = time.monotonic()
+    delivery = SlackNotifier("xoxb-secret", "#alerts", standin.url).post("hello")
+    assert delivery.sent
+    assert [r.status for r in standin.requests] == [429, 200]
+    assert time.monotonic() - started >= 1.0  # Retry-After: 1 honoured
+
+
+def test_without_a_token_the_message_is_logged_not_sent(standin: SlackStandin,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="billing_domain.adapters.slack"):
+        delivery = SlackNotifier(None, "#alerts", standin.url).post("the alert text")
+    assert not delivery.sent
+    assert standin.requests == []
+    assert "the alert text" in caplog.text
+
+
+def test_slack_down_is_logged_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    down = SlackStandin().start()
+    down.stop()  # the port is closed now: connection refused
+    with caplog.at_level(logging.WARNING, logger="billing_domain.adapters.slack"):
+        delivery = SlackNotifier("xoxb-secret", "#alerts", down.url).post("hello")
+    assert not delivery.sent
+    assert "unreachable" in caplog.text and "xoxb-secret" not in caplog.text
+
+
+def test_the_reconciliation_and_its_alerting_succeed_while_slack_is_down(
+        servers: Any, topics: Any, database_url: str, event_store: Any, projection_store: Any) -> None:
+    import dagster as dg
+    from test_dagster_jobs import history, inject_faults
+
+    from billing_domain.adapters.recon_store import ReconStore
+    from billing_pipelines.definitions import build_defs
+    from billing_pipelines.sensors import reconciliation_findings_sensor
+
+    events = history()
+    event_store.append(events)
+    project(events, projection_store)
+    inject_faults(projection_store)
+    down = SlackStandin().start()
+    down.stop()
+    resources = make_resources(servers.bootstrap_servers, topics, database_url, down)
+    seeded = {"defs": build_defs(resources), "instance": dg.DagsterInstance.ephemeral()}
+    result = run_job(seeded, "daily_reconciliation")
+    assert result.success
+    assert ReconStore(projection_store.engine).findings(result.run_id)
+    run = seeded["instance"].get_run_by_id(result.run_id)
+    event = next(e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS")
+    with dg.build_run_status_sensor_context(sensor_name="s", dagster_event=event,
+                                            dagster_instance=seeded["instance"], dagster_run=run,
+                                            resources=resources) as context:
+        reconciliation_findings_sensor(context)  # logs the failed delivery, raises nothing

@@ -1,0 +1,1 @@
+"""Test stand-ins for external services (the Slack Web API)."""
