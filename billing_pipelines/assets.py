@@ -17,7 +17,13 @@ import dagster as dg
 
 from billing_domain.config import Settings
 from billing_domain.findings import Finding, ReconciliationReport
-from billing_domain.reconcile.service import ReconcileOptions, ReplayOutcome, build_report, replay_all
+from billing_domain.reconcile.service import (
+    ReconcileOptions,
+    ReplayOutcome,
+    build_report,
+    replay_all,
+    save_checkpoint,
+)
 from billing_pipelines.constants import PROGRESS_EVERY_EVENTS, RECONCILIATION_GROUP, SOURCE
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource
 
@@ -32,6 +38,12 @@ REPORT_ENTITY_TYPES: dict[dg.AssetKey, tuple[str, ...]] = {
     LEDGER_REPORT: ("ledger",),
 }
 ALL_RECONCILIATION_KEYS = (REPLAYED_STATE, *REPORT_ENTITY_TYPES)
+
+
+class ReconciliationConfig(dg.Config):
+    full_replay: bool = False
+    """Replay the whole log instead of resuming from the last checkpoint (which is also used when
+    it cannot be trusted: another code version, a recreated topic)."""
 
 
 def _spec(key: dg.AssetKey, description: str, deps: tuple[dg.AssetKey, ...] = ()) -> dg.AssetSpec:
@@ -50,18 +62,21 @@ def _spec(key: dg.AssetKey, description: str, deps: tuple[dg.AssetKey, ...] = ()
         _spec(LEDGER_REPORT, "The accounting identities per currency.", (REPLAYED_STATE,)),
     ],
 )
-def reconciliation(context: dg.AssetExecutionContext, event_store: EventStoreResource,
+def reconciliation(context: dg.AssetExecutionContext, config: ReconciliationConfig, event_store: EventStoreResource,
                    projections: ProjectionsResource) -> Iterator[dg.MaterializeResult]:
     started_at = datetime.now(UTC)
     options = ReconcileOptions(stuck_after=timedelta(minutes=Settings.from_env().stuck_after_minutes))
+    checkpoints = projections.checkpoints()
     outcome = replay_all(event_store.get_store(), projections.projection_store(), options=options,
-                         progress=_progress_logger(context))
+                         progress=_progress_logger(context), checkpoints=checkpoints, full=config.full_replay)
+    context.log.info(f"replay: {outcome.mode} ({outcome.mode_reason})")
     yield dg.MaterializeResult(asset_key=REPLAYED_STATE, metadata=_replay_metadata(outcome))
 
     reports = {key: _timed_report(outcome, context.run.run_id, started_at, options, types)
                for key, types in REPORT_ENTITY_TYPES.items()}
     combined = _combine(context.run.run_id, started_at, outcome, list(reports.values()))
     projections.recon_store().save_report(combined, source=SOURCE)
+    save_checkpoint(event_store.get_store(), checkpoints, outcome, context.run.run_id, combined)
     context.log.info(f"stored {len(combined.findings)} findings under run {context.run.run_id} in billing_recon")
     for key, report in reports.items():
         yield dg.MaterializeResult(asset_key=key, metadata=report_metadata(report))
@@ -102,6 +117,8 @@ def _replay_metadata(outcome: ReplayOutcome) -> dict[str, Any]:
     replay_s = outcome.timings.get("replay_s", 0.0)
     return {
         "events_read": dg.MetadataValue.int(replay.events_read),
+        "replay_mode": dg.MetadataValue.text(f"{outcome.mode}: {outcome.mode_reason}"),
+        "load_checkpoint_s": dg.MetadataValue.float(float(outcome.timings.get("load_checkpoint_s", 0.0))),
         "duplicates_ignored": dg.MetadataValue.int(replay.duplicates),
         "accounts": dg.MetadataValue.int(len(replay.accounts)),
         "transactions": dg.MetadataValue.int(len(replay.transactions)),

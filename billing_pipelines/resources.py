@@ -12,6 +12,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 from sqlalchemy.engine import Engine
 
+from billing_domain.adapters.checkpoint_store import CheckpointStore
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.adapters.postgres import ProjectionStore, make_engine
 from billing_domain.adapters.recon_store import ReconStore
@@ -80,6 +81,10 @@ class ProjectionsResource(dg.ConfigurableResource):
     def recon_store(self) -> ReconStore:
         url = self.recon_database_url or Settings.from_env().recon_database_url or self._projections_url()
         return ReconStore(self._engine(url))
+
+    def checkpoints(self) -> CheckpointStore:
+        """Replay checkpoints, kept beside the reports in `billing_recon`."""
+        return CheckpointStore(self.recon_store().engine)
 
     def _projections_url(self) -> str:
         return self.database_url or _required(resolved_settings().database_url, "BILLING_DATABASE_URL")

@@ -52,7 +52,7 @@ class ReconStore:
         with self.engine.begin() as conn:
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('billing_recon.migrate'))")
             config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+            command.upgrade(config, "heads")  # feature branches each add a head
 
     # --- reports ------------------------------------------------------------------------------------
     def save_report(self, report: ReconciliationReport, source: str) -> None:
