@@ -279,5 +279,20 @@ def stack_env() -> None:
         sys.stdout.write(f"export {name}={value}\n")
 
 
+# --- feature commands --------------------------------------------------------------------------------
+# Each feature module exposes `register(app)`; one line here per module keeps this file small.
+FEATURE_MODULES: tuple[str, ...] = (
+)
+
+
+def _register_features() -> None:
+    import importlib
+
+    for name in FEATURE_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register_features()
+
 if __name__ == "__main__":
     app()
