@@ -22,8 +22,10 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
 
+# The Dagster UI (webserver + daemon: schedules and sensors run) on the same embedded stack as the demo.
 ui: $(STAMP)
-	$(BIN)/billing-recon ui
+	mkdir -p .dagster_home && cp dagster.yaml .dagster_home/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:
 	rm -rf $(VENV) .billing-stack .dagster_home
