@@ -110,6 +110,41 @@ class Replay:
         # Set when resuming from a checkpoint: the entities the tail changed, to save only those.
         self.touched: set[tuple[str, str]] | None = None
 
+    # --- pickling (the parallel replay ships partial replays between processes) ----------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["credits"] = {c: dict(r) for c, r in self.credits.items()}
+        state["debits"] = {c: dict(r) for c, r in self.debits.items()}
+        state["saga_money"] = dict(self.saga_money)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.credits = _sums(state["credits"])
+        self.debits = _sums(state["debits"])
+        self.saga_money = defaultdict(list, state["saga_money"])
+
+    def merge(self, other: Replay) -> None:
+        """Take in a replay of other partitions. Aggregates are disjoint (a key lives in one partition);
+        a transfer's money may sit on accounts of both sides, so saga money and sums are joined."""
+        self.accounts.update(other.accounts)
+        self.transactions.update(other.transactions)
+        self.account_snapshots.update(other.account_snapshots)
+        self.transaction_snapshots.update(other.transaction_snapshots)
+        self.corrupt.update(other.corrupt)
+        self.invariant_breaks.update(other.invariant_breaks)
+        self.partition_of.update(other.partition_of)
+        for transaction_id, moves in other.saga_money.items():
+            self.saga_money[transaction_id].extend(moves)
+        for mine, theirs in ((self.credits, other.credits), (self.debits, other.debits)):
+            for currency, reasons in theirs.items():
+                for reason, amount in reasons.items():
+                    mine[currency][reason] += amount
+        if other.cut_time is not None and (self.cut_time is None or other.cut_time > self.cut_time):
+            self.cut_time = other.cut_time
+        self.events_read += other.events_read
+        self.duplicates += other.duplicates
+
     # --- feeding ------------------------------------------------------------------------------------
     def feed(self, messages: Iterable[Message]) -> None:
         accounts_topic = self.topics.accounts
@@ -264,6 +299,10 @@ class _PositionedMessage:
 
     def offset(self) -> int:
         return self.position.offset
+
+
+def _sums(plain: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    return defaultdict(lambda: defaultdict(int), {c: defaultdict(int, r) for c, r in plain.items()})
 
 
 def _position(message: Message) -> EventPosition:

@@ -25,6 +25,7 @@ from billing_domain.findings import Finding, ReconciliationReport
 from billing_domain.reconcile import incremental
 from billing_domain.reconcile.diff import diff_accounts, diff_transactions
 from billing_domain.reconcile.ledger import ledger_findings, ledger_identities
+from billing_domain.reconcile.parallel import replay_in_parallel
 from billing_domain.reconcile.replay import Replay
 from billing_domain.reconcile.sagas import saga_findings
 from billing_domain.transactions import TransactionState
@@ -36,6 +37,7 @@ ProgressCallback = Callable[[int], None]
 class ReconcileOptions:
     stuck_after: timedelta = timedelta(minutes=5)
     stop: dict[tuple[str, int], int] | None = None  # read the log only up to these offsets
+    workers: int = 1  # processes for a full replay; partitions are dealt among them
 
 
 @dataclass(slots=True)
@@ -91,15 +93,19 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
                    else incremental.Resumed(None, "full replay" + (" (asked for)" if full else "")))
         older = incremental.snapshot_hydrated(replay) if resumed.start is not None else set()
         loaded = time.perf_counter()
-        reader = event_store.read_cut(start=resumed.start, stop=options.stop, on_batch=progress)
-        for batch in reader:
-            replay.feed(batch)
+        if resumed.start is None and only_ids is None and options.workers > 1:
+            cut = replay_in_parallel(event_store, replay, options.workers, options.stop, progress)
+        else:
+            reader = event_store.read_cut(start=resumed.start, stop=options.stop, on_batch=progress)
+            for batch in reader:
+                replay.feed(batch)
+            cut = reader.cut
         if resumed.start is not None:
             incremental.fill_older_snapshots(event_store, replay, older, resumed.start)
     finished = time.perf_counter()
     timings = {"read_projections_s": read_projections - started, "load_checkpoint_s": loaded - read_projections,
                "replay_s": finished - loaded}
-    return ReplayOutcome(replay, reader.cut, account_rows, transaction_rows, timings,
+    return ReplayOutcome(replay, cut, account_rows, transaction_rows, timings,
                          "incremental" if resumed.start is not None else "full", resumed.reason)
 
 

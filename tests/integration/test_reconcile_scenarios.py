@@ -157,3 +157,29 @@ def test_rebuild_repairs_what_it_may_and_refuses_corrupt_streams(
     audits = recon.audit_records()
     assert [a["outcome"] for a in audits] == ["applied", "applied", "dry_run"]
     assert audits[1]["before"]["acc-a"]["version"] == 9 and audits[1]["after"]["acc-a"]["version"] == 3
+
+
+def test_a_parallel_replay_reports_exactly_what_a_single_pass_does(
+        event_store: KafkaEventStore, projection_store: ProjectionStore) -> None:
+    from billing_domain.reconcile.service import ReconcileOptions
+
+    events = [*_history(),
+              _event("tx-2", 1, TransactionInitiated("acc-b", "acc-a", 100, "EUR"), minutes=4),
+              _event("acc-b", 3, AccountDebited(100, "tx-2", "transfer_out"), minutes=4, correlation="tx-2"),
+              _event("tx-2", 2, TransactionCompleted(), minutes=5)]
+    event_store.append(events)
+    _project(events, projection_store)
+    event_store.append_raw([RawRecord(event_store.topics.transactions, b"tx-9", b"[1]")])
+    with projection_store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE billing.account_projection SET balance_minor = 3 WHERE account_id = 'acc-b'")
+
+    single = reconcile_all(event_store, projection_store)
+    parallel = reconcile_all(event_store, projection_store, options=ReconcileOptions(workers=2))
+
+    assert {f.key for f in parallel.findings} == {f.key for f in single.findings} == {
+        ("account", "acc-b", "balance_mismatch"), ("transaction", "tx-2", "saga_mismatch"),
+        ("transaction", "tx-9", "stream_corrupt"), ("ledger", "EUR:balances_match_events", "accounting_equation"),
+        ("ledger", "EUR:transfers_conserve_money", "accounting_equation")}
+    assert parallel.ledger == single.ledger
+    assert parallel.cut.end == single.cut.end
+    assert parallel.stats["events_read"] == single.stats["events_read"]
