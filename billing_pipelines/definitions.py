@@ -11,6 +11,7 @@ import dagster as dg
 from billing_pipelines.assets import reconciliation
 from billing_pipelines.checks import reconciliation_checks
 from billing_pipelines.jobs import daily_reconciliation, rebuild_accounts, rebuild_transactions
+from billing_pipelines.partitioned import partitioned_reconciliation
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource
 from billing_pipelines.schedules import daily_reconciliation_schedule
 from billing_pipelines.sensors import auto_repair_sensor, reconciliation_findings_sensor, run_failure_slack_sensor
@@ -38,7 +39,7 @@ def build_defs(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[reconciliation],
         asset_checks=reconciliation_checks,
-        jobs=[daily_reconciliation, rebuild_accounts, rebuild_transactions],
+        jobs=[daily_reconciliation, rebuild_accounts, rebuild_transactions, partitioned_reconciliation],
         schedules=[daily_reconciliation_schedule],
         sensors=[run_failure_slack_sensor, reconciliation_findings_sensor, auto_repair_sensor],
         resources=dict(resources) if resources is not None else default_resources(),
