@@ -90,10 +90,9 @@ class AccountAggregate(Aggregate):
         super()._mutate(event)
         # Checked after every event, as the contract says; recording only the first keeps an
         # account that stays overdrawn for a thousand events from flooding the report.
-        if not self.violations:
-            broken = self.broken_invariant()
-            if broken:
-                self._violate(broken)
+        balance, low, high = self.balance_minor, self.min_balance_minor, self.max_balance_minor
+        if (balance < 0 or balance < low or balance > high or high <= low) and not self.violations:
+            self._violate(self.broken_invariant() or "invariant")
 
     def _opened(self, event: Event) -> None:
         payload = event.payload

@@ -170,7 +170,9 @@ def decode_event(value: bytes | None, key: bytes | None = None, *,
         field = _field_of(exc)
         raise _error(str(exc), value, key, position, field=f"payload.{field}" if field else "payload",
                      event_id=raw.event_id) from None
-    _check_envelope(raw, key, value, position)
+    if (raw.schema_version != SCHEMA_VERSION or AGGREGATE_TYPE_OF[raw.event_type] != raw.aggregate_type
+            or (key is not None and key != raw.aggregate_id.encode())):
+        _check_envelope(raw, key, value, position)  # raises, naming the field
     return Event(raw.event_id, raw.event_type, raw.schema_version, raw.aggregate_type, raw.aggregate_id,
                  raw.aggregate_version, raw.occurred_at, raw.correlation_id, payload)
 

@@ -147,10 +147,14 @@ class Replay:
 
     # --- feeding ------------------------------------------------------------------------------------
     def feed(self, messages: Iterable[Message]) -> None:
+        # The replay's hot loop: attributes are read into locals once per batch, not once per event.
         accounts_topic = self.topics.accounts
         only = self.only_ids
+        apply_account, apply_transaction = self._apply_account, self._apply_transaction
+        cut_time = self.cut_time
+        read = 0
         for message in messages:
-            self.events_read += 1
+            read += 1
             key = message.key()
             if only is not None and (key is None or key.decode("utf-8", "replace") not in only):
                 continue
@@ -159,17 +163,24 @@ class Replay:
             except EventDecodeError as exc:
                 self._poison(message, exc)
                 continue
-            is_account_topic = message.topic() == accounts_topic
-            if (event.aggregate_type == "account") != is_account_topic:
-                self._corrupt_at(message, event.aggregate_type, event.aggregate_id,
-                                 f"{event.event_type} on topic {message.topic()}", event.event_id)
-                continue
-            if is_account_topic:
-                self._apply_account(event, message)
+            if message.topic() == accounts_topic:
+                if event.aggregate_type != "account":
+                    self._wrong_topic(message, event)
+                    continue
+                apply_account(event, message)
             else:
-                self._apply_transaction(event, message)
-            if self.cut_time is None or event.occurred_at > self.cut_time:
-                self.cut_time = event.occurred_at
+                if event.aggregate_type != "transaction":
+                    self._wrong_topic(message, event)
+                    continue
+                apply_transaction(event, message)
+            if cut_time is None or event.occurred_at > cut_time:
+                cut_time = event.occurred_at
+        self.events_read += read
+        self.cut_time = cut_time
+
+    def _wrong_topic(self, message: Message, event: Event) -> None:
+        self._corrupt_at(message, event.aggregate_type, event.aggregate_id,
+                         f"{event.event_type} on topic {message.topic()}", event.event_id)
 
     def feed_events(self, events: Iterable[tuple[Event, EventPosition]]) -> None:
         """Fold already decoded events (tests and single-entity paths)."""
