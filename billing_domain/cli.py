@@ -72,15 +72,27 @@ def _services() -> Iterator[Services]:
 
 
 @contextmanager
-def _progress(label: str, quiet: bool) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr (events read, rate); silent for --json or a non-terminal."""
+def _progress(label: str, quiet: bool, total: int | None = None,
+              estimate: bool = False) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr: events read, rate, and with a `total` (an `estimate`: "about") the
+    time left; silent for --json or a non-terminal."""
+    from rich.progress import BarColumn
+
+    from billing_domain.progress import ProgressTracker
+
     if quiet or not err.is_terminal:
         yield lambda n: None
         return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} events"),
-                  TextColumn("{task.speed} ev/s" if False else ""), TimeElapsedColumn(), console=err) as progress:
-        task = progress.add_task(label, total=None)
-        yield lambda n: progress.advance(task, n)
+    tracker = ProgressTracker(total, estimate=estimate)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as progress:
+        task = progress.add_task(label, total=total, status=tracker.describe())
+
+        def advance(n: int) -> None:
+            tracker.advance(n)
+            progress.update(task, advance=n, total=tracker.total, status=tracker.describe())
+
+        yield advance
 
 
 def _finish(report: ReconciliationReport, services: Services, as_json: bool) -> None:
@@ -133,17 +145,24 @@ def _reconcile_scope(scope: str, entity_types: tuple[str, ...], as_json: bool,
 @reconcile_app.command("account")
 def reconcile_one_account(account_id: str, as_json: JsonOption = False) -> None:
     """One account: its events against its projection row."""
-    with _services() as services:
-        _finish(reconcile_entity(services.event_store, services.projections, "account", account_id,
-                                 checkpoints=services.checkpoints), services, as_json)
+    _reconcile_one("account", account_id, as_json)
 
 
 @reconcile_app.command("transaction")
 def reconcile_one_transaction(transaction_id: str, as_json: JsonOption = False) -> None:
     """One transfer saga: its events against its projection row."""
+    _reconcile_one("transaction", transaction_id, as_json)
+
+
+def _reconcile_one(entity_type: str, entity_id: str, as_json: bool) -> None:
     with _services() as services:
-        _finish(reconcile_entity(services.event_store, services.projections, "transaction", transaction_id,
-                                 checkpoints=services.checkpoints), services, as_json)
+        report = reconcile_entity(services.event_store, services.projections, entity_type, entity_id,
+                                  checkpoints=services.checkpoints)
+        plural = f"{entity_type}s"
+        if not report.stats.get(plural) and not report.stats.get(f"{entity_type}_rows") and not report.findings:
+            err.print(f"error: no {entity_type} {entity_id!r}: it has neither events nor a projection row")
+            raise typer.Exit(EXIT_ERROR)
+        _finish(report, services, as_json)
 
 
 @app.command("accounting-equation")
@@ -282,6 +301,7 @@ def stack_env() -> None:
 # --- feature commands --------------------------------------------------------------------------------
 # Each feature module exposes `register(app)`; one line here per module keeps this file small.
 FEATURE_MODULES: tuple[str, ...] = (
+    "billing_domain.cli_engine",
 )
 
 

@@ -85,7 +85,14 @@ class EmbeddedStack:
             os.kill(info.broker_pid, signal.SIGTERM)
             _wait_dead(info.broker_pid)
         if self._pg_running():
-            self._pg_ctl(["-w", "-m", "fast", "stop"])
+            try:
+                self._pg_ctl(["-w", "-m", "fast", "stop"])
+            except StackError:
+                # pg_ctl can fail when the server is already on its way down; make sure it is.
+                pid = self._postmaster_pid()
+                if pid and _alive(pid):
+                    os.kill(pid, signal.SIGTERM)
+                    _wait_dead(pid)
         self.state_file.unlink(missing_ok=True)
 
     def destroy(self) -> None:
