@@ -1,14 +1,16 @@
 """The alert messages, as plain data: a one-line text and Slack Block Kit blocks.
 
 Findings are compared across runs by their key (entity_type, entity_id, kind): a finding whose
-key the previous run also reported is "still open", otherwise it is "new". Messages carry ids,
+key the previous run also reported is "still open", otherwise it is "new". Where the run was applied to
+the finding lifecycle (billing_domain.lifecycle), `lifecycle_alert` names only new and escalated findings
+and counts the rest (still open, acknowledged, accepted, resolved). Messages carry ids,
 kinds and counts only: never a URL with credentials, a token or a projection's full row.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +87,57 @@ def findings_alert(run_id: str, findings: Sequence[Finding], previous: Sequence[
             f"`{c}`" for c in failed_checks)}})
     if lines:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "*Top findings*\n" + "\n".join(lines)}})
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{url}|Open the run in Dagster>"}})
+    return Alert(text, blocks)
+
+
+# Lifecycle statuses (billing_domain.lifecycle) the alert reads; named here so alerts stay plain data.
+LISTED_STATUSES = ("new", "escalated")  # the only ones named one by one in a message
+COUNTED_STATUSES = ("open", "acknowledged", "accepted", "resolved")  # the daily summary counts these
+
+
+def lifecycle_alert(run_id: str, findings: Sequence[Finding], statuses: Mapping[tuple[str, str, str], str],
+                    severities: Mapping[tuple[str, str, str], str], ui_base_url: str, *,
+                    failed_checks: Sequence[str] = (), top: int = TOP_FINDINGS) -> Alert | None:
+    """The run's message by the finding lifecycle: new and escalated findings named, the rest counted.
+
+    None when every warning or critical finding is accepted (or there is none): an accepted finding
+    is never alerted. `statuses`/`severities` are the run's lifecycle (resolved identities included).
+    """
+    alertable = sorted((f for f in findings if f.severity != Severity.INFO),
+                       key=lambda f: (SEVERITY_RANK[f.severity], f.kind.value, f.entity_id))
+    status_of = {f.key: statuses.get(f.key, "new") for f in alertable}
+    if all(s == "accepted" for s in status_of.values()):
+        return None
+    count = Counter(status_of.values())
+    count["resolved"] = sum(1 for k, s in statuses.items() if s == "resolved" and severities.get(k) != "info")
+    listed = [f for f in alertable if status_of[f.key] in LISTED_STATUSES]
+    standing = [f for f in alertable if status_of[f.key] != "accepted"]
+    sev = Counter(f.severity.value for f in standing)
+    url = run_url(ui_base_url, run_id)
+    text = (f"Billing reconciliation {run_id}: {sev['critical']} critical, {sev['warning']} warning findings "
+            f"({count['new']} new, {count['open']} still open, {count['escalated']} escalated, "
+            f"{count['acknowledged']} acknowledged, {count['accepted']} accepted, {count['resolved']} resolved). "
+            f"{url}")
+    lines = [f"• `{f.severity.value}` *{f.kind.value}* {f.entity_type} `{f.entity_id}` "
+             f"({status_of[f.key].upper()}): {_short(f.detail)}" for f in listed[:top]]
+    if len(listed) > top:
+        lines.append(f"… and {len(listed) - top} more")
+    kinds = ", ".join(f"{k}: {n}" for k, n in sorted(Counter(f.kind.value for f in standing).items())) or "none"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": "Billing reconciliation findings"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": (
+            f"*Run* `{run_id}`\n*Critical:* {sev['critical']}   *Warning:* {sev['warning']}\n"
+            f"*New:* {count['new']}   *Escalated:* {count['escalated']}\n"
+            f"*Daily summary:* still open {count['open']}, acknowledged {count['acknowledged']}, "
+            f"accepted {count['accepted']}, resolved {count['resolved']}\n*By kind:* {kinds}")}},
+    ]
+    if failed_checks:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "*Failed checks:* " + ", ".join(
+            f"`{c}`" for c in failed_checks)}})
+    if lines:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": "*New and escalated findings*\n" + "\n".join(lines)}})
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{url}|Open the run in Dagster>"}})
     return Alert(text, blocks)
 

@@ -21,6 +21,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from billing_domain.config import Settings
 from billing_domain.exceptions import BillingError
 from billing_domain.findings import ReconciliationReport
+from billing_domain.lifecycle import on_full_reconciliation
 from billing_domain.rebuild import RebuildResult, RebuildSelection, rebuild
 from billing_domain.reconcile.service import (
     ReconcileOptions,
@@ -95,8 +96,16 @@ def _progress(label: str, quiet: bool, total: int | None = None,
         yield advance
 
 
+def _size(services: Services, full: bool) -> tuple[int | None, bool]:
+    """The progress bar's total: about the whole log for a full replay; unknown when resuming."""
+    from billing_domain.adapters.kafka_offsets import estimated_cut_size
+
+    return (estimated_cut_size(services.event_store), True) if full else (None, False)
+
+
 def _finish(report: ReconciliationReport, services: Services, as_json: bool) -> None:
     services.recon_store.save_report(report, source="cli")
+    on_full_reconciliation(services.recon_store, report)  # finding lifecycle: new, open, resolved...
     if as_json:
         sys.stdout.write(report.to_json_bytes().decode() + "\n")
     else:
@@ -121,7 +130,7 @@ def reconcile_transactions(as_json: JsonOption = False, full: FullOption = False
 @reconcile_app.command("all")
 def reconcile_everything(as_json: JsonOption = False, full: FullOption = False) -> None:
     """Accounts, transactions and the accounting equation in one pass."""
-    with _services() as services, _progress("reconciling", as_json) as progress:
+    with _services() as services, _progress("reconciling", as_json, *_size(services, full)) as progress:
         report = reconcile_all(services.event_store, services.projections, progress=progress,
                                options=ReconcileOptions(timedelta(minutes=services.settings.stuck_after_minutes)),
                                checkpoints=services.checkpoints, full=full)
@@ -130,7 +139,7 @@ def reconcile_everything(as_json: JsonOption = False, full: FullOption = False) 
 
 def _reconcile_scope(scope: str, entity_types: tuple[str, ...], as_json: bool,
                      stuck_after: timedelta = timedelta(minutes=5), *, full: bool = False) -> None:
-    with _services() as services, _progress(f"reconciling {scope}", as_json) as progress:
+    with _services() as services, _progress(f"reconciling {scope}", as_json, *_size(services, full)) as progress:
         started = datetime.now(UTC)
         run_id = new_run_id()
         options = ReconcileOptions(stuck_after=stuck_after)
@@ -302,6 +311,9 @@ def stack_env() -> None:
 # Each feature module exposes `register(app)`; one line here per module keeps this file small.
 FEATURE_MODULES: tuple[str, ...] = (
     "billing_domain.cli_engine",
+    "billing_domain.point_in_time_cli",
+    "billing_domain.projector_lag_cli",
+    "billing_domain.recovery_cli",
 )
 
 

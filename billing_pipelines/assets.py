@@ -17,6 +17,7 @@ import dagster as dg
 
 from billing_domain.config import Settings
 from billing_domain.findings import Finding, ReconciliationReport
+from billing_domain.lifecycle import on_full_reconciliation
 from billing_domain.reconcile.service import (
     ReconcileOptions,
     ReplayOutcome,
@@ -76,6 +77,7 @@ def reconciliation(context: dg.AssetExecutionContext, config: ReconciliationConf
                for key, types in REPORT_ENTITY_TYPES.items()}
     combined = _combine(context.run.run_id, started_at, outcome, list(reports.values()))
     projections.recon_store().save_report(combined, source=SOURCE)
+    on_full_reconciliation(projections.recon_store(), combined)  # the finding lifecycle (new, open, resolved...)
     save_checkpoint(event_store.get_store(), checkpoints, outcome, context.run.run_id, combined)
     context.log.info(f"stored {len(combined.findings)} findings under run {context.run.run_id} in billing_recon")
     for key, report in reports.items():

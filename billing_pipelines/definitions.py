@@ -11,7 +11,10 @@ import dagster as dg
 from billing_pipelines.assets import reconciliation
 from billing_pipelines.checks import reconciliation_checks
 from billing_pipelines.jobs import daily_reconciliation, rebuild_accounts, rebuild_transactions
+from billing_pipelines.month_end import month_end_balances, month_end_balances_job, month_end_balances_schedule
 from billing_pipelines.partitioned import partitioned_reconciliation
+from billing_pipelines.projector_lag import projector_lag, projector_lag_sensor
+from billing_pipelines.recovery_jobs import RECOVERY_JOBS
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource
 from billing_pipelines.schedules import daily_reconciliation_schedule
 from billing_pipelines.sensors import auto_repair_sensor, reconciliation_findings_sensor, run_failure_slack_sensor
@@ -37,11 +40,13 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
 def build_defs(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     """The definitions with the environment's resources, or with `resources` (tests, the demo)."""
     return dg.Definitions(
-        assets=[reconciliation],
+        assets=[reconciliation, month_end_balances, projector_lag],
         asset_checks=reconciliation_checks,
-        jobs=[daily_reconciliation, rebuild_accounts, rebuild_transactions, partitioned_reconciliation],
-        schedules=[daily_reconciliation_schedule],
-        sensors=[run_failure_slack_sensor, reconciliation_findings_sensor, auto_repair_sensor],
+        jobs=[daily_reconciliation, rebuild_accounts, rebuild_transactions, partitioned_reconciliation,
+              month_end_balances_job, *RECOVERY_JOBS],
+        schedules=[daily_reconciliation_schedule, month_end_balances_schedule],
+        sensors=[run_failure_slack_sensor, reconciliation_findings_sensor, auto_repair_sensor,
+                 projector_lag_sensor],
         resources=dict(resources) if resources is not None else default_resources(),
     )
 

@@ -7,8 +7,15 @@ from collections.abc import Sequence
 import dagster as dg
 
 from billing_domain.adapters.recon_store import ReconStore
-from billing_domain.alerts import Alert, auto_repair_refused_alert, findings_alert, run_failure_alert
+from billing_domain.alerts import (
+    Alert,
+    auto_repair_refused_alert,
+    findings_alert,
+    lifecycle_alert,
+    run_failure_alert,
+)
 from billing_domain.findings import REBUILDABLE_KINDS, Finding, Kind
+from billing_domain.lifecycle import run_lifecycle
 from billing_pipelines.constants import (
     DAILY_RECONCILIATION_JOB,
     DEFAULT_AUTO_REPAIR_MAX,
@@ -49,6 +56,11 @@ def failed_error_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
 
 def findings_alert_for_run(instance: dg.DagsterInstance, recon_store: ReconStore, run_id: str,
                            ui_base_url: str) -> Alert | None:
+    """By the finding lifecycle when the run was applied to it; else new vs still open against the previous run."""
+    lifecycle = run_lifecycle(recon_store, run_id)
+    if lifecycle is not None:
+        return lifecycle_alert(run_id, recon_store.findings(run_id), lifecycle.statuses, lifecycle.severities,
+                               ui_base_url, failed_checks=failed_error_checks(instance, run_id))
     previous = previous_run_id(instance, run_id)
     return findings_alert(run_id, recon_store.findings(run_id),
                           recon_store.findings(previous) if previous else [], ui_base_url,
@@ -61,7 +73,8 @@ def findings_alert_for_run(instance: dg.DagsterInstance, recon_store: ReconStore
     monitored_jobs=[daily_reconciliation],
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="After each successful daily_reconciliation: one Slack message if it found warnings or "
-                "critical findings, saying which are new and which are still open since the previous run.",
+                "critical findings not accepted: new and escalated ones named, the rest (still open, "
+                "acknowledged, accepted, resolved) counted.",
 )
 def reconciliation_findings_sensor(context: dg.RunStatusSensorContext, projections: ProjectionsResource,
                                    slack: SlackResource) -> dg.SkipReason | None:

@@ -162,6 +162,14 @@ class ProjectionStore:
             f"UPDATE {SCHEMA}.{table} SET {sets} WHERE {columns[0]} = %(key)s AND {same}", params)
         return int(result.rowcount) == 1
 
+    # --- COPY into another table of the same columns (the shadow rebuild) -----------------------------
+    def copy_accounts_into(self, conn: Connection, table: str, states: Iterable[AccountState]) -> int:
+        """COPY account states into `table` (schema-qualified, the contract's columns). Returns rows copied."""
+        return _copy_in(conn, table, ACCOUNT_COLUMNS, (_account_tuple(s) for s in states))
+
+    def copy_transactions_into(self, conn: Connection, table: str, states: Iterable[TransactionState]) -> int:
+        return _copy_in(conn, table, TRANSACTION_COLUMNS, (_transaction_tuple(s) for s in states))
+
     def delete_rows(self, conn: Connection, entity_type: str, ids: Sequence[str]) -> int:
         table, key = (("account_projection", "account_id") if entity_type == "account"
                       else ("transaction_projection", "transaction_id"))
@@ -179,6 +187,17 @@ def _select_for_update(conn: Connection, table: str, columns: Sequence[str],
         f"SELECT {', '.join(columns)} FROM {SCHEMA}.{table} WHERE {columns[0]} = ANY(%(ids)s) "
         f"ORDER BY {columns[0]} FOR UPDATE", {"ids": list(ids)})
     return [tuple(row) for row in result]
+
+
+def _copy_in(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> int:
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    count = 0
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_pg_types(columns))
+        for row in rows:
+            copy.write_row(row)
+            count += 1
+    return count
 
 
 def _pg_types(columns: Sequence[str]) -> list[str]:

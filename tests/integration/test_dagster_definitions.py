@@ -31,7 +31,7 @@ def test_the_definitions_load() -> None:
     for name in ("run_failure_slack_sensor", "reconciliation_findings_sensor"):
         assert defs.get_sensor_def(name) is not None
     groups = {spec.group_name for spec in defs.resolve_all_asset_specs()}
-    assert groups == {"reconciliation"}
+    assert groups == {"reconciliation", "finance"}
 
 
 def test_the_schedule_runs_once_per_scheduled_date() -> None:
