@@ -116,7 +116,12 @@ def build_report(outcome: ReplayOutcome, *, run_id: str, scope: str, started_at:
                  options: ReconcileOptions | None = None,
                  entity_types: tuple[str, ...] = ALL_ENTITY_TYPES) -> ReconciliationReport:
     """Diff a replay against its projection rows and collect every finding of the asked entity types."""
-    options = options or ReconcileOptions()
+    with collector_paused():  # the diff allocates a state per row while the replay is still retained
+        return _build_report(outcome, run_id, scope, started_at, options or ReconcileOptions(), entity_types)
+
+
+def _build_report(outcome: ReplayOutcome, run_id: str, scope: str, started_at: datetime, options: ReconcileOptions,
+                  entity_types: tuple[str, ...]) -> ReconciliationReport:
     began = time.perf_counter()
     replay = outcome.replay
     findings: list[Finding] = []
