@@ -1,0 +1,126 @@
+"""The reads behind the endpoints: the same domain services the CLI calls, shaped for JSON answers.
+
+Full replays (reconcile-all, stuck, the accounting equation) resume from the replay checkpoint and
+write the next one, so they run one at a time; reading one entity runs alongside them.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from billing_api.errors import ApiError
+from billing_api.schemas import (
+    AccountingEquation,
+    EntityReconciliation,
+    FindingOut,
+    LedgerIdentityOut,
+    ReconcileAllSummary,
+    StuckTransactions,
+)
+from billing_domain.findings import Finding, Kind, ReconciliationReport, Severity
+from billing_domain.reconcile.service import (
+    ReconcileOptions,
+    ReplayOutcome,
+    build_report,
+    new_run_id,
+    replay_all,
+    save_checkpoint,
+)
+from billing_domain.reconcile.single import reconcile_entity
+from billing_domain.wiring import Services
+
+SOURCE = "api"  # billing_recon.recon_run.source
+FULL_REPLAY_WAIT_S = 600.0
+
+
+def finding_out(finding: Finding) -> FindingOut:
+    return FindingOut.model_validate(finding.to_json())
+
+
+class Reads:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._full_replay = threading.Lock()
+
+    # --- one entity ---------------------------------------------------------------------------------
+    def reconcile_one(self, entity_type: str, entity_id: str) -> EntityReconciliation:
+        report = self._entity_report(entity_type, entity_id)
+        if not _known(report, entity_type):
+            raise ApiError(404, "not_found", f"no {entity_type} {entity_id!r}: no events and no projection row")
+        self.services.recon_store.save_report(report, source=SOURCE)
+        return EntityReconciliation(entity_type=entity_type, entity_id=entity_id, match=report.is_clean,
+                                    issues=[finding_out(f) for f in report.findings], run_id=report.run_id,
+                                    replay_mode=str(report.stats.get("replay_mode", "full")))
+
+    def exists(self, entity_type: str, entity_id: str) -> bool:
+        """Known to the log or to the projections (a cheap row look-up first, then the entity's events)."""
+        projections = self.services.projections
+        rows: dict[str, Any] = (projections.read_accounts([entity_id]) if entity_type == "account"
+                                else projections.read_transactions([entity_id]))
+        return bool(rows) or _known(self._entity_report(entity_type, entity_id), entity_type)
+
+    def _entity_report(self, entity_type: str, entity_id: str) -> ReconciliationReport:
+        s = self.services
+        return reconcile_entity(s.event_store, s.projections, entity_type, entity_id, run_id=new_run_id(SOURCE),
+                                options=self._options(), checkpoints=s.checkpoints)
+
+    # --- full replays -------------------------------------------------------------------------------
+    def reconcile_type(self, entity_type: str) -> ReconcileAllSummary:
+        """Every account (with the ledger identities, as `billing-recon reconcile accounts`) or every transfer."""
+        entity_types = ("account", "ledger") if entity_type == "account" else ("transaction",)
+        report, outcome = self._full(f"{entity_type}s", entity_types, self._options(), save=True)
+        rows = outcome.account_rows if entity_type == "account" else outcome.transaction_rows
+        folded = outcome.replay.accounts if entity_type == "account" else outcome.replay.transactions
+        own = [f for f in report.findings if f.entity_type == entity_type]
+        everyone = set(rows) | set(folded) | {f.entity_id for f in own}
+        wrong = {f.entity_id for f in own if f.severity != Severity.INFO}
+        behind = {f.entity_id for f in own if f.kind == Kind.LAGGING} - wrong
+        counts = {k: v for k, v in report.counts_by_kind().items() if v}
+        return ReconcileAllSummary(entity_type=entity_type, run_id=report.run_id, total=len(everyone),
+                                   matches=len(everyone) - len(wrong), mismatches=len(wrong), lagging=len(behind),
+                                   by_kind=counts, findings=[finding_out(f) for f in report.findings],
+                                   replay_mode=outcome.mode)
+
+    def accounting_equation(self) -> AccountingEquation:
+        report, _ = self._full("ledger", ("ledger",), self._options(), save=True)
+        identities = [LedgerIdentityOut(currency=i.currency, identity=i.identity, description=i.description,
+                                        left=i.left, right=i.right, holds=i.holds) for i in report.ledger]
+        return AccountingEquation(run_id=report.run_id, holds=all(i.holds for i in identities),
+                                  identities=identities, findings=[finding_out(f) for f in report.findings])
+
+    def stuck(self, minutes: float) -> StuckTransactions:
+        report, outcome = self._full("stuck", ("transaction",), ReconcileOptions(timedelta(minutes=minutes)),
+                                     save=False)
+        stuck = [finding_out(f) for f in report.findings if f.kind == Kind.STUCK]
+        cut_time = outcome.replay.cut_time
+        return StuckTransactions(threshold_minutes=minutes, count=len(stuck), transactions=stuck,
+                                 cut_time=cut_time.isoformat() if cut_time else None)
+
+    def _full(self, scope: str, entity_types: tuple[str, ...], options: ReconcileOptions, *, save: bool
+              ) -> tuple[ReconciliationReport, ReplayOutcome]:
+        s = self.services
+        if not self._full_replay.acquire(timeout=FULL_REPLAY_WAIT_S):
+            raise ApiError(503, "busy", "another full reconciliation is still running; retry later")
+        try:
+            started, run_id = datetime.now(UTC), new_run_id(SOURCE)
+            outcome = replay_all(s.event_store, s.projections, options=options, checkpoints=s.checkpoints)
+            report = build_report(outcome, run_id=run_id, scope=scope, started_at=started, options=options,
+                                  entity_types=entity_types)
+            save_checkpoint(s.event_store, s.checkpoints, outcome, run_id, report)
+        finally:
+            self._full_replay.release()
+        if save:
+            s.recon_store.save_report(report, source=SOURCE)
+        return report, outcome
+
+    def _options(self) -> ReconcileOptions:
+        return ReconcileOptions(stuck_after=timedelta(minutes=self.services.settings.stuck_after_minutes))
+
+
+def _known(report: ReconciliationReport, entity_type: str) -> bool:
+    """Did the entity's events or projection row show up (or a corrupt stream under its id)?"""
+    folded = report.stats.get("accounts" if entity_type == "account" else "transactions", 0)
+    rows = report.stats.get("account_rows" if entity_type == "account" else "transaction_rows", 0)
+    return bool(folded or rows or report.findings)

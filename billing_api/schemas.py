@@ -1,0 +1,120 @@
+"""The API's request and response bodies: close to the original engine's shapes, documented in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from billing_domain.findings import Kind, Severity
+
+# Ids are the engine's aggregate ids: any printable text (no control characters, which PostgreSQL or a
+# log line would mangle), at most 256 characters.
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+ID_MAX = 256
+
+
+class FindingOut(BaseModel):
+    entity_type: str = Field(description="account | transaction | ledger")
+    entity_id: str
+    kind: Kind
+    severity: Severity
+    detail: str
+    expected: dict[str, Any] | None = Field(default=None, description="What the events say.")
+    actual: dict[str, Any] | None = Field(default=None, description="What the projection says.")
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    event_id: str | None = None
+
+
+class EntityReconciliation(BaseModel):
+    """One entity: `match` is false when any issue is worse than `info` (a lagging row still matches)."""
+
+    entity_type: str
+    entity_id: str
+    match: bool
+    issues: list[FindingOut]
+    run_id: str = Field(description="The report's id in billing_recon.recon_run.")
+    replay_mode: str = Field(description="full | incremental (resumed from a checkpoint)")
+
+
+class ReconcileAllSummary(BaseModel):
+    """Every entity of a type against one cut of the log (`matches`/`total`, as the original engine said)."""
+
+    entity_type: str
+    run_id: str
+    total: int
+    matches: int
+    mismatches: int
+    lagging: int = Field(description="Entities whose only finding is `lagging` (behind, not corrupt); they match.")
+    by_kind: dict[str, int]
+    findings: list[FindingOut]
+    replay_mode: str
+
+
+class LedgerIdentityOut(BaseModel):
+    currency: str
+    identity: str
+    description: str
+    left: int
+    right: int
+    holds: bool
+
+
+class AccountingEquation(BaseModel):
+    run_id: str
+    holds: bool
+    identities: list[LedgerIdentityOut]
+    findings: list[FindingOut]
+
+
+class StuckTransactions(BaseModel):
+    threshold_minutes: float
+    count: int
+    cut_time: str | None = Field(description="The time of the last event read: 'pending for' is measured to it.")
+    transactions: list[FindingOut]
+
+
+class RebuildRequest(BaseModel):
+    """A rebuild: why (required), whether to write (dry run by default) and who asks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(min_length=1, max_length=2_000, description="Why; goes to the audit trail.")]
+    dry_run: bool = Field(default=True, description="Show before/after only, write nothing (the default).")
+    actor: Annotated[str | None, Field(default=None, max_length=200,
+                                       description="Who asks; defaults to 'admin-api'.")] = None
+
+    @field_validator("reason", "actor")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
+
+
+class RebuildAllRequest(RebuildRequest):
+    delete_orphans: bool = Field(default=False, description="Delete projection rows that have no events.")
+
+
+class LaunchedRun(BaseModel):
+    """A Dagster run launched for the request: follow it at `run_url` or through `status_url`."""
+
+    run_id: str
+    run_url: str
+    status_url: str
+    job: str
+    status: str
+    entity_type: str
+    ids: list[str]
+    all: bool
+    dry_run: bool
+    actor: str
+
+
+class RunStatus(BaseModel):
+    run_id: str
+    status: str = Field(description="Dagster's run status: QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELED...")
+    job: str | None
+    run_url: str

@@ -1,0 +1,345 @@
+"""The admin API over real HTTP: uvicorn on a free port, the embedded PostgreSQL and broker, one real
+dagster-webserver for the rebuilds, and the OpenAPI schema fuzzed with schemathesis.
+
+All tests of this module share one small history (see support.admin_api_history) and one set of servers;
+the tests that read run before the rebuild that repairs acc-c.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import typer
+from support.admin_api_history import history, project_with_faults
+from support.admin_api_servers import (
+    Answer,
+    call,
+    create_database,
+    dagster_webserver,
+    free_port,
+    serve_in_thread,
+)
+from typer.testing import CliRunner
+
+from billing_api.app import create_app
+from billing_api.audit import ApiAuditStore
+from billing_api.cli import register
+from billing_api.settings import ApiSettings
+from billing_domain.config import Settings, Topics
+from billing_domain.exceptions import ConfigurationError
+from billing_domain.wiring import Services, open_services
+
+READ_TOKEN = f"read-{uuid.uuid4().hex}"
+WRITE_TOKEN = f"write-{uuid.uuid4().hex}"
+ADMIN = "/api/v1/admin"
+ORIGINAL_ENDPOINTS = {
+    ("get", "/accounts/{account_id}/reconcile"), ("get", "/accounts/reconcile-all"),
+    ("get", "/accounts/accounting-equation"), ("get", "/transactions/{transaction_id}/reconcile"),
+    ("get", "/transactions/reconcile-all"), ("get", "/transactions/stuck"),
+    ("post", "/accounts/{account_id}/rebuild"), ("post", "/accounts/rebuild-all"),
+    ("post", "/transactions/{transaction_id}/rebuild"), ("post", "/transactions/rebuild-all"),
+}
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@dataclass(frozen=True)
+class World:
+    api: str
+    dagster: str
+    services: Services
+    logs: _Capture
+    webserver_log: Any
+    env: dict[str, str]
+
+    def get(self, path: str, token: str | None = READ_TOKEN) -> Answer:
+        return call(self.api, "GET", f"{ADMIN}{path}", token=token)
+
+    def post(self, path: str, body: Any, token: str | None = WRITE_TOKEN) -> Answer:
+        return call(self.api, "POST", f"{ADMIN}{path}", token=token, body=body)
+
+
+@pytest.fixture(scope="module")
+def world(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    database_url = create_database(servers.database_url)
+    topics = Topics.with_prefix(f"t{uuid.uuid4().hex[:10]}.")
+    services = open_services(Settings(kafka_bootstrap_servers=servers.bootstrap_servers, database_url=database_url,
+                                      topics=topics, topic_partitions=3))
+    events = history()
+    services.event_store.append(events)
+    project_with_faults(events, services.projections)
+    workdir = tmp_path_factory.mktemp("admin_api")
+    env = {"BILLING_KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap_servers, "BILLING_DATABASE_URL": database_url,
+           "BILLING_TOPIC_PREFIX": topics.accounts.removesuffix("account-events"), "BILLING_TOPIC_PARTITIONS": "3"}
+    capture = _Capture()
+    loggers = [logging.getLogger(n) for n in ("", "uvicorn", "uvicorn.error", "uvicorn.access", "billing_api")]
+    try:
+        with dagster_webserver(workdir, env) as dagster_url:
+            settings = ApiSettings(read_token=READ_TOKEN, write_token=WRITE_TOKEN, dagster_ui_url=dagster_url,
+                                   dagster_graphql_url=f"{dagster_url}/graphql")
+            with serve_in_thread(create_app(settings, services)) as api:
+                for logger in loggers:
+                    logger.addHandler(capture)
+                yield World(api, dagster_url, services, capture, workdir / "webserver.log", env)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(capture)
+        services.close()
+
+
+def _kinds(answer: Answer, key: str = "issues") -> set[str]:
+    return {f["kind"] for f in answer.body[key]}
+
+
+# --- settings (no server needed) ---------------------------------------------------------------------
+@pytest.mark.parametrize(("env", "says"), [
+    ({}, "BILLING_API_TOKEN: not set"),
+    ({"BILLING_API_TOKEN": "short"}, "BILLING_API_TOKEN: too short"),
+    ({"BILLING_API_TOKEN": READ_TOKEN, "BILLING_API_WRITE_TOKEN": READ_TOKEN}, "must differ"),
+])
+def test_the_api_refuses_to_serve_with_unsafe_tokens(env: dict[str, str], says: str) -> None:
+    with pytest.raises(ConfigurationError, match=says):
+        ApiSettings.from_env(env)
+
+
+def test_settings_never_show_a_token_and_default_to_the_local_dagster() -> None:
+    settings = ApiSettings.from_env({"BILLING_API_TOKEN": READ_TOKEN, "BILLING_API_WRITE_TOKEN": WRITE_TOKEN})
+    assert READ_TOKEN not in repr(settings) and WRITE_TOKEN not in repr(settings)
+    assert settings.dagster_graphql_url == "http://127.0.0.1:3000/graphql"
+    ui = ApiSettings.from_env({"BILLING_API_TOKEN": READ_TOKEN, "BILLING_DAGSTER_UI_URL": "http://dagster:3000/"})
+    assert ui.dagster_graphql_url == "http://dagster:3000/graphql" and ui.run_url("r1") == "http://dagster:3000/runs/r1"
+
+
+def test_the_api_command_says_what_is_missing() -> None:
+    cli = typer.Typer()
+    cli.callback()(lambda: None)
+    register(cli)
+    result = CliRunner().invoke(cli, ["api"], env={"BILLING_API_TOKEN": ""})
+    assert result.exit_code == 2 and "BILLING_API_TOKEN" in result.output
+
+
+# --- docs and auth ----------------------------------------------------------------------------------
+def test_swagger_ui_and_schema_list_every_original_endpoint(world: World) -> None:
+    docs = call(world.api, "GET", "/api-docs")
+    assert docs.status == 200 and "swagger-ui" in docs.body.lower()
+    schema = call(world.api, "GET", "/api-docs/openapi.json").body
+    served = {(method, path.removeprefix(ADMIN)) for path, ops in schema["paths"].items() for method in ops}
+    assert served >= ORIGINAL_ENDPOINTS
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_every_call_needs_the_right_token(world: World) -> None:
+    missing = world.get("/accounts/acc-b/reconcile", token=None)
+    assert missing.status == 401 and missing.body["error"] == "unauthorized"
+    assert missing.headers.get("www-authenticate", missing.headers.get("WWW-Authenticate")) == "Bearer"
+    assert world.get("/accounts/acc-b/reconcile", token=READ_TOKEN + "x").status == 401
+    assert world.get("/accounts/acc-b/reconcile", token=WRITE_TOKEN).status == 200  # the write token also reads
+    refused = world.post("/accounts/acc-b/rebuild", {"reason": "try"}, token=READ_TOKEN)
+    assert refused.status == 403 and "write token" in refused.body["message"]
+    assert world.post("/accounts/acc-b/rebuild", {"reason": "try"}, token=None).status == 401
+    # The token is checked before the body is read: a bad body tells a caller without the token nothing.
+    garbage = call(world.api, "POST", f"{ADMIN}/accounts/rebuild-all", token=READ_TOKEN, raw_body=b"\xff\xfe")
+    assert garbage.status == 403
+
+
+# --- reads ------------------------------------------------------------------------------------------
+def test_reconcile_one_account_names_its_issues(world: World) -> None:
+    corrupted = world.get("/accounts/acc-a/reconcile")
+    assert corrupted.status == 200
+    assert corrupted.body["match"] is False and _kinds(corrupted) == {"balance_mismatch"}
+    issue = corrupted.body["issues"][0]
+    assert issue["expected"]["balance_minor"] + 7 == issue["actual"]["balance_minor"]
+    healthy = world.get("/accounts/acc-b/reconcile")
+    assert healthy.body["match"] is True and healthy.body["issues"] == []
+    unknown = world.get("/accounts/no-such-account/reconcile")
+    assert unknown.status == 404 and "no-such-account" in unknown.body["message"]
+
+
+def test_reconcile_one_transaction(world: World) -> None:
+    completed = world.get("/transactions/tx-1/reconcile")
+    assert completed.status == 200 and completed.body["match"] is True
+    unknown = world.get("/transactions/tx-404/reconcile")
+    assert unknown.status == 404 and unknown.body["error"] == "not_found"
+
+
+def test_reconcile_all_counts_matches_and_mismatches(world: World) -> None:
+    accounts = world.get("/accounts/reconcile-all")
+    assert accounts.status == 200, accounts.body
+    assert (accounts.body["total"], accounts.body["matches"], accounts.body["mismatches"]) == (3, 1, 2)
+    assert {"balance_mismatch", "missing_projection", "accounting_equation"} <= _kinds(accounts, "findings")
+    transactions = world.get("/transactions/reconcile-all")
+    assert (transactions.body["total"], transactions.body["mismatches"]) == (2, 1)
+    assert _kinds(transactions, "findings") == {"stuck"}
+    runs = world.services.recon_store.findings(accounts.body["run_id"])
+    assert {f.kind.value for f in runs} == _kinds(accounts, "findings")  # stored in billing_recon too
+
+
+def test_stuck_transactions_and_a_bad_threshold(world: World) -> None:
+    stuck = world.get("/transactions/stuck?minutes=5")
+    assert stuck.status == 200 and stuck.body["count"] == 1
+    assert stuck.body["transactions"][0]["entity_id"] == "tx-2"
+    assert world.get("/transactions/stuck?minutes=60").body["count"] == 0
+    for bad in ("0", "-1", "abc", "1e9", "nan"):
+        answer = world.get(f"/transactions/stuck?minutes={bad}")
+        assert answer.status == 422 and answer.body["field"] == "query.minutes", answer.body
+    misspelt = world.get("/transactions/stuck?minute=10")
+    assert misspelt.status == 422 and misspelt.body["field"] == "query.minute"
+    assert "allowed: minutes" in misspelt.body["message"]
+
+
+def test_accounting_equation_breaks_on_the_corrupted_balance(world: World) -> None:
+    equation = world.get("/accounts/accounting-equation")
+    assert equation.status == 200 and equation.body["holds"] is False
+    broken = {i["identity"] for i in equation.body["identities"] if not i["holds"]}
+    assert broken == {"balances_match_events"}
+
+
+# --- rebuilds ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("body", "field", "says"), [
+    ({}, "body.reason", "Field required"),
+    ({"reason": ""}, "body.reason", "at least 1 character"),
+    ({"reason": "   "}, "body.reason", "say why you rebuild"),
+    ({"reason": "fix", "actor": " "}, "body.actor", "name who asks"),
+    ({"reason": "fix", "dry_run": "perhaps"}, "body.dry_run", "boolean"),
+    ({"reason": "fix", "ids": ["acc-a"]}, "body.ids", "Extra inputs"),
+])
+def test_rebuild_input_is_refused_with_the_field_named(world: World, body: dict[str, Any], field: str,
+                                                       says: str) -> None:
+    answer = world.post("/accounts/acc-a/rebuild", body)
+    assert answer.status == 422 and answer.body["field"] == field and says in answer.body["message"], answer.body
+
+
+def test_rebuild_of_unknown_id_or_broken_json(world: World) -> None:
+    unknown = world.post("/transactions/tx-404/rebuild", {"reason": "fix"})
+    assert unknown.status == 404 and "tx-404" in unknown.body["message"]
+    for raw in (b"{not json", b"\xff\xfe", b""):
+        broken = call(world.api, "POST", f"{ADMIN}/accounts/rebuild-all", token=WRITE_TOKEN, raw_body=raw)
+        assert broken.status == 422 and broken.body["error"] == "validation_error", (raw, broken.body)
+
+
+def _wait_for_run(world: World, run_id: str) -> str:
+    deadline = time.monotonic() + 150
+    status = ""
+    while time.monotonic() < deadline:
+        status = world.get(f"/runs/{run_id}").body["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            return status
+        time.sleep(1)
+    return status
+
+
+@pytest.mark.timeout(300)
+def test_rebuild_launches_the_dagster_job_and_repairs_the_projection(world: World) -> None:
+    launched = world.post("/accounts/acc-c/rebuild", {"reason": "restore the deleted row", "dry_run": False,
+                                                      "actor": "alice"})
+    assert launched.status == 202, launched.body
+    run_id = launched.body["run_id"]
+    assert launched.body["job"] == "rebuild_accounts"
+    assert launched.body["run_url"] == f"{world.dagster}/runs/{run_id}"
+    assert _wait_for_run(world, run_id) == "SUCCESS"
+    assert world.get("/accounts/acc-c/reconcile").body["match"] is True
+    audit = next(r for r in world.services.recon_store.audit_records() if r["run_id"] == run_id)
+    assert (audit["actor"], audit["reason"], audit["outcome"], audit["dry_run"]) == (
+        "alice", "restore the deleted row", "applied", False)
+
+    dry = world.post("/transactions/rebuild-all", {"reason": "check before the release"})
+    assert dry.status == 202 and dry.body["dry_run"] is True and dry.body["all"] is True
+    assert _wait_for_run(world, dry.body["run_id"]) == "SUCCESS"
+    assert world.get("/runs/00000000-0000-0000-0000-000000000000").status == 404
+
+
+def test_an_unreachable_dagster_is_a_503_that_says_where(world: World) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    settings = ApiSettings(read_token=READ_TOKEN, write_token=WRITE_TOKEN, dagster_ui_url=nowhere,
+                           dagster_graphql_url=f"{nowhere}/graphql", dagster_timeout_s=5)
+    with serve_in_thread(create_app(settings, world.services)) as api:
+        answer = call(api, "POST", f"{ADMIN}/accounts/acc-b/rebuild", token=WRITE_TOKEN, body={"reason": "try"})
+    assert answer.status == 503 and answer.body["error"] == "dagster_unavailable"
+    assert nowhere in answer.body["message"]
+
+
+def test_without_given_services_the_app_opens_them_from_the_environment(world: World,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in world.env.items():
+        monkeypatch.setenv(name, value)
+    settings = ApiSettings(read_token=READ_TOKEN, write_token=WRITE_TOKEN)
+    with serve_in_thread(create_app(settings)) as api:
+        answer = call(api, "GET", f"{ADMIN}/accounts/acc-b/reconcile", token=READ_TOKEN)
+    assert answer.status == 200 and answer.body["match"] is True
+
+
+# --- audit ------------------------------------------------------------------------------------------
+def test_every_call_is_audited_and_no_token_is_written_anywhere(world: World) -> None:
+    rows = ApiAuditStore(world.services.recon_store.engine).recent(1_000)
+    seen = {(r["role"], r["method"], r["endpoint"], r["status"]) for r in rows}
+    assert ("anonymous", "GET", f"{ADMIN}/accounts/{{account_id}}/reconcile", 401) in seen
+    assert ("invalid", "GET", f"{ADMIN}/accounts/{{account_id}}/reconcile", 401) in seen
+    assert ("read", "POST", f"{ADMIN}/accounts/{{account_id}}/rebuild", 403) in seen
+    assert ("read", "GET", f"{ADMIN}/transactions/stuck", 422) in seen
+    launch = next(r for r in rows if r["status"] == 202 and r["params"]["path"] == {"account_id": "acc-c"})
+    assert launch["role"] == "write" and launch["dagster_run_id"]
+    assert launch["params"]["body"] == {"reason": "restore the deleted row", "dry_run": False, "actor": "alice"}
+    assert all(r["recorded_at"] is not None and r["duration_ms"] >= 0 for r in rows)
+    everything = json.dumps(rows, default=str) + "\n".join(world.logs.lines)
+    everything += world.webserver_log.read_text(errors="replace")
+    assert world.logs.lines, "the server logged nothing: the capture is not wired"
+    assert READ_TOKEN not in everything and WRITE_TOKEN not in everything
+
+
+# --- fuzzing ----------------------------------------------------------------------------------------
+FUZZ_EXAMPLES = 6  # per operation and mode: 11 operations x 2 modes stay well under a minute
+
+
+def _fuzz(operation: Any, mode: Any, base_url: str, failures: list[str], calls: list[int]) -> None:
+    """Up to FUZZ_EXAMPLES generated requests to one operation; every failed check is collected, none shrunk."""
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    label = f"{operation.label} [{mode.value}]"
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(mode))
+    def fuzz(case: Any) -> None:
+        calls.append(1)
+        try:
+            case.call_and_validate(base_url=base_url, headers={"Authorization": f"Bearer {READ_TOKEN}"})
+        except Exception as exc:  # collect them all, then fail once with the list
+            failures.append(f"{label}: {type(exc).__name__}: {str(exc)[:800]}")
+
+    fuzz()
+
+
+@pytest.mark.timeout(120)
+def test_openapi_schema_fuzzed_with_schemathesis_has_no_server_errors(world: World) -> None:
+    import schemathesis
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{world.api}/api-docs/openapi.json")
+    failures: list[str] = []
+    calls: list[int] = []
+    started = time.monotonic()
+    for result in schema.get_all_operations():
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            _fuzz(result.ok(), mode, world.api, failures, calls)
+    elapsed = time.monotonic() - started
+    print(f"schemathesis: {len(calls)} calls in {elapsed:.1f}s")
+    assert not failures, "\n\n".join(failures[:15])
+    assert len(calls) >= 40 and elapsed < 60
+    assert {r["endpoint"] for r in ApiAuditStore(world.services.recon_store.engine).recent(2_000)} <= {
+        route for route in schema.raw_schema["paths"]} | {"/api-docs/openapi.json", "/api-docs"}
+    rows = ApiAuditStore(world.services.recon_store.engine).recent(2_000)
+    assert not [r for r in rows if r["status"] == 500]
