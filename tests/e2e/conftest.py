@@ -1,0 +1,230 @@
+"""The UI in a real browser: headless Chromium, driven by Selenium, against a real dagster-webserver.
+
+One session: the embedded stack (or the configured servers), a fresh database and topic prefix
+seeded with a small faulted history, `dagster-webserver` and `dagster-daemon` on a temporary
+DAGSTER_HOME holding the repository's own dagster.yaml (so runs go through the QueuedRunCoordinator
+and its rebuild limit, as in production), and one browser shared by the tests.
+
+Chromium and chromedriver are the Debian packages. When they are missing and we are root, the
+session installs them with apt-get; it skips only where they cannot be installed (and fails in CI,
+where a skipped browser suite would hide a broken install).
+
+`BILLING_UPDATE_SCREENSHOTS=1` also writes the good-path screenshots used by docs/runbook.md into
+docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+from ui_support import LOCATION, REPO, Page, Ui, graphql
+
+from billing_domain.adapters.kafka import KafkaEventStore
+from billing_domain.adapters.postgres import ProjectionStore, make_engine
+from billing_domain.config import Topics
+from billing_domain.simulate import Manifest, SimulationConfig, simulate
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# The network is closed: no first-run, sync, component or QUIC traffic that would stall the browser.
+CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1600,1000")
+
+
+# --- the browser binaries --------------------------------------------------------------------------
+def _install_chromium() -> str | None:
+    """apt-get install the Debian chromium and chromium-driver; returns why it could not, or None."""
+    if os.geteuid() != 0:
+        return "not root, so apt-get cannot install chromium and chromium-driver"
+    if not shutil.which("apt-get"):
+        return "no apt-get on this machine to install chromium and chromium-driver"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium",
+                                            "chromium-driver"]):
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
+        except subprocess.TimeoutExpired:
+            return f"{' '.join(command)} timed out"
+        if done.returncode != 0:
+            return f"{' '.join(command)} failed ({done.returncode}): {(done.stdout + done.stderr)[-1500:]}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromedriver_path() -> str:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        why = _install_chromium()
+        if why is None and not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+            why = f"apt-get ran but {CHROMIUM} or {CHROMEDRIVER} is still missing"
+        if why is not None:
+            if os.environ.get("CI"):
+                pytest.fail(f"cannot run the browser tests: {why}")
+            pytest.skip(f"cannot run the browser tests: {why}")
+    return str(CHROMEDRIVER)
+
+
+# --- the servers -----------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _fresh_database(server_url: str) -> str:
+    url = make_url(server_url)
+    name = f"e2e_{uuid.uuid4().hex[:12]}"
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def _seed(bootstrap_servers: str, database_url: str, topics: Topics) -> Manifest:
+    """A small faulted history: every finding kind but the ledger's on 50 accounts, in a few seconds."""
+    event_store = KafkaEventStore(bootstrap_servers, topics, partitions=3)
+    engine = make_engine(database_url)
+    try:
+        return simulate(event_store, ProjectionStore(engine), SimulationConfig(accounts=50, days=1))
+    finally:
+        event_store.close()
+        engine.dispose()
+
+
+def _start(args: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:  # the child keeps its own descriptor
+        # Its own process group, so teardown ends the code servers and run workers it started too.
+        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=cwd, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+LOCATION_STATUS = """{ workspaceOrError { ... on Workspace { locationEntries {
+  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+
+
+def _wait_until_up(url: str, processes: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/server_info", timeout=2):
+                break
+        except OSError:
+            if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
+                raise AssertionError("\n".join(f"--- {log}\n{log.read_text()[-3000:]}" for log in logs)) from None
+            time.sleep(0.5)
+    # The webserver answers before its code location is loaded: wait for the location too.
+    while time.monotonic() < deadline:
+        data = graphql(url, LOCATION_STATUS)
+        entry = next((e for e in data["workspaceOrError"].get("locationEntries", []) if e["name"] == LOCATION), None)
+        if entry and entry["loadStatus"] == "LOADED":
+            error = entry["locationOrLoadError"] or {}
+            assert error.get("__typename") != "PythonError", f"{LOCATION} failed to load: {error.get('message')}"
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"code location {LOCATION} did not load: {logs[0].read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def ui(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
+    root = tmp_path_factory.mktemp("e2e")
+    database_url = _fresh_database(servers.database_url)
+    prefix = f"e2e{uuid.uuid4().hex[:10]}."
+    topics = Topics.with_prefix(prefix)
+    manifest = _seed(servers.bootstrap_servers, database_url, topics)
+
+    home = root / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # the queued coordinator: the daemon launches runs
+    # Create the SQLite storage once, here: the webserver, the daemon and their code servers creating it
+    # at the same moment can leave two alembic heads behind and the code location fails to load.
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
+    workspace = root / "workspace.yaml"
+    workspace.write_text("load_from:\n  - python_module:\n      module_name: billing_pipelines.definitions\n"
+                         f"      location_name: {LOCATION}\n")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "BILLING_KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap_servers,
+           "BILLING_DATABASE_URL": database_url, "BILLING_TOPIC_PREFIX": prefix, "BILLING_TOPIC_PARTITIONS": "3",
+           "BILLING_DAGSTER_UI_URL": url}
+    for name in ("BILLING_SLACK_BOT_TOKEN", "BILLING_RECON_DATABASE_URL", "BILLING_ACCOUNT_TOPIC",
+                 "BILLING_TRANSACTION_TOPIC"):
+        env.pop(name, None)
+    bindir = Path(sys.executable).parent
+    logs = [root / "webserver.log", root / "daemon.log"]
+    processes = [
+        _start([str(bindir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(workspace)],
+               env, logs[0], root),
+        _start([str(bindir / "dagster-daemon"), "run", "-w", str(workspace)], env, logs[1], root),
+    ]
+    try:
+        _wait_until_up(url, processes, logs)
+        yield Ui(url, database_url, topics, manifest, home)
+    finally:
+        for process in processes:
+            _stop(process)
+
+
+# --- the browser -----------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def driver(chromedriver_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path_factory.mktemp('chromium'))}")
+    browser = webdriver.Chrome(service=Service(chromedriver_path), options=options)
+    browser.set_page_load_timeout(60)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def page(request: pytest.FixtureRequest, driver: Any, ui: Ui, tmp_path: Path) -> Iterator[Page]:
+    """The shared browser for one test; on failure its screenshot and HTML go to the test's tmp dir."""
+    yield Page(driver, ui.url)
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        shot = tmp_path / "failure.png"
+        driver.save_screenshot(str(shot))
+        (tmp_path / "failure.html").write_text(driver.page_source)
+        sys.stderr.write(f"\nscreenshot of the failure: {shot} (page at {driver.current_url})\n")
