@@ -311,6 +311,8 @@ def stack_env() -> None:
 # Each feature module exposes `register(app)`; one line here per module keeps this file small.
 FEATURE_MODULES: tuple[str, ...] = (
     "billing_domain.cli_engine",
+    "billing_domain.bench_cli",
+    "billing_api.cli",
     "billing_domain.point_in_time_cli",
     "billing_domain.projector_lag_cli",
     "billing_domain.recovery_cli",

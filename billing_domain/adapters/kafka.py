@@ -25,8 +25,11 @@ from billing_domain.retry import DEFAULT_RETRY, RetryPolicy
 log = logging.getLogger(__name__)
 ClientConfig = dict[str, str | int | float | bool]
 BATCH_SIZE = 10_000
-# Long enough for a broker to answer, short enough not to inflate the tail of a cut.
-CONSUME_TIMEOUT_S = 0.1
+# consume() waits this long whenever fewer than a batch of messages is queued, i.e. at every end of
+# the log: short, so a cut's tail and a single-entity read are not inflated by it.
+CONSUME_TIMEOUT_S = 0.01
+# Partition counts rarely change; a metadata round trip per read was a third of a single-entity check.
+METADATA_TTL_S = 30.0
 # A cut that makes no progress for this long has lost its broker (librdkafka retries silently).
 STALL_TIMEOUT_S = 60.0
 
@@ -52,6 +55,7 @@ class KafkaEventStore:
         self.stall_timeout_s = STALL_TIMEOUT_S
         self._client_config: ClientConfig = {"bootstrap.servers": bootstrap_servers, **(client_config or {})}
         self._producer: Producer | None = None
+        self._partitions: dict[str, tuple[float, list[int]]] = {}
 
     def topic_for(self, aggregate_type: str) -> str:
         return self.topics.accounts if aggregate_type == "account" else self.topics.transactions
@@ -73,6 +77,14 @@ class KafkaEventStore:
             self._wait_for_metadata([t.topic for t in missing])
 
     def partitions_of(self, topic: str) -> list[int]:
+        cached = self._partitions.get(topic)
+        if cached is not None and time.monotonic() - cached[0] < METADATA_TTL_S:
+            return cached[1]
+        partitions = self._fetch_partitions(topic)
+        self._partitions[topic] = (time.monotonic(), partitions)
+        return partitions
+
+    def _fetch_partitions(self, topic: str) -> list[int]:
         consumer = Consumer({**self._client_config, "group.id": "billing-recon-metadata"})
         try:
             metadata = self.retry.run(lambda: consumer.list_topics(topic, timeout=10), f"metadata of {topic}")
@@ -88,7 +100,7 @@ class KafkaEventStore:
         for topic in topics:
             while True:
                 try:
-                    if len(self.partitions_of(topic)) > 0:
+                    if len(self._fetch_partitions(topic)) > 0:
                         break
                 except EventStoreError:
                     if time.monotonic() > deadline:
@@ -168,7 +180,7 @@ class KafkaEventStore:
                     values[tp] = message.value()
         return values
 
-    def new_consumer(self, **overrides: str | int | float | bool) -> Consumer:
+    def new_consumer(self, **overrides: object) -> Consumer:
         return Consumer({
             **self._client_config,
             "group.id": f"billing-recon-reader-{uuid.uuid4()}",
@@ -178,6 +190,9 @@ class KafkaEventStore:
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": 16 * 1024 * 1024,
             "queued.min.messages": 200_000,
+            # A partition's end is only reported after an empty fetch, which the broker holds for
+            # fetch.wait.max.ms (500 ms by default): that wait was most of a single-entity check.
+            "fetch.wait.max.ms": 10,
             **overrides,
         })
 
@@ -200,11 +215,13 @@ class CutReader:
         self.stop = stop
         self.on_batch = on_batch
         self.cut = Cut()
+        self._last_broker_warning = 0.0
 
     def __iter__(self) -> Iterator[list[Message]]:
         partitions = [(t, p) for t in self.topics for p in self.store.partitions_of(t)
                       if self.only is None or (t, p) in self.only]
-        consumer = self.store.new_consumer()
+        # Without an error_cb the client's connection errors reach no log at all.
+        consumer = self.store.new_consumer(error_cb=self._on_client_error)
         try:
             yield from self._read(consumer, partitions)
         finally:
@@ -262,6 +279,15 @@ class CutReader:
             if stop is not None and offset + 1 >= stop:
                 self._close_partition(consumer, tp, stop, open_partitions)
         return records
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        """librdkafka reconnects on its own, with backoff, and reports here (at most one line a second)."""
+        now = time.monotonic()
+        if now - self._last_broker_warning < 1.0:
+            return
+        self._last_broker_warning = now
+        log.warning("event store %s: %s; the client reconnects with backoff; the read gives up after %.0fs "
+                    "without progress", self.store.bootstrap_servers, error.str(), self.store.stall_timeout_s)
 
     def _close_partition(self, consumer: Consumer, tp: TopicPartitionKey, end: int,
                          open_partitions: set[TopicPartitionKey]) -> None:
