@@ -219,7 +219,8 @@ def _rebuild(entity_type: str, selection: RebuildSelection, reason: str, actor: 
     with _services() as services, _progress(f"rebuilding {entity_type}s", as_json) as progress:
         result = rebuild(services.event_store, services.projections, services.recon_store,
                          entity_type=entity_type, selection=selection, dry_run=dry_run,  # type: ignore[arg-type]
-                         reason=reason, actor=actor or "unknown", delete_orphans=delete_orphans, progress=progress)
+                         reason=reason, actor=actor or "unknown", delete_orphans=delete_orphans, progress=progress,
+                         checkpoints=services.checkpoints)
         _print_rebuild(result, as_json)
         raise typer.Exit(EXIT_FINDINGS if result.refused or any(
             v.startswith("still") for v in result.outcome.values()) else EXIT_CLEAN)

@@ -73,7 +73,8 @@ def make_rebuild_job(entity_type: Literal["account", "transaction"], name: str) 
             result = rebuild(event_store.get_store(), projections.projection_store(), recon_store,
                              entity_type=entity_type, selection=selection, dry_run=config.dry_run,
                              reason=config.reason, actor=actor, delete_orphans=config.delete_orphans,
-                             run_id=context.run.run_id, progress=_progress(context))
+                             run_id=context.run.run_id, progress=_progress(context),
+                             checkpoints=projections.checkpoints())
         except ConfigurationError as exc:
             raise dg.Failure(description=f"Nothing was written. Fix the run config: {exc}",
                              allow_retries=False) from exc

@@ -36,7 +36,10 @@ class Resumed:
 
 
 def resume(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: Replay) -> Resumed:
-    """Load the checkpoint into `replay` if it can be trusted; say why not otherwise."""
+    """Load the checkpoint into `replay` if it can be trusted; say why not otherwise.
+
+    A replay limited to `only_ids` loads just those entities' states.
+    """
     key = topics_key(event_store.topics.all())
     header = checkpoints.header(key)
     if header is None:
@@ -47,7 +50,11 @@ def resume(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: R
     if reason is not None:
         log.warning("not resuming from the checkpoint: %s; replaying in full", reason)
         return Resumed(None, f"{reason}: full replay")
-    load_entities(replay, checkpoints.entities(key))
+    if replay.only_ids is None:
+        load_entities(replay, checkpoints.entities(key))
+    else:
+        load_entities(replay, checkpoints.entity_rows(key, [(kind, entity_id) for entity_id in replay.only_ids
+                                                            for kind in ("account", "transaction", "money")]))
     load_ledger(replay, header.ledger)
     replay.touched = set()
     start = {(topic, p): header.cut.end.get((topic, p), 0) for topic, ps in partitions.items() for p in ps}

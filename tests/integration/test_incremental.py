@@ -136,3 +136,34 @@ def test_single_entity_reconcile(event_store: KafkaEventStore, projection_store:
     assert one.stats["replay_mode"] == ("incremental" if with_checkpoint else "full")
     assert one.stats["events_read"] == (1 if with_checkpoint else 31)  # the tail of one partition
     assert reconcile_entity(event_store, projection_store, "account", "acc-4", checkpoints=store).findings == []
+
+
+@pytest.mark.parametrize("selection", ["all", "flagged"])
+def test_a_rebuild_from_the_checkpoint_writes_the_same_rows_as_one_from_the_start(
+        event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore,
+        selection: str) -> None:
+    from billing_domain.rebuild import RebuildSelection, rebuild
+
+    recon = ReconStore(projection_store.engine)
+    streams = _accounts(12, 3)
+    event_store.append([e for s in streams.values() for e in s])
+    _project(projection_store, streams)
+    reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    late = _event("acc-2", 5, AccountCredited(9, None, "deposit"))  # after the checkpoint
+    event_store.append([late])
+    streams["acc-2"].append(late)
+    with projection_store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE billing.account_projection SET balance_minor = 0 "
+                             "WHERE account_id IN ('acc-1', 'acc-2', 'acc-3')")
+    recon.save_report(reconcile_all(event_store, projection_store), source="test")
+
+    chosen = RebuildSelection(all=True) if selection == "all" else RebuildSelection()
+    result = rebuild(event_store, projection_store, recon, entity_type="account", selection=chosen,
+                     dry_run=False, reason="test", actor="tester", checkpoints=checkpoints)
+
+    assert {k: v for k, v in result.outcome.items() if v != "unchanged"} == {
+        "acc-1": "fixed", "acc-2": "fixed", "acc-3": "fixed"}
+    expected = {a: AccountAggregate.from_events(e).state() for a, e in streams.items()}
+    rows = projection_store.read_accounts()
+    assert {a: (r.balance_minor, r.version) for a, r in rows.items()} == {
+        a: (s.balance_minor, s.version) for a, s in expected.items()}
