@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -208,6 +209,25 @@ def stuck(minutes: Annotated[float, typer.Option(help="Pending longer than this 
         raise typer.Exit(EXIT_FINDINGS if stuck_findings else EXIT_CLEAN)
 
 
+@app.command("export-findings")
+def export_findings(run: Annotated[str | None, typer.Option(help="A run id (default: the latest full run).")] = None,
+                    out: Annotated[Path | None, typer.Option(help="CSV file (default: stdout).")] = None) -> None:
+    """A stored report's findings as CSV (money and versions as integer columns)."""
+    from billing_domain.export import findings_csv
+
+    with _services() as services:
+        run_id = run or services.recon_store.latest_run_id()
+        if run_id is None or not services.recon_store.run_exists(run_id):
+            err.print(f"error: run: no reconciliation run {run_id!r} in billing_recon")
+            raise typer.Exit(EXIT_ERROR)
+        text = findings_csv(services.recon_store.findings(run_id))
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        err.print(f"wrote {out}")
+
+
 # --- rebuild -----------------------------------------------------------------------------------------
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (goes to the audit trail).")]
 ActorOption = Annotated[str, typer.Option("--actor", envvar="USER", help="Who asks for it.")]
@@ -315,6 +335,7 @@ FEATURE_MODULES: tuple[str, ...] = (
     "billing_domain.bench_cli",
     "billing_api.cli",
     "billing_domain.point_in_time_cli",
+    "billing_domain.security_cli",
     "billing_domain.projector_lag_cli",
     "billing_domain.recovery_cli",
 )

@@ -55,6 +55,9 @@ def test_reconcile_prints_every_injected_fault_and_rebuild_repairs_what_may_be_r
         repaired = run("rebuild", entity, "--from-report", run_id, "--reason", "test repair", "--actor", "ci")
         assert repaired.exit_code in (EXIT_CLEAN, EXIT_FINDINGS), repaired.output
 
+    exported = run("export-findings", "--run", run_id)
+    assert exported.exit_code == 0 and exported.stdout.count("\n") == len(manifest.expected_findings()) + 1
+
     after = run("reconcile", "all", "--json", "--full")
     remaining = _keys(after.stdout)
     expected = manifest.expected_findings()
