@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Self
 
+from billing_domain.exceptions import ConfigurationError
+
 DEFAULT_ACCOUNT_TOPIC = "billing.account-events"
 DEFAULT_TRANSACTION_TOPIC = "billing.transaction-events"
 
@@ -56,11 +58,11 @@ class Settings:
             database_url=env.get("BILLING_DATABASE_URL") or None,
             recon_database_url=env.get("BILLING_RECON_DATABASE_URL") or None,
             topics=topics,
-            topic_partitions=int(env.get("BILLING_TOPIC_PARTITIONS", "4")),
+            topic_partitions=int(_number(env, "BILLING_TOPIC_PARTITIONS", "4")),
             slack_bot_token=env.get("BILLING_SLACK_BOT_TOKEN") or None,
             slack_channel=env.get("BILLING_SLACK_CHANNEL") or None,
             slack_api_url=env.get("BILLING_SLACK_API_URL") or None,
-            stuck_after_minutes=float(env.get("BILLING_STUCK_AFTER_MINUTES", "5")),
+            stuck_after_minutes=_number(env, "BILLING_STUCK_AFTER_MINUTES", "5"),
             ui_base_url=env.get("BILLING_DAGSTER_UI_URL", "http://127.0.0.1:3000"),
         )
 
@@ -71,6 +73,17 @@ class Settings:
 
     def with_servers(self, kafka_bootstrap_servers: str, database_url: str) -> Settings:
         return replace(self, kafka_bootstrap_servers=kafka_bootstrap_servers, database_url=database_url)
+
+
+def _number(env: Mapping[str, str], name: str, default: str) -> float:
+    value = env.get(name) or default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigurationError(f"{name}: {value!r} is not a number") from None
+    if number <= 0:
+        raise ConfigurationError(f"{name}: {value!r} must be above zero")
+    return number
 
 
 def redact_url(url: str | None) -> str:

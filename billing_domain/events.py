@@ -157,7 +157,7 @@ def decode_event(value: bytes | None, key: bytes | None = None, *,
         raise _error("message has no value (tombstone)", value, key, position, field="value")
     try:
         raw = _ENVELOPE_DECODER.decode(value)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         # msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a string.
         raise _error(str(exc), value, key, position, field=_field_of(exc) or "value") from None
     payload_decoder = _PAYLOAD_DECODERS.get(raw.event_type)
@@ -166,7 +166,7 @@ def decode_event(value: bytes | None, key: bytes | None = None, *,
                      event_id=raw.event_id)
     try:
         payload = payload_decoder.decode(raw.payload)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         field = _field_of(exc)
         raise _error(str(exc), value, key, position, field=f"payload.{field}" if field else "payload",
                      event_id=raw.event_id) from None
@@ -214,7 +214,7 @@ def _best_effort_event_id(value: bytes | None) -> str | None:
         return None
     try:
         loose: Any = msgspec.json.decode(value)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # deeply nested JSON recurses
         return None
     candidate = loose.get("event_id") if isinstance(loose, dict) else None
     return candidate if isinstance(candidate, str) else None

@@ -134,7 +134,11 @@ class EmbeddedStack:
         if not (self.pgdata / "PG_VERSION").exists():
             _commands.initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"],  # type: ignore[attr-defined]
                              pgdata=self.pgdata, user=user)
-        (self.pgdata / "postmaster.pid").unlink(missing_ok=True) if not self._pg_running() else None
+        if not self._pg_running():
+            # A killed server leaves its pid and socket lock files; nobody else owns them now.
+            (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+            for stale in self.pgdata.glob(".s.PGSQL.*"):
+                stale.unlink(missing_ok=True)
         options = f"-h 127.0.0.1 -p {port} -k {self.pgdata} -c max_connections=200 -c fsync=off"
         self._pg_ctl(["-w", "-t", "60", "-o", options, "-l", str(self.pgdata / "server.log"), "start"], user=user)
         return port
