@@ -1,0 +1,163 @@
+"""Faults 3 and 4: the process running a rebuild is SIGKILLed; two rebuilds of the same entities at once.
+
+To kill the rebuild at a known point, the test holds a row lock on one account in the middle of the id
+range: the rebuild commits the batches before it, then blocks inside the batch that holds the row,
+with the advisory lock held. That is where SIGKILL lands.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import yaml
+from reliability_helpers import Damaged, create_database, damaged_history, dump_projections, rebuild_all_accounts
+from sqlalchemy.engine import Connection, make_url
+
+from billing_domain.adapters.postgres import ProjectionStore, make_engine
+from billing_domain.adapters.recon_store import ReconStore
+from billing_domain.exceptions import ConcurrentOperationError
+from billing_pipelines.definitions import build_defs
+from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource
+
+ROOT = Path(__file__).resolve().parents[2]
+BATCH = 30
+# `billing-recon` itself, with smaller batches so a few hundred accounts make many transactions.
+CLI = ("import billing_domain.rebuild as r; r.BATCH_SIZE = int(__import__('os').environ['REL_BATCH']); "
+       "from billing_domain.cli import app; app(prog_name='billing-recon')")
+
+
+def _twin(damaged: Damaged, server_url: str) -> Damaged:
+    damaged.engine.dispose()
+    port = make_url(server_url).port
+    assert port is not None
+    url = create_database(port, template=make_url(damaged.database_url).database)
+    projections = ProjectionStore(make_engine(url))
+    return Damaged(damaged.event_store, url, projections, ReconStore(projections.engine), damaged.deleted,
+                   damaged.corrupted)
+
+
+def _advisory_locks(conn: Connection) -> int:
+    return int(conn.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                                    "AND database = (SELECT oid FROM pg_database WHERE datname = "
+                                    "current_database())").scalar() or 0)
+
+
+def _waiting(conn: Connection) -> int:
+    return int(conn.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND wait_event_type = 'Lock'").scalar() or 0)
+
+
+def _wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _block_row(damaged: Damaged, account_id: str) -> Connection:
+    """Hold a row lock on one account until the returned connection rolls back."""
+    conn = damaged.engine.connect()
+    conn.exec_driver_sql("SELECT 1 FROM billing.account_projection WHERE account_id = %(a)s FOR UPDATE",
+                         {"a": account_id})
+    return conn
+
+
+def test_a_killed_rebuild_process_releases_its_lock_and_a_retried_run_completes(
+        servers: Any, database_url: str, figures: Any) -> None:
+    damaged = damaged_history(servers.bootstrap_servers, database_url, seed=31, accounts=300)
+    twin = _twin(damaged, servers.database_url)
+    rebuild_all_accounts(twin)
+    expected, before = twin.projections.read_accounts(), damaged.projections.read_accounts()
+    to_write = sorted(damaged.deleted + damaged.corrupted)
+    blocker_id = next(i for i in to_write[len(to_write) // 2:] if i in damaged.corrupted)
+
+    blocker = _block_row(damaged, blocker_id)
+    env = {**os.environ, "BILLING_KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap_servers,
+           "BILLING_DATABASE_URL": damaged.database_url, "REL_BATCH": str(BATCH),
+           "BILLING_TOPIC_PREFIX": damaged.event_store.topics.accounts.removesuffix("account-events"),
+           "BILLING_TOPIC_PARTITIONS": "3"}
+    process = subprocess.Popen([sys.executable, "-c", CLI, "rebuild", "accounts", "--all", "--reason", "killed",
+                                "--actor", "reliability"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    figures.injected("rebuild process SIGKILLed holding the lock")
+    try:
+        with damaged.engine.connect() as probe:
+            def blocked() -> bool:
+                assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+                return _advisory_locks(probe) == 1 and _waiting(probe) >= 1
+            _wait_for(blocked, 60, "the rebuild to block")
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)
+            assert process.returncode == -signal.SIGKILL
+            blocker.rollback()
+            _wait_for(lambda: _advisory_locks(probe) == 0, 15, "the advisory lock to go with the connection")
+    finally:
+        blocker.close()
+        if process.poll() is None:
+            process.kill()
+
+    after_kill = damaged.projections.read_accounts()
+    half_written = [i for i in to_write if after_kill.get(i) not in (expected[i], before.get(i))]
+    assert half_written == []
+    batches = [to_write[i:i + BATCH] for i in range(0, len(to_write), BATCH)]
+    for batch in batches:  # each batch all-or-nothing
+        assert len({after_kill.get(i) == expected[i] for i in batch}) == 1
+    assert 0 < sum(after_kill.get(i) == expected[i] for i in to_write) < len(to_write), "killed mid-rebuild"
+
+    # The retry: what a re-launched Dagster run does (dagster.yaml run_retries), on a free lock.
+    resources = {
+        "event_store": EventStoreResource(bootstrap_servers=servers.bootstrap_servers, partitions=3,
+                                          topic_prefix=env["BILLING_TOPIC_PREFIX"]),
+        "projections": ProjectionsResource(database_url=damaged.database_url),
+        "slack": SlackResource(),
+    }
+    job = build_defs(resources).resolve_job_def("rebuild_accounts")
+    retried = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), run_config={
+        "ops": {"rebuild_account_projections": {"config": {"reason": "retry of the killed rebuild", "all": True,
+                                                           "dry_run": False}}}})
+    assert retried.success
+    assert dump_projections(damaged.engine) == dump_projections(twin.engine)
+    figures.rows_checked_after_races += len(expected)
+    figures.survived("rebuild process SIGKILLed holding the lock")
+
+
+@pytest.mark.parametrize("path", [ROOT / "dagster.yaml", ROOT / "deploy" / "dagster.yaml"], ids=["local", "deploy"])
+def test_run_retries_are_configured(path: Path) -> None:
+    retries = yaml.safe_load(path.read_text())["run_retries"]
+    assert retries["enabled"] is True and retries["max_retries"] >= 1
+
+
+def test_two_rebuilds_of_the_same_entities_one_refuses_and_neither_corrupts(
+        servers: Any, database_url: str, figures: Any) -> None:
+    damaged = damaged_history(servers.bootstrap_servers, database_url, seed=41, accounts=150)
+    twin = _twin(damaged, servers.database_url)
+    rebuild_all_accounts(twin)
+    to_write = sorted(damaged.deleted + damaged.corrupted)
+    blocker = _block_row(damaged, next(i for i in to_write if i in damaged.corrupted))
+    outcome: dict[str, Any] = {}
+    first = threading.Thread(target=lambda: outcome.setdefault("first", rebuild_all_accounts(damaged, "first")))
+    figures.injected("concurrent rebuild of the same entities")
+    first.start()
+    try:
+        with damaged.engine.connect() as probe:
+            _wait_for(lambda: _advisory_locks(probe) == 1 and _waiting(probe) >= 1, 60, "the first rebuild to block")
+        with pytest.raises(ConcurrentOperationError, match="another account rebuild is running"):
+            rebuild_all_accounts(damaged, "second")
+    finally:
+        blocker.rollback()
+        blocker.close()
+        first.join(60)
+    assert outcome["first"].written == len(to_write)
+    assert dump_projections(damaged.engine) == dump_projections(twin.engine)
+    outcomes = [r["outcome"] for r in damaged.recon.audit_records() if not r["dry_run"]]
+    assert sorted(outcomes) == ["applied", "failed"]  # the refusal is audited too
+    figures.survived("concurrent rebuild of the same entities")
