@@ -9,18 +9,24 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from billing_domain.config import Settings
-from billing_domain.exceptions import BillingError
+from billing_domain.cli_support import (
+    EXIT_CLEAN,
+    EXIT_ERROR,
+    EXIT_FINDINGS,
+    ActorOption,
+    JsonOption,
+    ReasonOption,
+    cli_services,
+    err,
+    progress_bar,
+)
 from billing_domain.findings import ReconciliationReport
 from billing_domain.lifecycle import on_full_reconciliation
 from billing_domain.rebuild import RebuildResult, RebuildSelection, rebuild
@@ -35,9 +41,8 @@ from billing_domain.reconcile.service import (
 from billing_domain.reconcile.single import reconcile_entity
 from billing_domain.report_text import render_ledger, render_report
 from billing_domain.stack import EmbeddedStack
-from billing_domain.wiring import Services, open_services
+from billing_domain.wiring import Services
 
-EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 app = typer.Typer(help="Reconcile and repair the billing engine's projections.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 reconcile_app = typer.Typer(help="Compare projections with the events.", no_args_is_help=True)
@@ -46,8 +51,6 @@ stack_app = typer.Typer(help="The embedded PostgreSQL and broker.", no_args_is_h
 app.add_typer(reconcile_app, name="reconcile")
 app.add_typer(rebuild_app, name="rebuild")
 app.add_typer(stack_app, name="stack")
-err = Console(stderr=True)
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 FullOption = Annotated[bool, typer.Option("--full", help="Replay the whole log, not just since the checkpoint.")]
 
 
@@ -55,46 +58,6 @@ FullOption = Annotated[bool, typer.Option("--full", help="Replay the whole log, 
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-@contextmanager
-def _services() -> Iterator[Services]:
-    try:
-        services = open_services(Settings.from_env())
-    except BillingError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_ERROR) from exc
-    try:
-        yield services
-    except BillingError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_ERROR) from exc
-    finally:
-        services.close()
-
-
-@contextmanager
-def _progress(label: str, quiet: bool, total: int | None = None,
-              estimate: bool = False) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr: events read, rate, and with a `total` (an `estimate`: "about") the
-    time left; silent for --json or a non-terminal."""
-    from rich.progress import BarColumn
-
-    from billing_domain.progress import ProgressTracker
-
-    if quiet or not err.is_terminal:
-        yield lambda n: None
-        return
-    tracker = ProgressTracker(total, estimate=estimate)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as progress:
-        task = progress.add_task(label, total=total, status=tracker.describe())
-
-        def advance(n: int) -> None:
-            tracker.advance(n)
-            progress.update(task, advance=n, total=tracker.total, status=tracker.describe())
-
-        yield advance
 
 
 def _size(services: Services, full: bool) -> tuple[int | None, bool]:
@@ -131,7 +94,7 @@ def reconcile_transactions(as_json: JsonOption = False, full: FullOption = False
 @reconcile_app.command("all")
 def reconcile_everything(as_json: JsonOption = False, full: FullOption = False) -> None:
     """Accounts, transactions and the accounting equation in one pass."""
-    with _services() as services, _progress("reconciling", as_json, *_size(services, full)) as progress:
+    with cli_services() as services, progress_bar("reconciling", as_json, *_size(services, full)) as progress:
         report = reconcile_all(services.event_store, services.projections, progress=progress,
                                options=ReconcileOptions(timedelta(minutes=services.settings.stuck_after_minutes)),
                                checkpoints=services.checkpoints, full=full)
@@ -140,7 +103,7 @@ def reconcile_everything(as_json: JsonOption = False, full: FullOption = False) 
 
 def _reconcile_scope(scope: str, entity_types: tuple[str, ...], as_json: bool,
                      stuck_after: timedelta = timedelta(minutes=5), *, full: bool = False) -> None:
-    with _services() as services, _progress(f"reconciling {scope}", as_json, *_size(services, full)) as progress:
+    with cli_services() as services, progress_bar(f"reconciling {scope}", as_json, *_size(services, full)) as progress:
         started = datetime.now(UTC)
         run_id = new_run_id()
         options = ReconcileOptions(stuck_after=stuck_after)
@@ -165,7 +128,7 @@ def reconcile_one_transaction(transaction_id: str, as_json: JsonOption = False) 
 
 
 def _reconcile_one(entity_type: str, entity_id: str, as_json: bool) -> None:
-    with _services() as services:
+    with cli_services() as services:
         report = reconcile_entity(services.event_store, services.projections, entity_type, entity_id,
                                   checkpoints=services.checkpoints)
         plural = f"{entity_type}s"
@@ -178,7 +141,7 @@ def _reconcile_one(entity_type: str, entity_id: str, as_json: bool) -> None:
 @app.command("accounting-equation")
 def accounting_equation(as_json: JsonOption = False) -> None:
     """The contract's accounting identities, per currency."""
-    with _services() as services, _progress("replaying", as_json) as progress:
+    with cli_services() as services, progress_bar("replaying", as_json) as progress:
         outcome = replay_all(services.event_store, services.projections, progress=progress,
                              checkpoints=services.checkpoints)
         report = build_report(outcome, run_id=new_run_id(), scope="ledger", started_at=datetime.now(UTC),
@@ -195,7 +158,7 @@ def accounting_equation(as_json: JsonOption = False) -> None:
 def stuck(minutes: Annotated[float, typer.Option(help="Pending longer than this is stuck.")] = 5.0,
           as_json: JsonOption = False) -> None:
     """Transfers pending longer than the threshold at the time of the cut."""
-    with _services() as services, _progress("replaying", as_json) as progress:
+    with cli_services() as services, progress_bar("replaying", as_json) as progress:
         report = reconcile_all(services.event_store, services.projections, progress=progress,
                                options=ReconcileOptions(stuck_after=timedelta(minutes=minutes)),
                                checkpoints=services.checkpoints)
@@ -215,7 +178,7 @@ def export_findings(run: Annotated[str | None, typer.Option(help="A run id (defa
     """A stored report's findings as CSV (money and versions as integer columns)."""
     from billing_domain.export import findings_csv
 
-    with _services() as services:
+    with cli_services() as services:
         run_id = run or services.recon_store.latest_run_id()
         if run_id is None or not services.recon_store.run_exists(run_id):
             err.print(f"error: run: no reconciliation run {run_id!r} in billing_recon")
@@ -229,14 +192,12 @@ def export_findings(run: Annotated[str | None, typer.Option(help="A run id (defa
 
 
 # --- rebuild -----------------------------------------------------------------------------------------
-ReasonOption = Annotated[str, typer.Option("--reason", help="Why (goes to the audit trail).")]
-ActorOption = Annotated[str, typer.Option("--actor", envvar="USER", help="Who asks for it.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show the before/after, write nothing.")]
 
 
 def _rebuild(entity_type: str, selection: RebuildSelection, reason: str, actor: str, dry_run: bool,
              delete_orphans: bool, as_json: bool) -> None:
-    with _services() as services, _progress(f"rebuilding {entity_type}s", as_json) as progress:
+    with cli_services() as services, progress_bar(f"rebuilding {entity_type}s", as_json) as progress:
         result = rebuild(services.event_store, services.projections, services.recon_store,
                          entity_type=entity_type, selection=selection, dry_run=dry_run,  # type: ignore[arg-type]
                          reason=reason, actor=actor or "unknown", delete_orphans=delete_orphans, progress=progress,

@@ -1,7 +1,5 @@
 """`billing-recon as-of` and `billing-recon month-end`: balances and the events' findings at a point in time.
 
-The helpers of `billing_domain.cli` are imported when a command runs, not at import: the cli module
-imports this one while it is itself still loading.
 """
 
 from __future__ import annotations
@@ -16,6 +14,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from billing_domain.cli_support import (
+    EXIT_CLEAN,
+    EXIT_ERROR,
+    EXIT_FINDINGS,
+    JsonOption,
+    cli_services,
+    err,
+    progress_bar,
+)
 from billing_domain.cut import TopicPartitionKey
 from billing_domain.exceptions import ConfigurationError
 from billing_domain.point_in_time import (
@@ -33,7 +40,6 @@ from billing_domain.reconcile.service import new_run_id
 from billing_domain.report_text import render_report
 
 CsvOption = Annotated[Path | None, typer.Option("--csv", help="Write the balances as CSV (integer minor units).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -49,15 +55,13 @@ def as_of(at: Annotated[str | None, typer.Option("--at", help="A UTC time, e.g. 
     """Balances per account and currency, and what the events themselves got wrong, as of a time.
 
     Events count when their own occurred_at is at or before --at. Exit 1 when there are findings."""
-    from billing_domain import cli
-
     if (at is None) == (not offsets):
-        cli.err.print("error: give either --at or --offset (one per partition)")
-        raise typer.Exit(cli.EXIT_ERROR)
-    with cli._services() as services:
+        err.print("error: give either --at or --offset (one per partition)")
+        raise typer.Exit(EXIT_ERROR)
+    with cli_services() as services:
         cut = _resolve(services.event_store, at, offsets or [])
         started = datetime.now(UTC)
-        with cli._progress(f"replaying as of {cut.label}", as_json, total=cut.events) as progress:
+        with progress_bar(f"replaying as of {cut.label}", as_json, total=cut.events) as progress:
             outcome = replay_to(services.event_store, cut, progress)
         balances = balances_from(outcome, cut)
         report = report_from(outcome, cut, run_id=new_run_id("as-of"), started_at=started,
@@ -69,7 +73,7 @@ def as_of(at: Annotated[str | None, typer.Option("--at", help="A UTC time, e.g. 
         else:
             _print_balances(balances)
             sys.stdout.write(render_report(report))
-        raise typer.Exit(cli.EXIT_CLEAN if report.is_clean else cli.EXIT_FINDINGS)
+        raise typer.Exit(EXIT_CLEAN if report.is_clean else EXIT_FINDINGS)
 
 
 def month_end_command(month: Annotated[str, typer.Argument(help="The month, e.g. 2026-01.")],
@@ -77,11 +81,9 @@ def month_end_command(month: Annotated[str, typer.Argument(help="The month, e.g.
     """Every account's balance at the end of a month (UTC), with totals per currency (rows with --csv).
 
     Exit 1 when an account's stream is corrupt (its balance cannot be trusted)."""
-    from billing_domain import cli
-
-    with cli._services() as services:
+    with cli_services() as services:
         cut = _guard(lambda: cut_at(services.event_store, month_end(month)))
-        with cli._progress(f"month end {month}", as_json, total=cut.events) as progress:
+        with progress_bar(f"month end {month}", as_json, total=cut.events) as progress:
             balances = balances_from(replay_to(services.event_store, cut, progress), cut)
         _write_csv(balances, csv_path)
         if as_json:
@@ -89,7 +91,7 @@ def month_end_command(month: Annotated[str, typer.Argument(help="The month, e.g.
             sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
         else:
             _print_balances(balances)
-        raise typer.Exit(cli.EXIT_FINDINGS if balances.corrupt_accounts else cli.EXIT_CLEAN)
+        raise typer.Exit(EXIT_FINDINGS if balances.corrupt_accounts else EXIT_CLEAN)
 
 
 def _resolve(event_store: Any, at: str | None, offsets: list[str]) -> AsOfCut:
@@ -112,13 +114,11 @@ def parse_offsets(values: list[str]) -> dict[TopicPartitionKey, int]:
 
 def _guard(make: Any) -> AsOfCut:
     """Bad input is a usage error (exit 2) with the field named, not a traceback."""
-    from billing_domain import cli
-
     try:
         cut: AsOfCut = make()
     except ConfigurationError as exc:
-        cli.err.print(f"error: {exc}")
-        raise typer.Exit(cli.EXIT_ERROR) from exc
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_ERROR) from exc
     return cut
 
 

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from billing_domain.cli_support import EXIT_CLEAN, EXIT_FINDINGS, cli_services
 from billing_domain.progress import format_duration
 from billing_domain.projector_lag import ENV_PROJECTOR_GROUP, LagThresholds, lag_verdict, measure_lag
 
@@ -25,9 +26,7 @@ def projector_lag(group: Annotated[str | None, typer.Option(
     """Events the projector has not applied, per partition, and how long the oldest has waited.
 
     Exit 1 when past BILLING_MAX_PROJECTOR_LAG events or BILLING_MAX_PROJECTOR_LAG_AGE_MINUTES."""
-    from billing_domain import cli
-
-    with cli._services() as services:
+    with cli_services() as services:
         thresholds = LagThresholds.from_env()
         lag = measure_lag(services.event_store, group)
         verdict = lag_verdict(lag, thresholds)
@@ -46,4 +45,4 @@ def projector_lag(group: Annotated[str | None, typer.Option(
             console.print(f"group {lag.group_id}: {lag.total:,} event(s) unapplied; oldest waiting "
                           f"{format_duration(lag.oldest_unapplied_age.total_seconds())}")
             console.print("within bounds" if verdict.passed else f"[red]behind:[/] {'; '.join(verdict.reasons)}")
-        raise typer.Exit(cli.EXIT_CLEAN if verdict.passed else cli.EXIT_FINDINGS)
+        raise typer.Exit(EXIT_CLEAN if verdict.passed else EXIT_FINDINGS)

@@ -13,44 +13,25 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from billing_domain.config import Settings
-from billing_domain.exceptions import BillingError
+from billing_domain.cli_support import (
+    EXIT_CLEAN,
+    EXIT_FINDINGS,
+    ActorOption,
+    JsonOption,
+    ReasonOption,
+    cli_services,
+)
 from billing_domain.lifecycle import STATUSES, acknowledge, list_findings, sync_latest
 from billing_domain.saga_recovery import RecoveryPlan, execute_plan, load_plan, plan_recovery
 from billing_domain.shadow_rebuild import diff_markdown, shadow_rebuild
-from billing_domain.wiring import Services, open_services
 
-EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
-err = Console(stderr=True)
 findings_app = typer.Typer(help="The finding lifecycle: new, open, escalated, acknowledged, accepted, resolved.",
                            no_args_is_help=True)
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-ReasonOption = Annotated[str, typer.Option("--reason", help="Why (goes to the audit trail).")]
-ActorOption = Annotated[str, typer.Option("--actor", envvar="USER", help="Who asks for it.")]
-
-
-@contextmanager
-def _services() -> Iterator[Services]:
-    try:
-        services = open_services(Settings.from_env())
-    except BillingError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_ERROR) from exc
-    try:
-        yield services
-    except BillingError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_ERROR) from exc
-    finally:
-        services.close()
 
 
 def _write_json(value: Any) -> None:
@@ -68,7 +49,7 @@ def recover_sagas(reason: ReasonOption,
                   actor: ActorOption = "", as_json: JsonOption = False) -> None:
     """Resolve stuck transfers: show the plan (default), or append it with --execute (re-read first)."""
     id_list = [i.strip() for value in (ids or []) for i in value.split(",") if i.strip()]
-    with _services() as services:
+    with cli_services() as services:
         minutes = stuck_minutes if stuck_minutes is not None else services.settings.stuck_after_minutes
         if plan_audit is not None:
             plan = load_plan(services.recon_store, plan_audit)
@@ -103,7 +84,7 @@ def _print_plan(plan: RecoveryPlan, as_json: bool, *, executed: bool, appended: 
 def findings_list(status: Annotated[str | None, typer.Option(help=f"One of {', '.join(STATUSES)}.")] = None,
                   as_json: JsonOption = False) -> None:
     """Findings by identity across runs (the newest full run is applied first if it was not yet)."""
-    with _services() as services:
+    with cli_services() as services:
         sync_latest(services.recon_store)
         rows = list_findings(services.recon_store, status)
         if as_json:
@@ -124,7 +105,7 @@ def findings_ack(entity_type: str, entity_id: str, kind: str,
                  accept: Annotated[bool, typer.Option("--accept", help="Accept: known, tolerated, never alerted.")]
                  = False, as_json: JsonOption = False) -> None:
     """Acknowledge (or --accept) one open finding, with a note and your name."""
-    with _services() as services:
+    with cli_services() as services:
         sync_latest(services.recon_store)
         [row] = acknowledge(services.recon_store, [(entity_type, entity_id, kind)], note=note, operator=operator,
                             accept=accept)
@@ -137,7 +118,7 @@ def findings_ack(entity_type: str, entity_id: str, kind: str,
 @findings_app.command("sync")
 def findings_sync() -> None:
     """Apply the newest full reconciliation to the lifecycle (the daily job does this itself)."""
-    with _services() as services:
+    with cli_services() as services:
         update = sync_latest(services.recon_store)
         sys.stdout.write("no full run to apply\n" if update is None else
                          f"{update.run_id}: {'applied' if update.applied else update.reason} {update.counts()}\n")
@@ -149,7 +130,7 @@ def shadow_rebuild_command(reason: ReasonOption,
                            delete_orphans: Annotated[bool, typer.Option("--delete-orphans")] = False,
                            actor: ActorOption = "", as_json: JsonOption = False) -> None:
     """Rebuild every projection into shadow tables and show the diff; --approve swaps it in (version-guarded)."""
-    with _services() as services:
+    with cli_services() as services:
         result = shadow_rebuild(services.event_store, services.projections, services.recon_store, reason=reason,
                                 actor=actor or "unknown", approve=approve, delete_orphans=delete_orphans)
         if as_json:
