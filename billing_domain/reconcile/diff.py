@@ -51,7 +51,7 @@ def _diff_account(replay: Replay, account_id: str, row: AccountState) -> list[Fi
         return [Finding.of("account", account_id, Kind.VERSION_AHEAD,
                            f"projection at v{row.version}, the log ends at v{account.version}",
                            expected=_jsonable(account.state()), actual=_jsonable(row))]
-    expected = replay.account_state_at(account_id, row.version)
+    expected = replay.account_at(account_id, row.version)
     if expected is None:
         return [Finding.of("account", account_id, Kind.FIELD_MISMATCH, f"projection version {row.version} "
                            "is not a version of this stream", expected={"version": account.version},
@@ -101,7 +101,7 @@ def _diff_transaction(replay: Replay, transaction_id: str, row: TransactionState
         return [Finding.of("transaction", transaction_id, Kind.VERSION_AHEAD,
                            f"projection at v{row.version}, the log ends at v{saga.version}",
                            expected=_jsonable(saga.state()), actual=_jsonable(row))]
-    expected = replay.transaction_state_at(transaction_id, row.version)
+    expected = replay.transaction_at(transaction_id, row.version)
     if expected is None:
         return [Finding.of("transaction", transaction_id, Kind.FIELD_MISMATCH,
                            f"projection version {row.version} is not a version of this stream",

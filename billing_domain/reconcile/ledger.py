@@ -79,7 +79,7 @@ def _balance_totals(replay: Replay, rows: Mapping[str, AccountState]) -> tuple[d
         if account.version == 0:
             continue
         row_version = rows[account_id].version if account_id in rows else None
-        at_row = replay.account_state_at(account_id, row_version) if row_version is not None else None
+        at_row = replay.account_at(account_id, row_version) if row_version is not None else None
         events_total[account.currency] += at_row.balance_minor if at_row is not None else account.balance_minor
     return projection_total, events_total
 

@@ -279,6 +279,22 @@ class Replay:
         return (entity_type, entity_id) in self.corrupt
 
     # --- results ------------------------------------------------------------------------------------
+    def account_at(self, account_id: str, version: int) -> AccountAggregate | AccountState | None:
+        """The account as of `version`, without copying it when that is its head: the diff reads the
+        same attributes from an aggregate as from a state, and a copy per row was most of its time."""
+        account = self.accounts.get(account_id)
+        if account is not None and account.version == version:
+            return account
+        snapshot = self.account_snapshots.get(account_id)
+        return snapshot if snapshot is not None and snapshot.version == version else None
+
+    def transaction_at(self, transaction_id: str, version: int) -> TransactionAggregate | TransactionState | None:
+        saga = self.transactions.get(transaction_id)
+        if saga is not None and saga.version == version:
+            return saga
+        snapshot = self.transaction_snapshots.get(transaction_id)
+        return snapshot if snapshot is not None and snapshot.version == version else None
+
     def account_state_at(self, account_id: str, version: int) -> AccountState | None:
         """The account's state right after `version`, if the replay kept it."""
         account = self.accounts.get(account_id)
