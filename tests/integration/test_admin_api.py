@@ -1,8 +1,8 @@
 """The admin API over real HTTP: uvicorn on a free port, the embedded PostgreSQL and broker, one real
 dagster-webserver for the rebuilds, and the OpenAPI schema fuzzed with schemathesis.
 
-All tests of this module share one small history (see support.admin_api_history) and one set of servers;
-the tests that read run before the rebuild that repairs acc-c.
+All tests of this module share one small history (support.histories.stuck_transfer_history, with the faults of
+support.admin_api_history) and one set of servers; the tests that read run before the rebuild that repairs acc-c.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import typer
-from support.admin_api_history import history, project_with_faults
+from support.admin_api_history import project_with_faults
 from support.admin_api_servers import (
     Answer,
     call,
@@ -26,6 +26,7 @@ from support.admin_api_servers import (
     free_port,
     serve_in_thread,
 )
+from support.histories import stuck_transfer_history
 from typer.testing import CliRunner
 
 from billing_api.app import create_app
@@ -79,7 +80,7 @@ def world(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
     topics = Topics.with_prefix(f"t{uuid.uuid4().hex[:10]}.")
     services = open_services(Settings(kafka_bootstrap_servers=servers.bootstrap_servers, database_url=database_url,
                                       topics=topics, topic_partitions=3))
-    events = history()
+    events = stuck_transfer_history()
     services.event_store.append(events)
     project_with_faults(events, services.projections)
     workdir = tmp_path_factory.mktemp("admin_api")

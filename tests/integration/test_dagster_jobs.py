@@ -1,76 +1,27 @@
 """The Dagster layer on the real embedded servers: daily_reconciliation, checks, rebuild jobs, sensors.
 
-The history is hand-built (two faults in the account projections, an orphan row, a stuck transfer),
-so every expected finding is known. Resources point at this test's database and topics.
+The history is hand-built (support.histories.stuck_transfer_history, with two faults in the account projections,
+an orphan row and a stuck transfer), so every expected finding is known. Resources point at this test's database
+and topics.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from itertools import count
 from typing import Any
 
 import dagster as dg
 import pytest
+from support.histories import project, stuck_transfer_history
 from support.slack_standin import SlackStandin
 
-from billing_domain.accounts import AccountAggregate
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.adapters.postgres import ProjectionStore
 from billing_domain.adapters.recon_store import ReconStore
 from billing_domain.config import Topics
-from billing_domain.events import (
-    AccountCredited,
-    AccountDebited,
-    AccountOpened,
-    Event,
-    Payload,
-    TransactionCompleted,
-    TransactionInitiated,
-)
-from billing_domain.transactions import TransactionAggregate
 from billing_pipelines.definitions import build_defs
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource
 from billing_pipelines.sensors import auto_repair_sensor, reconciliation_findings_sensor, run_failure_slack_sensor
-
-T0 = datetime(2026, 3, 1, tzinfo=UTC)
-_ids = count()
-
-
-def _event(aggregate_id: str, version: int, payload: Payload, minutes: int = 0, correlation: str | None = None
-           ) -> Event:
-    kind = "transaction" if type(payload).__name__.startswith("Transaction") else "account"
-    return Event(f"evt-{uuid.uuid4().hex[:8]}-{next(_ids)}", type(payload).__name__, 1, kind, aggregate_id, version,
-                 T0 + timedelta(minutes=minutes), correlation, payload)
-
-
-def history() -> list[Event]:
-    """Three EUR accounts, a deposit, a completed transfer and a transfer pending 26 minutes at the cut (stuck)."""
-    return [
-        _event("acc-a", 1, AccountOpened("owner-a", "EUR", 0, 1_000_000)),
-        _event("acc-b", 1, AccountOpened("owner-b", "EUR", 0, 1_000_000)),
-        _event("acc-c", 1, AccountOpened("owner-c", "EUR", 0, 1_000_000)),
-        _event("acc-a", 2, AccountCredited(10_000, None, "deposit"), 1),
-        _event("tx-1", 1, TransactionInitiated("acc-a", "acc-b", 2_500, "EUR"), 2),
-        _event("acc-a", 3, AccountDebited(2_500, "tx-1", "transfer_out"), 2, "tx-1"),
-        _event("acc-b", 2, AccountCredited(2_500, "tx-1", "transfer_in"), 2, "tx-1"),
-        _event("tx-1", 2, TransactionCompleted(), 3),
-        _event("tx-2", 1, TransactionInitiated("acc-b", "acc-c", 100, "EUR"), 4),
-        _event("acc-b", 3, AccountCredited(1_000, None, "deposit"), 30),  # the cut's time: tx-2 is stuck
-    ]
-
-
-def project(events: list[Event], projections: ProjectionStore) -> None:
-    by_id: dict[str, list[Event]] = {}
-    for e in events:
-        by_id.setdefault(e.aggregate_id, []).append(e)
-    with projections.engine.begin() as conn:
-        projections.upsert_accounts(conn, [AccountAggregate.from_events(v).state()
-                                           for k, v in by_id.items() if k.startswith("acc")])
-        projections.upsert_transactions(conn, [TransactionAggregate.from_events(v).state()
-                                               for k, v in by_id.items() if k.startswith("tx")])
 
 
 def inject_faults(projections: ProjectionStore) -> None:
@@ -104,7 +55,7 @@ def make_resources(bootstrap_servers: str, topics: Topics, database_url: str, sl
 @pytest.fixture
 def seeded(servers: Any, topics: Topics, database_url: str, event_store: KafkaEventStore,
            projection_store: ProjectionStore, slack: SlackStandin) -> dict[str, Any]:
-    events = history()
+    events = stuck_transfer_history()
     event_store.append(events)
     project(events, projection_store)
     inject_faults(projection_store)
@@ -144,7 +95,7 @@ def test_daily_reconciliation_stores_findings_under_the_run_id(seeded: dict[str,
                     for e in result.get_asset_materialization_events()}
     assert set(materialized) == {"replayed_state", "account_reconciliation_report",
                                  "transaction_reconciliation_report", "accounting_equation_report"}
-    assert materialized["replayed_state"]["events_read"].value == len(history())
+    assert materialized["replayed_state"]["events_read"].value == len(stuck_transfer_history())
     accounts = materialized["account_reconciliation_report"]
     assert accounts["kind/balance_mismatch"] == dg.MetadataValue.int(1)
     assert accounts["severity/critical"].value == 2

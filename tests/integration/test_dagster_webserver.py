@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_dagster_jobs import history, inject_faults, project
+from support.histories import project, stuck_transfer_history
+from test_dagster_jobs import inject_faults
 
 from billing_domain.adapters.recon_store import ReconStore
 from billing_domain.config import Topics
@@ -93,7 +94,7 @@ def webserver(tmp_path: Path, servers: Any, topics: Topics, database_url: str) -
 @pytest.mark.timeout(180)
 def test_daily_reconciliation_launched_over_graphql_succeeds(webserver: str, event_store: Any,
                                                              projection_store: Any) -> None:
-    events = history()
+    events = stuck_transfer_history()
     event_store.append(events)
     project(events, projection_store)
     inject_faults(projection_store)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from itertools import count
 
 import pytest
+from support.histories import EventFactory, project
 
 from billing_domain.accounts import AccountAggregate
 from billing_domain.adapters.checkpoint_store import CheckpointStore
@@ -18,12 +18,12 @@ from billing_domain.reconcile.service import reconcile_all
 from billing_domain.reconcile.single import reconcile_entity
 
 T0 = datetime(2026, 4, 1, tzinfo=UTC)
-_ids = count()
+_new_event = EventFactory(T0, id_prefix="inc")
 
 
 def _event(account_id: str, version: int, payload: Payload) -> Event:
-    return Event(f"inc-{next(_ids)}", type(payload).__name__, 1, "account", account_id, version,
-                 T0 + timedelta(seconds=version), None, payload)
+    """An account's event at version seconds after T0."""
+    return _new_event(account_id, version, payload, at=T0 + timedelta(seconds=version))
 
 
 def _accounts(n: int, deposits: int) -> dict[str, list[Event]]:
@@ -33,8 +33,7 @@ def _accounts(n: int, deposits: int) -> dict[str, list[Event]]:
 
 
 def _project(projections: ProjectionStore, streams: dict[str, list[Event]]) -> None:
-    with projections.engine.begin() as conn:
-        projections.upsert_accounts(conn, [AccountAggregate.from_events(e).state() for e in streams.values()])
+    project([e for stream in streams.values() for e in stream], projections)
 
 
 @pytest.fixture

@@ -4,16 +4,15 @@ equal a fold of exactly the events that occurred by then."""
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
+from support.histories import EventFactory, fold, project
 from typer.testing import CliRunner
 
-from billing_domain.accounts import AccountAggregate
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.adapters.postgres import ProjectionStore
 from billing_domain.config import Topics
@@ -24,7 +23,6 @@ from billing_domain.events import (
     AccountOpened,
     AccountSuspended,
     Event,
-    Payload,
     TransactionInitiated,
     decode_event,
 )
@@ -39,7 +37,6 @@ from billing_domain.point_in_time import (
     reconcile_as_of,
 )
 from billing_domain.simulate.history import HistoryGenerator, SimulationConfig
-from billing_domain.transactions import TransactionAggregate
 from billing_pipelines.month_end import month_end_balances
 from billing_pipelines.resources import EventStoreResource
 
@@ -50,22 +47,19 @@ JANUARY_CSV = ("account_id,owner_id,currency,status,version,balance_minor\n"
                "acc-2,owner-2,USD,suspended,3,5000\n")
 
 
-def _event(aggregate_id: str, version: int, payload: Payload, at: datetime, correlation: str | None = None) -> Event:
-    kind = "transaction" if type(payload).__name__.startswith("Transaction") else "account"
-    return Event(f"evt-{uuid.uuid4().hex[:12]}", type(payload).__name__, 1, kind, aggregate_id, version, at,
-                 correlation, payload)
+_event = EventFactory(T0)  # every event of this module gives its time: at=...
 
 
 def small_history() -> list[Event]:
     """Two accounts in January (one EUR, one USD, suspended), and a withdrawal and a third account in February."""
     return [
-        _event("acc-1", 1, AccountOpened("owner-1", "EUR", 0, 1_000_000), T0),
-        _event("acc-1", 2, AccountCredited(1_000, None, "deposit"), T0 + timedelta(hours=1)),
-        _event("acc-2", 1, AccountOpened("owner-2", "USD", 0, 1_000_000), T0 + timedelta(hours=2)),
-        _event("acc-2", 2, AccountCredited(5_000, None, "deposit"), T0 + timedelta(hours=3)),
-        _event("acc-2", 3, AccountSuspended("review"), T0 + timedelta(hours=4)),
-        _event("acc-1", 3, AccountDebited(300, None, "withdrawal"), T0 + timedelta(days=1)),
-        _event("acc-3", 1, AccountOpened("owner-3", "EUR", 0, 1_000_000), T0 + timedelta(days=1, hours=1)),
+        _event("acc-1", 1, AccountOpened("owner-1", "EUR", 0, 1_000_000), at=T0),
+        _event("acc-1", 2, AccountCredited(1_000, None, "deposit"), at=T0 + timedelta(hours=1)),
+        _event("acc-2", 1, AccountOpened("owner-2", "USD", 0, 1_000_000), at=T0 + timedelta(hours=2)),
+        _event("acc-2", 2, AccountCredited(5_000, None, "deposit"), at=T0 + timedelta(hours=3)),
+        _event("acc-2", 3, AccountSuspended("review"), at=T0 + timedelta(hours=4)),
+        _event("acc-1", 3, AccountDebited(300, None, "withdrawal"), at=T0 + timedelta(days=1)),
+        _event("acc-3", 1, AccountOpened("owner-3", "EUR", 0, 1_000_000), at=T0 + timedelta(days=1, hours=1)),
     ]
 
 
@@ -83,14 +77,6 @@ def _expected_stop(messages: list[tuple[TopicPartitionKey, int, Event]], at: dat
     return stop
 
 
-def _fold_accounts(events: list[Event], at: datetime) -> dict[str, AccountAggregate]:
-    by_id: dict[str, list[Event]] = {}
-    for event in events:
-        if event.aggregate_type == "account" and event.occurred_at <= at:
-            by_id.setdefault(event.aggregate_id, []).append(event)
-    return {k: AccountAggregate.from_events(v) for k, v in by_id.items()}
-
-
 def test_balances_as_of_equal_a_fold_of_the_events_that_occurred_by_then(event_store: KafkaEventStore) -> None:
     config = SimulationConfig(seed=5, accounts=25, days=3, faults=False)
     events = list(HistoryGenerator(config).events())
@@ -105,7 +91,7 @@ def test_balances_as_of_equal_a_fold_of_the_events_that_occurred_by_then(event_s
         assert cut.late_events == {}
 
         balances = balances_as_of(event_store, at)
-        expected = _fold_accounts(events, at)
+        expected = fold(e for e in events if e.occurred_at <= at).accounts
         assert [(a.account_id, a.currency, a.balance_minor, a.version, a.status) for a in balances.accounts] == [
             (k, a.currency, a.balance_minor, a.version, a.status) for k, a in sorted(expected.items())], at
         totals: dict[str, int] = {}
@@ -134,12 +120,12 @@ def test_the_csv_is_exact_and_explicit_offsets_give_the_same_balances(event_stor
 
 
 def test_the_stop_is_found_from_the_brokers_time_index_not_from_the_start(event_store: KafkaEventStore) -> None:
-    before = [_event(f"acc-{i}", 1, AccountOpened("o", "EUR", 0, 100), datetime.now(UTC)) for i in range(12)]
+    before = [_event(f"acc-{i}", 1, AccountOpened("o", "EUR", 0, 100), at=datetime.now(UTC)) for i in range(12)]
     event_store.append(before)
     time.sleep(1.2)
     at = datetime.now(UTC)
     time.sleep(0.3)
-    after = [_event(f"acc-{i}", 2, AccountCredited(5, None, "deposit"), datetime.now(UTC)) for i in range(12)]
+    after = [_event(f"acc-{i}", 2, AccountCredited(5, None, "deposit"), at=datetime.now(UTC)) for i in range(12)]
     event_store.append(after)
     messages = _all_messages(event_store)
     partitions = {(t, p) for t in event_store.topics.all() for p in range(3)}
@@ -155,12 +141,13 @@ def stuck_and_broken_history() -> list[Event]:
     """A transfer whose source is debited on day 2 and never completes; an overdraft on day 3."""
     day = timedelta(days=1)
     return [
-        _event("acc-a", 1, AccountOpened("owner-a", "EUR", 0, 1_000_000), T0),
-        _event("acc-b", 1, AccountOpened("owner-b", "EUR", 0, 1_000_000), T0),
-        _event("acc-a", 2, AccountCredited(10_000, None, "deposit"), T0 + timedelta(hours=1)),
-        _event("tx-1", 1, TransactionInitiated("acc-a", "acc-b", 2_500, "EUR"), T0 + day, "tx-1"),
-        _event("acc-a", 3, AccountDebited(2_500, "tx-1", "transfer_out"), T0 + day + timedelta(seconds=1), "tx-1"),
-        _event("acc-b", 2, AccountDebited(5_000, None, "withdrawal"), T0 + 2 * day),
+        _event("acc-a", 1, AccountOpened("owner-a", "EUR", 0, 1_000_000), at=T0),
+        _event("acc-b", 1, AccountOpened("owner-b", "EUR", 0, 1_000_000), at=T0),
+        _event("acc-a", 2, AccountCredited(10_000, None, "deposit"), at=T0 + timedelta(hours=1)),
+        _event("tx-1", 1, TransactionInitiated("acc-a", "acc-b", 2_500, "EUR"), correlation="tx-1", at=T0 + day),
+        _event("acc-a", 3, AccountDebited(2_500, "tx-1", "transfer_out"), correlation="tx-1",
+               at=T0 + day + timedelta(seconds=1)),
+        _event("acc-b", 2, AccountDebited(5_000, None, "withdrawal"), at=T0 + 2 * day),
     ]
 
 
@@ -186,22 +173,11 @@ def test_the_as_of_report_has_the_events_own_findings_at_that_time(event_store: 
     assert next(i for i in in_flight.ledger if i.identity == "transfers_conserve_money").left == 2_500
 
 
-def _project(events: list[Event], projections: ProjectionStore) -> None:
-    by_id: dict[str, list[Event]] = {}
-    for e in events:
-        by_id.setdefault(e.aggregate_id, []).append(e)
-    with projections.engine.begin() as conn:
-        projections.upsert_accounts(conn, [AccountAggregate.from_events(v).state()
-                                           for k, v in by_id.items() if k.startswith("acc")])
-        projections.upsert_transactions(conn, [TransactionAggregate.from_events(v).state()
-                                               for k, v in by_id.items() if k.startswith("tx")])
-
-
 def test_a_rebuild_up_to_a_point_is_only_ever_planned(event_store: KafkaEventStore,
                                                        projection_store: ProjectionStore) -> None:
     events = small_history()
     event_store.append(events)
-    _project(events, projection_store)
+    project(events, projection_store)
     rows_before = projection_store.read_accounts()
 
     with pytest.raises(ConfigurationError, match="dry_run: a projection is never rebuilt to an older state"):

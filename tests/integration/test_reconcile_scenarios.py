@@ -2,57 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from itertools import count
+from support.histories import HISTORY_START, EventFactory, project, transfer_history
 
-from billing_domain.accounts import AccountAggregate
 from billing_domain.adapters.kafka import KafkaEventStore, RawRecord
 from billing_domain.adapters.postgres import ProjectionStore
 from billing_domain.events import (
     AccountCredited,
     AccountDebited,
-    AccountOpened,
-    Event,
-    Payload,
     TransactionCompleted,
     TransactionInitiated,
 )
 from billing_domain.reconcile.service import reconcile_all
-from billing_domain.transactions import TransactionAggregate
 
-T0 = datetime(2026, 3, 1, tzinfo=UTC)
-_ids = count()
-
-
-def _event(aggregate_id: str, version: int, payload: Payload, *, minutes: int = 0, correlation: str | None = None
-           ) -> Event:
-    kind = "transaction" if type(payload).__name__.startswith("Transaction") else "account"
-    return Event(f"evt-{next(_ids)}", type(payload).__name__, 1, kind, aggregate_id, version,
-                 T0 + timedelta(minutes=minutes), correlation, payload)
-
-
-def _history() -> list[Event]:
-    """Two EUR accounts, a deposit and a completed transfer between them."""
-    return [
-        _event("acc-a", 1, AccountOpened("owner-a", "EUR", 0, 1_000_000)),
-        _event("acc-b", 1, AccountOpened("owner-b", "EUR", 0, 1_000_000)),
-        _event("acc-a", 2, AccountCredited(10_000, None, "deposit"), minutes=1),
-        _event("tx-1", 1, TransactionInitiated("acc-a", "acc-b", 2_500, "EUR"), minutes=2),
-        _event("acc-a", 3, AccountDebited(2_500, "tx-1", "transfer_out"), minutes=2, correlation="tx-1"),
-        _event("acc-b", 2, AccountCredited(2_500, "tx-1", "transfer_in"), minutes=2, correlation="tx-1"),
-        _event("tx-1", 2, TransactionCompleted(), minutes=3),
-    ]
-
-
-def _project(events: list[Event], projections: ProjectionStore) -> None:
-    accounts = AccountAggregate.from_events
-    by_id: dict[str, list[Event]] = {}
-    for e in events:
-        by_id.setdefault(e.aggregate_id, []).append(e)
-    with projections.engine.begin() as conn:
-        projections.upsert_accounts(conn, [accounts(v).state() for k, v in by_id.items() if k.startswith("acc")])
-        projections.upsert_transactions(conn, [TransactionAggregate.from_events(v).state()
-                                               for k, v in by_id.items() if k.startswith("tx")])
+_event = EventFactory(HISTORY_START, id_prefix="evt")
 
 
 def _kinds(event_store: KafkaEventStore, projections: ProjectionStore) -> set[tuple[str, str, str]]:
@@ -60,9 +22,9 @@ def _kinds(event_store: KafkaEventStore, projections: ProjectionStore) -> set[tu
 
 
 def test_a_clean_history_has_no_findings(event_store: KafkaEventStore, projection_store: ProjectionStore) -> None:
-    events = _history()
+    events = transfer_history(_event)
     event_store.append(events)
-    _project(events, projection_store)
+    project(events, projection_store)
     report = reconcile_all(event_store, projection_store)
     assert report.findings == []
     assert all(identity.holds for identity in report.ledger)
@@ -71,9 +33,9 @@ def test_a_clean_history_has_no_findings(event_store: KafkaEventStore, projectio
 
 def test_a_corrupted_balance_is_a_balance_mismatch_and_breaks_identity_one(
         event_store: KafkaEventStore, projection_store: ProjectionStore) -> None:
-    events = _history()
+    events = transfer_history(_event)
     event_store.append(events)
-    _project(events, projection_store)
+    project(events, projection_store)
     with projection_store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE billing.account_projection SET balance_minor = balance_minor + 7 "
                              "WHERE account_id = 'acc-a'")
@@ -83,17 +45,17 @@ def test_a_corrupted_balance_is_a_balance_mismatch_and_breaks_identity_one(
 
 def test_a_projection_behind_the_log_is_only_lagging(event_store: KafkaEventStore,
                                                       projection_store: ProjectionStore) -> None:
-    events = _history()
-    _project(events, projection_store)
+    events = transfer_history(_event)
+    project(events, projection_store)
     later = _event("acc-a", 4, AccountCredited(100, None, "deposit"), minutes=4)
     event_store.append([*events, later])
     assert _kinds(event_store, projection_store) == {("account", "acc-a", "lagging")}
 
 
 def test_poison_redelivery_gap_and_ahead_rows(event_store: KafkaEventStore, projection_store: ProjectionStore) -> None:
-    events = _history()
+    events = transfer_history(_event)
     event_store.append(events)
-    _project(events, projection_store)
+    project(events, projection_store)
     event_store.append(events[:3])  # redelivered: ignored
     event_store.append_raw([RawRecord(event_store.topics.accounts, b"acc-b", b"{not json")])
     event_store.append([_event("acc-a", 6, AccountCredited(1, None, "deposit"))])  # v4 and v5 missing
@@ -109,14 +71,14 @@ def test_poison_redelivery_gap_and_ahead_rows(event_store: KafkaEventStore, proj
 
 
 def test_stuck_and_saga_mismatch(event_store: KafkaEventStore, projection_store: ProjectionStore) -> None:
-    events = [*_history(),
+    events = [*transfer_history(_event),
               _event("tx-2", 1, TransactionInitiated("acc-a", "acc-b", 100, "EUR"), minutes=4),
               _event("acc-a", 4, AccountDebited(100, "tx-2", "transfer_out"), minutes=4, correlation="tx-2"),
               _event("tx-3", 1, TransactionInitiated("acc-b", "acc-a", 50, "EUR"), minutes=20),
               _event("acc-b", 3, AccountDebited(50, "tx-3", "transfer_out"), minutes=20, correlation="tx-3"),
               _event("tx-3", 2, TransactionCompleted(), minutes=21)]
     event_store.append(events)
-    _project(events, projection_store)
+    project(events, projection_store)
     assert _kinds(event_store, projection_store) == {
         ("transaction", "tx-2", "stuck"), ("transaction", "tx-3", "saga_mismatch"),
         ("ledger", "EUR:transfers_conserve_money", "accounting_equation")}
@@ -129,9 +91,9 @@ def test_rebuild_repairs_what_it_may_and_refuses_corrupt_streams(
 
     recon = ReconStore(projection_store.engine)
     recon.migrate()
-    events = _history()
+    events = transfer_history(_event)
     event_store.append(events)
-    _project(events, projection_store)
+    project(events, projection_store)
     event_store.append_raw([RawRecord(event_store.topics.accounts, b"acc-b", b"{not json")])
     with projection_store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE billing.account_projection SET balance_minor = 1, version = 9 "
@@ -163,12 +125,12 @@ def test_a_parallel_replay_reports_exactly_what_a_single_pass_does(
         event_store: KafkaEventStore, projection_store: ProjectionStore) -> None:
     from billing_domain.reconcile.service import ReconcileOptions
 
-    events = [*_history(),
+    events = [*transfer_history(_event),
               _event("tx-2", 1, TransactionInitiated("acc-b", "acc-a", 100, "EUR"), minutes=4),
               _event("acc-b", 3, AccountDebited(100, "tx-2", "transfer_out"), minutes=4, correlation="tx-2"),
               _event("tx-2", 2, TransactionCompleted(), minutes=5)]
     event_store.append(events)
-    _project(events, projection_store)
+    project(events, projection_store)
     event_store.append_raw([RawRecord(event_store.topics.transactions, b"tx-9", b"[1]")])
     with projection_store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE billing.account_projection SET balance_minor = 3 WHERE account_id = 'acc-b'")

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from itertools import count
-from typing import Literal
 
 import pytest
+from support.histories import EventFactory, project
 
-from billing_domain.accounts import AccountAggregate
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.adapters.postgres import ProjectionStore
 from billing_domain.adapters.recon_store import ReconStore
@@ -18,7 +16,6 @@ from billing_domain.events import (
     AccountDebited,
     AccountOpened,
     Event,
-    Payload,
     TransactionCompleted,
     TransactionInitiated,
     decode_event,
@@ -27,18 +24,9 @@ from billing_domain.exceptions import ConfigurationError
 from billing_domain.projector import LiveProjector
 from billing_domain.reconcile.service import reconcile_all
 from billing_domain.saga_recovery import execute_plan, load_plan, plan_recovery
-from billing_domain.transactions import TransactionAggregate
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
-_ids = count()
-
-
-def _event(aggregate_id: str, version: int, payload: Payload, minutes: int = 0, correlation: str | None = None
-           ) -> Event:
-    kind: Literal["account", "transaction"] = (
-        "transaction" if type(payload).__name__.startswith("Transaction") else "account")
-    return Event(f"evt-{uuid.uuid4().hex[:8]}-{next(_ids)}", type(payload).__name__, 1, kind, aggregate_id, version,
-                 T0 + timedelta(minutes=minutes), correlation, payload)
+_event = EventFactory(T0)
 
 
 def stuck_history() -> list[Event]:
@@ -56,17 +44,6 @@ def stuck_history() -> list[Event]:
         _event("tx-fresh", 1, TransactionInitiated("acc-b", "acc-a", 50, "EUR"), 29),
         _event("acc-b", 3, AccountCredited(1_000, None, "deposit"), 30),  # the cut's time
     ]
-
-
-def project(events: list[Event], projections: ProjectionStore) -> None:
-    by_id: dict[str, list[Event]] = {}
-    for e in events:
-        by_id.setdefault(e.aggregate_id, []).append(e)
-    with projections.engine.begin() as conn:
-        projections.upsert_accounts(conn, [AccountAggregate.from_events(v).state()
-                                           for k, v in by_id.items() if k.startswith("acc")])
-        projections.upsert_transactions(conn, [TransactionAggregate.from_events(v).state()
-                                               for k, v in by_id.items() if k.startswith("tx")])
 
 
 @pytest.fixture

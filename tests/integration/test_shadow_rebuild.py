@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
-from itertools import count
-from typing import Literal
-
 import pytest
+from support.histories import HISTORY_START, EventFactory, fold, project
 
-from billing_domain.accounts import AccountAggregate
 from billing_domain.adapters.kafka import KafkaEventStore, RawRecord
 from billing_domain.adapters.postgres import ProjectionStore
 from billing_domain.adapters.recon_store import ReconStore
@@ -18,7 +13,6 @@ from billing_domain.events import (
     AccountDebited,
     AccountOpened,
     Event,
-    Payload,
     TransactionCompleted,
     TransactionInitiated,
 )
@@ -33,18 +27,8 @@ from billing_domain.shadow_rebuild import (
     shadow_rebuild,
     swap,
 )
-from billing_domain.transactions import TransactionAggregate
 
-T0 = datetime(2026, 3, 1, tzinfo=UTC)
-_ids = count()
-
-
-def _event(aggregate_id: str, version: int, payload: Payload, minutes: int = 0, correlation: str | None = None
-           ) -> Event:
-    kind: Literal["account", "transaction"] = (
-        "transaction" if type(payload).__name__.startswith("Transaction") else "account")
-    return Event(f"evt-{uuid.uuid4().hex[:8]}-{next(_ids)}", type(payload).__name__, 1, kind, aggregate_id, version,
-                 T0 + timedelta(minutes=minutes), correlation, payload)
+_event = EventFactory(HISTORY_START)
 
 
 def _history() -> list[Event]:
@@ -58,27 +42,11 @@ def _history() -> list[Event]:
     return events
 
 
-def _fold(events: list[Event]) -> dict[str, AccountAggregate | TransactionAggregate]:
-    by_id: dict[str, list[Event]] = {}
-    for e in events:
-        by_id.setdefault(e.aggregate_id, []).append(e)
-    return {k: (AccountAggregate if k.startswith("acc") else TransactionAggregate).from_events(v)
-            for k, v in by_id.items()}
-
-
-def _project(events: list[Event], projections: ProjectionStore) -> None:
-    folded = _fold(events)
-    with projections.engine.begin() as conn:
-        projections.upsert_accounts(conn, [a.state() for k, a in folded.items() if isinstance(a, AccountAggregate)])
-        projections.upsert_transactions(conn, [t.state() for t in folded.values()
-                                               if isinstance(t, TransactionAggregate)])
-
-
 @pytest.fixture
 def corrupted(event_store: KafkaEventStore, projection_store: ProjectionStore) -> list[Event]:
     events = _history()
     event_store.append(events)
-    _project([e for e in events if not (e.aggregate_id == "acc-6" and e.aggregate_version == 3)], projection_store)
+    project([e for e in events if not (e.aggregate_id == "acc-6" and e.aggregate_version == 3)], projection_store)
     event_store.append_raw([RawRecord(event_store.topics.accounts, b"acc-7", b"{not json")])  # acc-7: corrupt
     with projection_store.engine.begin() as conn:
         for sql in ("UPDATE billing.account_projection SET balance_minor = balance_minor + 7 WHERE account_id='acc-1'",
@@ -125,9 +93,9 @@ def test_live_writes_during_the_build_survive_the_swap_and_the_rest_is_repaired(
              _event("acc-8", 1, AccountOpened("owner-8", "EUR", 0, 1_000_000), 10)]
     event_store.append(later)
     every = [*corrupted, *later]
-    folded = _fold(every)
+    folded = fold(every).accounts
     with projection_store.engine.begin() as conn:  # the live projector's version-guarded upserts
-        projection_store.upsert_accounts(conn, [folded[i].state() for i in ("acc-5", "acc-6", "acc-8")])  # type: ignore[misc]
+        projection_store.upsert_accounts(conn, [folded[i].state() for i in ("acc-5", "acc-6", "acc-8")])
 
     swap(projection_store, plan, result, delete_orphans=False)
     rows = projection_store.read_accounts()

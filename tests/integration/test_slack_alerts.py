@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.histories import project, stuck_transfer_history
 from support.slack_standin import SlackStandin
-from test_dagster_jobs import make_resources, project, run_job  # shared helpers of the Dagster tests
+from test_dagster_jobs import make_resources, run_job  # shared helpers of the Dagster tests
 
 from billing_domain.adapters.slack import SlackNotifier
 from billing_domain.alerts import run_failure_alert
@@ -64,13 +65,13 @@ def test_slack_down_is_logged_and_never_raises(caplog: pytest.LogCaptureFixture)
 def test_the_reconciliation_and_its_alerting_succeed_while_slack_is_down(
         servers: Any, topics: Any, database_url: str, event_store: Any, projection_store: Any) -> None:
     import dagster as dg
-    from test_dagster_jobs import history, inject_faults
+    from test_dagster_jobs import inject_faults
 
     from billing_domain.adapters.recon_store import ReconStore
     from billing_pipelines.definitions import build_defs
     from billing_pipelines.sensors import reconciliation_findings_sensor
 
-    events = history()
+    events = stuck_transfer_history()
     event_store.append(events)
     project(events, projection_store)
     inject_faults(projection_store)
