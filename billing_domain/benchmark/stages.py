@@ -180,7 +180,8 @@ def rebuild_stage(target: BenchTarget) -> Figures:
         began = time.perf_counter()
         result = rebuild_module.rebuild(services.event_store, services.projections, services.recon_store,
                                         entity_type="account", selection=RebuildSelection(all=True), dry_run=False,
-                                        reason="benchmark: every balance corrupted by +1", actor="billing-recon bench")
+                                        reason="benchmark: every balance corrupted by +1", actor="billing-recon bench",
+                                        checkpoints=services.checkpoints)  # as the CLI and the Dagster job do
         seconds = time.perf_counter() - began
     finally:
         services.close()

@@ -45,6 +45,7 @@ def evaluate(f: Figures) -> list[dict[str, Any]]:
     row("single account p95", f"{single['p95_ms']:.1f} ms")
     row("rebuild all accounts", f"{rebuild['written']:,} rows in {rebuild['seconds']:.2f} s")
     row("rebuild rows/s", f"{rebuild['rows_per_s']:,.0f}", ">= 50,000", rebuild["rows_per_s"] >= 50_000, MEDIUM_UP)
+    row("  of which the guarded write, rows/s", f"{rebuild['write_rows_per_s']:,.0f}")
     row("peer, one at a time (indexed), per account", f"{peer['indexed']['per_account_ms']:.2f} ms "
         f"(n={peer['indexed']['sample']}), all accounts ~{peer['indexed']['extrapolated_s']:,.0f} s (extrapolated)")
     speedup = r["speedup_vs_one_at_a_time_indexed"]
