@@ -9,6 +9,7 @@ machine the same job runs on the Kubernetes or Celery executor with an object-st
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 
@@ -26,20 +27,32 @@ class PartitionedConfig(dg.Config):
     """How many groups of partitions to fold in parallel (one step each)."""
 
 
-@dg.op(out={"rows": dg.Out(), "tasks": dg.DynamicOut()})
-def plan_partition_groups(context: dg.OpExecutionContext, config: PartitionedConfig, event_store: EventStoreResource,
-                          projections: ProjectionsResource) -> Iterator[dg.Output | dg.DynamicOutput]:
-    """Read the projections (before any event), then deal the partitions into groups."""
+@dg.op(out={"rows": dg.Out(), "transactions": dg.Out()})
+def plan_partition_groups(context: dg.OpExecutionContext, event_store: EventStoreResource,
+                          projections: ProjectionsResource) -> Iterator[dg.Output]:
+    """Read the projections (before any event) and plan the transaction topic's fold, which goes first:
+    a completed transfer's money events are appended before it completes, so after it they are all there."""
     store = event_store.get_store()
     rows = (projections.projection_store().read_accounts(), projections.projection_store().read_transactions())
     yield dg.Output(rows, "rows")
-    partitions = [(t, p) for t in store.topics.all() for p in store.partitions_of(t)]
-    for index, group in enumerate(partition_groups(partitions, config.groups)):
+    topic = store.topics.transactions
+    yield dg.Output(_task(store, {(topic, p) for p in store.partitions_of(topic)}, rows), "transactions")
+
+
+@dg.op(out=dg.DynamicOut())
+def plan_account_groups(context: dg.OpExecutionContext, config: PartitionedConfig, event_store: EventStoreResource,
+                        rows: tuple[dict, dict], sagas: tuple[Replay, Cut]) -> Iterator[dg.DynamicOutput]:
+    """Deal the account partitions into groups, once the transactions are folded."""
+    store = event_store.get_store()
+    topic = store.topics.accounts
+    for index, group in enumerate(partition_groups([(topic, p) for p in store.partitions_of(topic)], config.groups)):
         context.log.info(f"group {index}: {sorted(group)}")
-        yield dg.DynamicOutput(GroupTask(store.bootstrap_servers, store.topics, frozenset(group), None,
-                                         {k: r.version for k, r in rows[0].items()},
-                                         {k: r.version for k, r in rows[1].items()}),
-                               output_name="tasks", mapping_key=f"group_{index}")
+        yield dg.DynamicOutput(_task(store, group, rows), mapping_key=f"group_{index}")
+
+
+def _task(store: Any, group: set[tuple[str, int]], rows: tuple[dict, dict]) -> GroupTask:
+    return GroupTask(store.bootstrap_servers, store.topics, frozenset(group), None,
+                     {k: r.version for k, r in rows[0].items()}, {k: r.version for k, r in rows[1].items()})
 
 
 @dg.op
@@ -50,11 +63,11 @@ def fold_partition_group(context: dg.OpExecutionContext, task: GroupTask) -> tup
 
 
 @dg.op
-def merge_and_report(context: dg.OpExecutionContext, rows: tuple[dict, dict],
+def merge_and_report(context: dg.OpExecutionContext, rows: tuple[dict, dict], sagas: tuple[Replay, Cut],
                      parts: list[tuple[Replay, Cut]], projections: ProjectionsResource) -> dg.Output[None]:
     """Join the groups, then diff, check sagas and the ledger exactly as a single pass would."""
-    replay, cut = parts[0]
-    for other, other_cut in parts[1:]:
+    replay, cut = sagas
+    for other, other_cut in parts:
         replay.merge(other)
         cut.start.update(other_cut.start)
         cut.end.update(other_cut.end)
@@ -74,6 +87,7 @@ def merge_and_report(context: dg.OpExecutionContext, rows: tuple[dict, dict],
         description="The daily reconciliation with the replay fanned out over Kafka partitions (one step per "
                     "group); stores its findings under this run's id like daily_reconciliation.")
 def partitioned_reconciliation() -> None:
-    rows, tasks = plan_partition_groups()
-    parts = tasks.map(fold_partition_group)
-    merge_and_report(rows, parts.collect())
+    rows, transactions = plan_partition_groups()
+    sagas = fold_partition_group.alias("fold_transactions")(transactions)
+    parts = plan_account_groups(rows, sagas).map(fold_partition_group)
+    merge_and_report(rows, sagas, parts.collect())

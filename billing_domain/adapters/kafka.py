@@ -164,7 +164,8 @@ class KafkaEventStore:
                  partitions: set[TopicPartitionKey] | None = None) -> CutReader:
         """A reader over every partition of `topics` (or just `partitions`) from `start` (default 0) to its
         end, or to `stop`."""
-        return CutReader(self, list(topics or self.topics.all()), start or {}, stop, on_batch, partitions)
+        ordered = topics or (self.topics.transactions, self.topics.accounts)  # see CutReader.__iter__
+        return CutReader(self, list(ordered), start or {}, stop, on_batch, partitions)
 
     def read_values(self, offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, bytes | None]:
         """The value of the message at each given offset (None where there is none), with one consumer."""
@@ -223,7 +224,11 @@ class CutReader:
         # Without an error_cb the client's connection errors reach no log at all.
         consumer = self.store.new_consumer(error_cb=self._on_client_error)
         try:
-            yield from self._read(consumer, partitions)
+            # One topic after the other, in the order given: the engine appends a transfer's money
+            # events before its TransactionCompleted, so reading the transactions first means every
+            # completed transfer we see has its money on the account streams we read next.
+            for topic in self.topics:
+                yield from self._read(consumer, [tp for tp in partitions if tp[0] == topic])
         finally:
             consumer.close()
 

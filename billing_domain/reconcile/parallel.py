@@ -66,15 +66,27 @@ def _fold_group_pickled(task: GroupTask) -> bytes:
 def replay_in_parallel(event_store: KafkaEventStore, replay: Replay, workers: int,
                        stop: dict[TopicPartitionKey, int] | None = None,
                        progress: Callable[[int], None] | None = None) -> Cut:
-    """Fold every partition into `replay` using `workers` processes (this one included)."""
-    partitions = [(t, p) for t in event_store.topics.all() for p in event_store.partitions_of(t)]
-    groups = partition_groups(partitions, workers)
-    tasks = [GroupTask(event_store.bootstrap_servers, event_store.topics, frozenset(g), stop,
-                       replay.account_versions, replay.transaction_versions) for g in groups]
+    """Fold every partition into `replay` using `workers` processes (this one included).
+
+    The transaction topic is folded first, here, and only then are the account partitions dealt
+    out: as in a single pass, a completed transfer's money is then always on the streams read.
+    """
+    def task(group: set[TopicPartitionKey]) -> GroupTask:
+        return GroupTask(event_store.bootstrap_servers, event_store.topics, frozenset(group), stop,
+                         replay.account_versions, replay.transaction_versions)
+
+    transactions = event_store.topics.transactions
     cut = Cut()
+    sagas, saga_cut = fold_group(task({(transactions, p) for p in event_store.partitions_of(transactions)}),
+                                 progress)
+    replay.merge(sagas)
+    _merge_cut(cut, saga_cut)
+    accounts = event_store.topics.accounts
+    tasks = [task(g) for g in partition_groups([(accounts, p) for p in event_store.partitions_of(accounts)],
+                                               workers)]
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=max(1, len(tasks) - 1), mp_context=context) as pool:
-        futures: list[Future[bytes]] = [pool.submit(_fold_group_pickled, task) for task in tasks[1:]]
+        futures: list[Future[bytes]] = [pool.submit(_fold_group_pickled, t) for t in tasks[1:]]
         mine, my_cut = fold_group(tasks[0], progress)
         replay.merge(mine)
         _merge_cut(cut, my_cut)

@@ -10,7 +10,7 @@ from test_dagster_jobs import keys, run_job, seeded, slack  # noqa: F401 - fixtu
 def test_the_fanned_out_job_stores_the_same_findings_as_the_daily_job(seeded: dict[str, Any]) -> None:  # noqa: F811
     daily = run_job(seeded, "daily_reconciliation")
     fanned = run_job(seeded, "partitioned_reconciliation",
-                     {"ops": {"plan_partition_groups": {"config": {"groups": 3}}}})
+                     {"ops": {"plan_account_groups": {"config": {"groups": 3}}}})
 
     assert fanned.success
     groups = [e for e in fanned.all_events if e.step_key and e.step_key.startswith("fold_partition_group[")
