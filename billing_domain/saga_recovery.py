@@ -41,6 +41,7 @@ from billing_domain.events import (
     TransactionFailed,
 )
 from billing_domain.exceptions import ConcurrentOperationError, ConfigurationError
+from billing_domain.reconcile.diff import is_stuck
 from billing_domain.reconcile.replay import MoneyMove, Replay
 from billing_domain.reconcile.service import ReconcileOptions, new_run_id, replay_all
 from billing_domain.transactions import PENDING, TransactionAggregate
@@ -173,13 +174,6 @@ def plan_recovery(event_store: KafkaEventStore, projections: ProjectionStore, re
         plan.actions.append(action)
     plan.audit_id = recon_store.write_audit(_audit(plan, actor, reason, dry_run=True, outcome="dry_run"))
     return plan
-
-
-def is_stuck(replay: Replay, saga: TransactionAggregate, stuck_after: timedelta) -> bool:
-    """The reconciliation's `stuck`: pending for longer than `stuck_after` at the cut's time."""
-    if saga.status != PENDING or replay.cut_time is None or saga.initiated_at is None:
-        return False
-    return replay.cut_time - saga.initiated_at > stuck_after
 
 
 def decide(replay: Replay, saga: TransactionAggregate) -> SagaAction:

@@ -8,7 +8,7 @@ trustworthy expected state to compare with.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 from billing_domain.accounts import AccountState
 from billing_domain.findings import Finding, Kind
 from billing_domain.reconcile.replay import Replay
-from billing_domain.transactions import PENDING, TransactionState
+from billing_domain.transactions import PENDING, TransactionAggregate, TransactionState
 
 ACCOUNT_FIELDS = ("owner_id", "currency", "min_balance_minor", "max_balance_minor", "status")
 TRANSACTION_FIELDS = ("source_account_id", "destination_account_id", "amount_minor", "currency", "status")
@@ -44,18 +44,10 @@ def _diff_account(replay: Replay, account_id: str, row: AccountState) -> list[Fi
     if replay.is_corrupt("account", account_id):
         return []
     account = replay.accounts.get(account_id)
-    if account is None or account.version == 0:
-        return [Finding.of("account", account_id, Kind.ORPHAN_PROJECTION, "projection row with no events",
-                           expected=None, actual=_jsonable(row))]
-    if row.version > account.version:
-        return [Finding.of("account", account_id, Kind.VERSION_AHEAD,
-                           f"projection at v{row.version}, the log ends at v{account.version}",
-                           expected=_jsonable(account.state()), actual=_jsonable(row))]
-    expected = replay.account_at(account_id, row.version)
-    if expected is None:
-        return [Finding.of("account", account_id, Kind.FIELD_MISMATCH, f"projection version {row.version} "
-                           "is not a version of this stream", expected={"version": account.version},
-                           actual={"version": row.version})]
+    expected, why_not = _state_at_row("account", account_id, row, account, replay.account_at)
+    if why_not is not None:
+        return [why_not]
+    assert account is not None and expected is not None
     findings = []
     if expected.balance_minor != row.balance_minor:
         findings.append(Finding.of(
@@ -84,7 +76,7 @@ def diff_transactions(replay: Replay, rows: Mapping[str, TransactionState],
             findings.append(Finding.of("transaction", transaction_id, Kind.MISSING_PROJECTION,
                                        f"events up to v{saga.version}, no projection row",
                                        expected=_jsonable(saga.state()), actual=None))
-        stuck = _stuck(replay, saga.state(), stuck_after)
+        stuck = _stuck(replay, saga, stuck_after)
         if stuck:
             findings.append(stuck)
     return findings
@@ -94,18 +86,10 @@ def _diff_transaction(replay: Replay, transaction_id: str, row: TransactionState
     if replay.is_corrupt("transaction", transaction_id):
         return []
     saga = replay.transactions.get(transaction_id)
-    if saga is None or saga.version == 0:
-        return [Finding.of("transaction", transaction_id, Kind.ORPHAN_PROJECTION, "projection row with no events",
-                           expected=None, actual=_jsonable(row))]
-    if row.version > saga.version:
-        return [Finding.of("transaction", transaction_id, Kind.VERSION_AHEAD,
-                           f"projection at v{row.version}, the log ends at v{saga.version}",
-                           expected=_jsonable(saga.state()), actual=_jsonable(row))]
-    expected = replay.transaction_at(transaction_id, row.version)
-    if expected is None:
-        return [Finding.of("transaction", transaction_id, Kind.FIELD_MISMATCH,
-                           f"projection version {row.version} is not a version of this stream",
-                           expected={"version": saga.version}, actual={"version": row.version})]
+    expected, why_not = _state_at_row("transaction", transaction_id, row, saga, replay.transaction_at)
+    if why_not is not None:
+        return [why_not]
+    assert saga is not None and expected is not None
     differing = [f for f in TRANSACTION_FIELDS if getattr(expected, f) != getattr(row, f)]
     if expected.failure_reason is not None and expected.failure_reason != row.failure_reason:
         differing.append("failure_reason")
@@ -116,19 +100,43 @@ def _diff_transaction(replay: Replay, transaction_id: str, row: TransactionState
     return []
 
 
-def _stuck(replay: Replay, state: TransactionState, stuck_after: timedelta) -> Finding | None:
-    if state.status != PENDING or replay.cut_time is None or state.initiated_at is None:
+def _state_at_row(entity_type: str, entity_id: str, row: Any, head: Any,
+                  at: Callable[[str, int], Any]) -> tuple[Any, Finding | None]:
+    """The events' state at the row's own version, or the finding that says why there is none."""
+    if head is None or head.version == 0:
+        return None, Finding.of(entity_type, entity_id, Kind.ORPHAN_PROJECTION, "projection row with no events",
+                                expected=None, actual=_jsonable(row))
+    if row.version > head.version:
+        return None, Finding.of(entity_type, entity_id, Kind.VERSION_AHEAD,
+                                f"projection at v{row.version}, the log ends at v{head.version}",
+                                expected=_jsonable(head.state()), actual=_jsonable(row))
+    expected = at(entity_id, row.version)
+    if expected is None:
+        return None, Finding.of(entity_type, entity_id, Kind.FIELD_MISMATCH,
+                                f"projection version {row.version} is not a version of this stream",
+                                expected={"version": head.version}, actual={"version": row.version})
+    return expected, None
+
+
+def is_stuck(replay: Replay, saga: TransactionAggregate, stuck_after: timedelta) -> bool:
+    """The one definition of `stuck`: pending for longer than `stuck_after` at the time of the cut."""
+    if saga.status != PENDING or replay.cut_time is None or saga.initiated_at is None:
+        return False
+    return replay.cut_time - saga.initiated_at > stuck_after
+
+
+def _stuck(replay: Replay, saga: TransactionAggregate, stuck_after: timedelta) -> Finding | None:
+    if not is_stuck(replay, saga, stuck_after):
         return None
-    pending_for = replay.cut_time - state.initiated_at
-    if pending_for <= stuck_after:
-        return None
+    assert replay.cut_time is not None and saga.initiated_at is not None
+    pending_for = replay.cut_time - saga.initiated_at
     minutes = pending_for.total_seconds() / 60
-    return Finding.of("transaction", state.transaction_id, Kind.STUCK,
+    return Finding.of("transaction", saga.aggregate_id, Kind.STUCK,
                       f"pending for {minutes:.1f} min at the time of the cut (threshold "
                       f"{stuck_after.total_seconds() / 60:g} min)",
                       expected={"status": "completed|failed|compensated",
                                 "within_minutes": stuck_after.total_seconds() / 60},
-                      actual={"status": PENDING, "initiated_at": state.initiated_at.isoformat(),
+                      actual={"status": PENDING, "initiated_at": saga.initiated_at.isoformat(),
                               "pending_minutes": round(minutes, 1), "cut_time": replay.cut_time.isoformat()})
 
 
