@@ -7,6 +7,7 @@ reboot) loses every event. `up` is idempotent: it reuses servers that are still 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -101,11 +102,22 @@ class EmbeddedStack:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def kill_postgres(self) -> None:
-        """Kill the PostgreSQL server at once (fault injection in the reliability tests)."""
+        """Kill the PostgreSQL server at once, backends included, as a crash of its machine would
+        (fault injection in the reliability tests). Killing only the postmaster leaves its backends
+        running long enough to commit a transaction the test meant to cut."""
         pid = self._postmaster_pid()
-        if pid:
-            os.kill(pid, signal.SIGKILL)
-            _wait_dead(pid)
+        if not pid:
+            return
+        try:
+            backends = psutil.Process(pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            backends = []
+        for process in [*backends, psutil.Process(pid)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        for process in backends:
+            _wait_dead(process.pid)
+        _wait_dead(pid)
 
     def start_postgres(self) -> None:
         """Start PostgreSQL again on its recorded port (after `kill_postgres`)."""
