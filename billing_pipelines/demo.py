@@ -41,6 +41,7 @@ WHY_IT_REMAINS = {
 
 
 def main() -> None:
+    _refuse_servers_of_yours(Settings.from_env())
     settings = resolved_settings()
     assert settings.kafka_bootstrap_servers and settings.database_url
     topics = _fresh_topics(settings)
@@ -81,6 +82,18 @@ def main() -> None:
 
     second = _run(defs, instance, DAILY_RECONCILIATION_JOB)
     _show_second(second, recon.findings(second))
+
+
+def _refuse_servers_of_yours(settings: Settings) -> None:
+    """The demo writes a simulated history and empties the projection tables: never on real servers by
+    accident."""
+    if settings.uses_embedded_stack or os.environ.get("BILLING_DEMO_ON_CONFIGURED_SERVERS") == "yes":
+        return
+    console.print("[red]The demo appends a simulated history and empties billing.account_projection and "
+                  "billing.transaction_projection, but BILLING_KAFKA_BOOTSTRAP_SERVERS / BILLING_DATABASE_URL "
+                  "name servers of yours. Unset them to use the embedded stack, or set "
+                  "BILLING_DEMO_ON_CONFIGURED_SERVERS=yes if those servers are disposable.")
+    raise SystemExit(2)
 
 
 def _fresh_topics(settings: Settings) -> Topics:
