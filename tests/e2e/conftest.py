@@ -17,14 +17,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +30,14 @@ import dagster as dg
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
+from support.dagster_servers import (
+    DagsterProcess,
+    dagster_command,
+    free_port,
+    wait_for_webserver,
+    webserver_command,
+    write_workspace,
+)
 from ui_support import LOCATION, REPO, Page, Ui, graphql
 
 from billing_domain.adapters.kafka import KafkaEventStore
@@ -82,12 +86,6 @@ def chromedriver_path() -> str:
 
 
 # --- the servers -----------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _fresh_database(server_url: str) -> str:
     url = make_url(server_url)
     name = f"e2e_{uuid.uuid4().hex[:12]}"
@@ -108,37 +106,13 @@ def _seed(bootstrap_servers: str, database_url: str, topics: Topics) -> Manifest
         engine.dispose()
 
 
-def _start(args: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:  # the child keeps its own descriptor
-        # Its own process group, so teardown ends the code servers and run workers it started too.
-        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=cwd, start_new_session=True)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-
-
 LOCATION_STATUS = """{ workspaceOrError { ... on Workspace { locationEntries {
   name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 
 
-def _wait_until_up(url: str, processes: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+def _wait_until_up(url: str, processes: list[DagsterProcess]) -> None:
     deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/server_info", timeout=2):
-                break
-        except OSError:
-            if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
-                raise AssertionError("\n".join(f"--- {log}\n{log.read_text()[-3000:]}" for log in logs)) from None
-            time.sleep(0.5)
+    wait_for_webserver(url, processes, deadline)
     # The webserver answers before its code location is loaded: wait for the location too.
     while time.monotonic() < deadline:
         data = graphql(url, LOCATION_STATUS)
@@ -148,7 +122,7 @@ def _wait_until_up(url: str, processes: list[subprocess.Popen[bytes]], logs: lis
             assert error.get("__typename") != "PythonError", f"{LOCATION} failed to load: {error.get('message')}"
             return
         time.sleep(0.5)
-    raise AssertionError(f"code location {LOCATION} did not load: {logs[0].read_text()[-3000:]}")
+    raise AssertionError(f"code location {LOCATION} did not load: {processes[0].log_tail()}")
 
 
 @pytest.fixture(scope="session")
@@ -166,10 +140,8 @@ def ui(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
     # at the same moment can leave two alembic heads behind and the code location fails to load.
     with dg.DagsterInstance.from_config(str(home)):
         pass
-    workspace = root / "workspace.yaml"
-    workspace.write_text("load_from:\n  - python_module:\n      module_name: billing_pipelines.definitions\n"
-                         f"      location_name: {LOCATION}\n")
-    port = _free_port()
+    workspace = write_workspace(root / "workspace.yaml", LOCATION)
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DAGSTER_HOME": str(home), "BILLING_KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap_servers,
            "BILLING_DATABASE_URL": database_url, "BILLING_TOPIC_PREFIX": prefix, "BILLING_TOPIC_PARTITIONS": "3",
@@ -177,19 +149,19 @@ def ui(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
     for name in ("BILLING_SLACK_BOT_TOKEN", "BILLING_RECON_DATABASE_URL", "BILLING_ACCOUNT_TOPIC",
                  "BILLING_TRANSACTION_TOPIC"):
         env.pop(name, None)
-    bindir = Path(sys.executable).parent
-    logs = [root / "webserver.log", root / "daemon.log"]
+    # Each in its own process group, so teardown ends the code servers and run workers it started too.
     processes = [
-        _start([str(bindir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(workspace)],
-               env, logs[0], root),
-        _start([str(bindir / "dagster-daemon"), "run", "-w", str(workspace)], env, logs[1], root),
+        DagsterProcess(webserver_command(port, workspace), env=env, log=root / "webserver.log", cwd=root,
+                       own_session=True),
+        DagsterProcess(dagster_command("dagster-daemon", "run", "-w", str(workspace)), env=env,
+                       log=root / "daemon.log", cwd=root, own_session=True),
     ]
     try:
-        _wait_until_up(url, processes, logs)
+        _wait_until_up(url, processes)
         yield Ui(url, database_url, topics, manifest, home)
     finally:
         for process in processes:
-            _stop(process)
+            process.stop()
 
 
 # --- the browser -----------------------------------------------------------------------------------

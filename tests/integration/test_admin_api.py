@@ -339,7 +339,7 @@ def test_openapi_schema_fuzzed_with_schemathesis_has_no_server_errors(world: Wor
     elapsed = time.monotonic() - started
     print(f"schemathesis: {len(calls)} calls in {elapsed:.1f}s")
     assert not failures, "\n\n".join(failures[:15])
-    assert len(calls) >= 40 and elapsed < 60
+    assert len(calls) >= 40  # a bounded fuzz; its time is printed, not asserted (no timed tests)
     assert {r["endpoint"] for r in ApiAuditStore(world.services.recon_store.engine).recent(2_000)} <= {
         route for route in schema.raw_schema["paths"]} | {"/api-docs/openapi.json", "/api-docs"}
     rows = ApiAuditStore(world.services.recon_store.engine).recent(2_000)

@@ -9,6 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Self
 
 import psycopg
 from sqlalchemy.engine import Engine, make_url
@@ -70,11 +71,10 @@ def rebuild_all_accounts(damaged: Damaged, reason: str = "reliability test") -> 
 
 
 def kill_postgres(stack: EmbeddedStack) -> None:
-    """SIGKILL the postmaster, then clear what its death leaves behind.
+    """SIGKILL the server (postmaster and backends), then clear what its death leaves behind.
 
-    In a container whose PID 1 reaps nothing the dead postmaster stays a zombie; `kill(pid, 0)` still
-    succeeds on a zombie, so the next postmaster takes the socket lock file for a live server's and
-    refuses to start. `EmbeddedStack.kill_postgres` does not handle this (reported, not fixed here).
+    In a container whose PID 1 reaps nothing the dead postmaster stays a zombie, and its socket lock
+    files would stop the next postmaster; `EmbeddedStack.start_postgres` removes them too.
     """
     stack.kill_postgres()
     for leftover in stack.pgdata.glob(".s.PGSQL.*"):
@@ -105,7 +105,26 @@ def dump_projections(engine: Engine) -> tuple[bytes, bytes]:
             dump_table(engine, "billing.transaction_projection", "transaction_id"))
 
 
-class Traffic:
+class _StoppableThread:
+    """A daemon thread running `_run` until `stop()`; `_run` watches `self._stop`."""
+
+    def __init__(self, name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Traffic(_StoppableThread):
     """Simulated live traffic: deposits, withdrawals and fees on open accounts, appended in small bursts.
 
     Every event is legal (next version, limits kept), built from the accounts' heads at start.
@@ -118,16 +137,7 @@ class Traffic:
         self.ids = sorted(self.accounts)
         self.appended = 0
         self.clock = max((a.updated_at for a in heads.values() if a.updated_at), default=datetime.now(UTC))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="traffic")
-
-    def start(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
+        super().__init__("traffic")
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -153,7 +163,7 @@ class Traffic:
         return event
 
 
-class VersionSampler:
+class VersionSampler(_StoppableThread):
     """Reads every projection row's version over and over; counts rows that moved backwards or vanished."""
 
     def __init__(self, engine: Engine, interval_s: float = 0.05) -> None:
@@ -163,16 +173,7 @@ class VersionSampler:
         self.backwards: list[tuple[str, int, int]] = []
         self.vanished: list[str] = []
         self._seen: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="sampler")
-
-    def start(self) -> VersionSampler:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
+        super().__init__("sampler")
 
     def _run(self) -> None:
         with self.engine.connect() as conn:
@@ -192,23 +193,14 @@ class VersionSampler:
                 time.sleep(self.interval_s)
 
 
-class ProjectorThread:
+class ProjectorThread(_StoppableThread):
     def __init__(self, projector: LiveProjector) -> None:
         self.projector = projector
         self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="projector")
+        super().__init__("projector")
 
     def _run(self) -> None:
         try:
             self.projector.run(self._stop)
         except BaseException as exc:  # reported by the test
             self.error = exc
-
-    def start(self) -> ProjectorThread:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)

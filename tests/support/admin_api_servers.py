@@ -6,10 +6,6 @@ Everything here talks over real sockets on 127.0.0.1; nothing is mocked.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -18,7 +14,6 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -26,11 +21,9 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
+from support.dagster_servers import dagster_webserver, free_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["Answer", "call", "create_database", "dagster_webserver", "free_port", "serve_in_thread"]
 
 
 def create_database(server_url: str) -> str:
@@ -60,44 +53,6 @@ def serve_in_thread(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(15)
-
-
-@contextmanager
-def dagster_webserver(workdir: Path, env: Mapping[str, str]) -> Iterator[str]:
-    """A real dagster-webserver on the project's definitions, runs launched at once (no daemon)."""
-    home = workdir / "dagster_home"
-    home.mkdir(parents=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nrun_coordinator:\n"
-                                       "  module: dagster._core.run_coordinator\n  class: DefaultRunCoordinator\n")
-    workspace = workdir / "workspace.yaml"
-    workspace.write_text("load_from:\n  - python_module:\n      module_name: billing_pipelines.definitions\n"
-                         "      location_name: billing\n")
-    port = free_port()
-    full_env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
-    full_env.pop("BILLING_SLACK_BOT_TOKEN", None)
-    log_path = workdir / "webserver.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p",
-                                    str(port), "-w", str(workspace)], env=full_env, stdout=log,
-                                   stderr=subprocess.STDOUT, cwd=workdir)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/server_info", timeout=2):
-                        break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise AssertionError(log_path.read_text()[-3000:]) from None
-                    time.sleep(0.5)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 @dataclass(frozen=True)
