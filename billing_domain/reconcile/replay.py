@@ -295,21 +295,6 @@ class Replay:
         snapshot = self.transaction_snapshots.get(transaction_id)
         return snapshot if snapshot is not None and snapshot.version == version else None
 
-    def account_state_at(self, account_id: str, version: int) -> AccountState | None:
-        """The account's state right after `version`, if the replay kept it."""
-        account = self.accounts.get(account_id)
-        if account is not None and account.version == version:
-            return account.state()
-        snapshot = self.account_snapshots.get(account_id)
-        return snapshot if snapshot is not None and snapshot.version == version else None
-
-    def transaction_state_at(self, transaction_id: str, version: int) -> TransactionState | None:
-        saga = self.transactions.get(transaction_id)
-        if saga is not None and saga.version == version:
-            return saga.state()
-        snapshot = self.transaction_snapshots.get(transaction_id)
-        return snapshot if snapshot is not None and snapshot.version == version else None
-
 
 @dataclass(frozen=True, slots=True)
 class _PositionedMessage:
