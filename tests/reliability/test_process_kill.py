@@ -52,8 +52,11 @@ def _advisory_locks(conn: Connection) -> int:
 
 
 def _waiting(conn: Connection) -> int:
-    return int(conn.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                    "AND wait_event_type = 'Lock'").scalar() or 0)
+    count = int(conn.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND wait_event_type = 'Lock'").scalar() or 0)
+    # pg_stat_activity is snapshotted once per transaction: end it, or every later poll sees the first answer.
+    conn.rollback()
+    return count
 
 
 def _wait_for(predicate: Any, timeout: float, what: str) -> None:
