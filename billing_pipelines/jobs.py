@@ -82,7 +82,10 @@ def make_rebuild_job(entity_type: Literal["account", "transaction"], name: str) 
                          f"{result.written} row(s) written, audit #{result.audit_id}")
         return dg.Output(None, metadata=rebuild_metadata(result))
 
-    @dg.job(name=name, tags=REBUILD_TAGS,
+    # In-process: the run worker is the process that holds the rebuild's connection and advisory lock. If it
+    # dies (OOM, SIGKILL), the code server marks the run failed as a crash, not a step failure, so the daemon's
+    # run retries (dagster.yaml) relaunch it; with a step subprocess, the child could outlive a killed worker.
+    @dg.job(name=name, tags=REBUILD_TAGS, executor_def=dg.in_process_executor,
             description=f"Rebuild {entity_type} projections (default: what the latest report flagged, dry run).")
     def rebuild_job() -> None:
         rebuild_op()

@@ -2,6 +2,7 @@
 
 Each op turns launchpad config into the arguments of one domain service (the CLI calls the same ones), turns
 a `ConfigurationError` into a Dagster failure that says what to fix, and describes the result as metadata.
+Like the rebuild jobs, they run in-process, so a killed run worker is a crash the daemon's run retries relaunch.
 """
 
 from datetime import timedelta
@@ -81,7 +82,7 @@ def plan_markdown(plan: RecoveryPlan) -> str:
     return "\n".join(rows)
 
 
-@dg.job(name=RECOVER_STUCK_SAGAS_JOB, tags={OPERATION_TAG: "saga_recovery"},
+@dg.job(name=RECOVER_STUCK_SAGAS_JOB, executor_def=dg.in_process_executor, tags={OPERATION_TAG: "saga_recovery"},
         description="Resolve stuck transfers (dry run by default): fail, refund and compensate, or complete.")
 def recover_stuck_sagas() -> None:
     recover_stuck_sagas_op()
@@ -126,7 +127,7 @@ def acknowledge_findings_op(context: dg.OpExecutionContext, config: AcknowledgeC
                                      "acknowledged": dg.MetadataValue.md("\n".join(table))})
 
 
-@dg.job(name=ACKNOWLEDGE_FINDINGS_JOB, tags={OPERATION_TAG: "acknowledge"},
+@dg.job(name=ACKNOWLEDGE_FINDINGS_JOB, executor_def=dg.in_process_executor, tags={OPERATION_TAG: "acknowledge"},
         description="Acknowledge (or accept) findings with a note; accepted findings are no longer alerted.")
 def acknowledge_findings() -> None:
     acknowledge_findings_op()
@@ -165,7 +166,7 @@ def shadow_rebuild_op(context: dg.OpExecutionContext, config: ShadowRebuildConfi
     return dg.Output(None, metadata=metadata)
 
 
-@dg.job(name=SHADOW_REBUILD_JOB, tags={OPERATION_TAG: "rebuild"},
+@dg.job(name=SHADOW_REBUILD_JOB, executor_def=dg.in_process_executor, tags={OPERATION_TAG: "rebuild"},
         description="Rebuild all projections into shadow tables and show the diff; swap only with approve=true.")
 def shadow_rebuild_job() -> None:
     shadow_rebuild_op()

@@ -7,12 +7,13 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Self
 
 import psycopg
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 
 from billing_domain.accounts import ACTIVE, AccountAggregate
 from billing_domain.adapters.kafka import KafkaEventStore
@@ -87,6 +88,48 @@ def create_database(pg_port: int, template: str | None = None) -> str:
     with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     return f"postgresql+psycopg://postgres@127.0.0.1:{pg_port}/{name}"
+
+
+def twin_of(damaged: Damaged, server_url: str) -> Damaged:
+    """A copy of the damaged database (same events, same damage) to rebuild undisturbed, for comparison."""
+    damaged.engine.dispose()
+    port = make_url(server_url).port
+    assert port is not None
+    url = create_database(port, template=make_url(damaged.database_url).database)
+    projections = ProjectionStore(make_engine(url))
+    return Damaged(damaged.event_store, url, projections, ReconStore(projections.engine), damaged.deleted,
+                   damaged.corrupted)
+
+
+def advisory_locks(conn: Connection) -> int:
+    """Advisory locks granted in this connection's database (the rebuild holds one while it runs)."""
+    return int(conn.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                                    "AND database = (SELECT oid FROM pg_database WHERE datname = "
+                                    "current_database())").scalar() or 0)
+
+
+def lock_waiters(conn: Connection) -> int:
+    """Backends of this database waiting for a lock."""
+    count = int(conn.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND wait_event_type = 'Lock'").scalar() or 0)
+    # pg_stat_activity is snapshotted once per transaction: end it, or every later poll sees the first answer.
+    conn.rollback()
+    return count
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def block_row(damaged: Damaged, account_id: str) -> Connection:
+    """Hold a row lock on one account until the returned connection rolls back: a rebuild stops at it."""
+    conn = damaged.engine.connect()
+    conn.exec_driver_sql("SELECT 1 FROM billing.account_projection WHERE account_id = %(a)s FOR UPDATE",
+                         {"a": account_id})
+    return conn
 
 
 def dump_table(engine: Engine, table: str, key: str) -> bytes:

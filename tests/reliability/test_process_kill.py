@@ -12,18 +12,23 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 import yaml
-from reliability_helpers import Damaged, create_database, damaged_history, dump_projections, rebuild_all_accounts
-from sqlalchemy.engine import Connection, make_url
+from reliability_helpers import (
+    advisory_locks,
+    block_row,
+    damaged_history,
+    dump_projections,
+    lock_waiters,
+    rebuild_all_accounts,
+    twin_of,
+    wait_for,
+)
 
-from billing_domain.adapters.postgres import ProjectionStore, make_engine
-from billing_domain.adapters.recon_store import ReconStore
 from billing_domain.exceptions import ConcurrentOperationError
 from billing_pipelines.definitions import build_defs
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource
@@ -35,55 +40,16 @@ CLI = ("import billing_domain.rebuild as r; r.BATCH_SIZE = int(__import__('os').
        "from billing_domain.cli import app; app(prog_name='billing-recon')")
 
 
-def _twin(damaged: Damaged, server_url: str) -> Damaged:
-    damaged.engine.dispose()
-    port = make_url(server_url).port
-    assert port is not None
-    url = create_database(port, template=make_url(damaged.database_url).database)
-    projections = ProjectionStore(make_engine(url))
-    return Damaged(damaged.event_store, url, projections, ReconStore(projections.engine), damaged.deleted,
-                   damaged.corrupted)
-
-
-def _advisory_locks(conn: Connection) -> int:
-    return int(conn.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                                    "AND database = (SELECT oid FROM pg_database WHERE datname = "
-                                    "current_database())").scalar() or 0)
-
-
-def _waiting(conn: Connection) -> int:
-    count = int(conn.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                     "AND wait_event_type = 'Lock'").scalar() or 0)
-    # pg_stat_activity is snapshotted once per transaction: end it, or every later poll sees the first answer.
-    conn.rollback()
-    return count
-
-
-def _wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def _block_row(damaged: Damaged, account_id: str) -> Connection:
-    """Hold a row lock on one account until the returned connection rolls back."""
-    conn = damaged.engine.connect()
-    conn.exec_driver_sql("SELECT 1 FROM billing.account_projection WHERE account_id = %(a)s FOR UPDATE",
-                         {"a": account_id})
-    return conn
-
-
 def test_a_killed_rebuild_process_releases_its_lock_and_a_retried_run_completes(
         servers: Any, database_url: str, figures: Any) -> None:
     damaged = damaged_history(servers.bootstrap_servers, database_url, seed=31, accounts=300)
-    twin = _twin(damaged, servers.database_url)
+    twin = twin_of(damaged, servers.database_url)
     rebuild_all_accounts(twin)
     expected, before = twin.projections.read_accounts(), damaged.projections.read_accounts()
     to_write = sorted(damaged.deleted + damaged.corrupted)
     blocker_id = next(i for i in to_write[len(to_write) // 2:] if i in damaged.corrupted)
 
-    blocker = _block_row(damaged, blocker_id)
+    blocker = block_row(damaged, blocker_id)
     env = {**os.environ, "BILLING_KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap_servers,
            "BILLING_DATABASE_URL": damaged.database_url, "REL_BATCH": str(BATCH),
            "BILLING_TOPIC_PREFIX": damaged.event_store.topics.accounts.removesuffix("account-events"),
@@ -96,13 +62,13 @@ def test_a_killed_rebuild_process_releases_its_lock_and_a_retried_run_completes(
         with damaged.engine.connect() as probe:
             def blocked() -> bool:
                 assert process.poll() is None, process.communicate()[1].decode()[-2000:]
-                return _advisory_locks(probe) == 1 and _waiting(probe) >= 1
-            _wait_for(blocked, 60, "the rebuild to block")
+                return advisory_locks(probe) == 1 and lock_waiters(probe) >= 1
+            wait_for(blocked, 60, "the rebuild to block")
             os.kill(process.pid, signal.SIGKILL)
             process.wait(10)
             assert process.returncode == -signal.SIGKILL
             blocker.rollback()
-            _wait_for(lambda: _advisory_locks(probe) == 0, 15, "the advisory lock to go with the connection")
+            wait_for(lambda: advisory_locks(probe) == 0, 15, "the advisory lock to go with the connection")
     finally:
         blocker.close()
         if process.poll() is None:
@@ -142,17 +108,17 @@ def test_run_retries_are_configured(path: Path) -> None:
 def test_two_rebuilds_of_the_same_entities_one_refuses_and_neither_corrupts(
         servers: Any, database_url: str, figures: Any) -> None:
     damaged = damaged_history(servers.bootstrap_servers, database_url, seed=41, accounts=150)
-    twin = _twin(damaged, servers.database_url)
+    twin = twin_of(damaged, servers.database_url)
     rebuild_all_accounts(twin)
     to_write = sorted(damaged.deleted + damaged.corrupted)
-    blocker = _block_row(damaged, next(i for i in to_write if i in damaged.corrupted))
+    blocker = block_row(damaged, next(i for i in to_write if i in damaged.corrupted))
     outcome: dict[str, Any] = {}
     first = threading.Thread(target=lambda: outcome.setdefault("first", rebuild_all_accounts(damaged, "first")))
     figures.injected("concurrent rebuild of the same entities")
     first.start()
     try:
         with damaged.engine.connect() as probe:
-            _wait_for(lambda: _advisory_locks(probe) == 1 and _waiting(probe) >= 1, 60, "the first rebuild to block")
+            wait_for(lambda: advisory_locks(probe) == 1 and lock_waiters(probe) >= 1, 60, "the first rebuild to block")
         with pytest.raises(ConcurrentOperationError, match="another account rebuild is running"):
             rebuild_all_accounts(damaged, "second")
     finally:
