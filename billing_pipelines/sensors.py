@@ -95,9 +95,40 @@ def reconciliation_findings_sensor(context: dg.RunStatusSensorContext, projectio
 )
 def run_failure_slack_sensor(context: dg.RunFailureSensorContext, slack: SlackResource) -> None:
     run = context.dagster_run
-    message = context.failure_event.message if context.failure_event else None
-    alert = run_failure_alert(run.job_name, run.run_id, message, slack.ui_url())
+    alert = run_failure_alert(run.job_name, run.run_id, failure_cause(context), slack.ui_url())
     slack.notifier().post(alert.text, alert.blocks)
+
+
+# Dagster's own wrappers around the error an op raised; the on-call engineer needs what is inside.
+_WRAPPER_ERRORS = ("DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError")
+MAX_FAILED_STEPS_SHOWN = 3
+
+
+def failure_cause(context: dg.RunFailureSensorContext) -> str | None:
+    """Why the run failed, for a person: each failed step and its error, else what ended the run worker.
+
+    Dagster's run-failure message only says that steps failed ("Execution of run ... failed. Steps failed:").
+    """
+    steps = [_step_cause(e) for e in context.get_step_failure_events()[:MAX_FAILED_STEPS_SHOWN]]
+    if steps:
+        return "; ".join(steps)
+    message = context.failure_event.message if context.failure_event else None
+    # A crashed run worker is marked failed from outside; the code server's engine event says how it ended.
+    crash = [e.message for e in context.instance.all_logs(context.dagster_run.run_id,
+                                                          of_type=dg.DagsterEventType.ENGINE_EVENT)
+             if e.message and "Run execution process" in e.message]
+    return crash[-1] if crash else message
+
+
+def _step_cause(event: dg.DagsterEvent) -> str:
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return f"step {event.step_key}: {data.user_failure_data.description}"
+    error = data.error
+    while error is not None and error.cls_name in _WRAPPER_ERRORS and error.cause is not None:
+        error = error.cause
+    detail = f"{error.cls_name}: {error.message.strip()}" if error is not None else "no error recorded"
+    return f"step {event.step_key}: {detail}"
 
 
 def auto_repair_max() -> int:

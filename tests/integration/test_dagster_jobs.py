@@ -222,3 +222,6 @@ def test_a_failed_run_is_reported_to_slack(seeded: dict[str, Any], slack: SlackS
         run_failure_slack_sensor(context.for_run_failure())
     [message] = slack.messages
     assert "rebuild_transactions" in message["text"] and f"/runs/{result.run_id}" in message["text"]
+    # The cause, not Dagster's "Steps failed: [...]": which step, and what to fix.
+    assert "step rebuild_transaction_projections: Nothing was written. Fix the run config" in message["text"]
+    assert "reason" in message["text"]

@@ -170,6 +170,7 @@ def test_the_dagster_run_fails_with_the_cause_and_alerts_then_a_rerun_succeeds(
             run_failure_slack_sensor(context.for_run_failure())
         [alert] = slack.messages
         assert failed.run_id in alert["text"] and "daily_reconciliation" in alert["text"]
+        assert "EventStoreUnavailableError" in alert["text"] and proxied_broker.address in alert["text"]
 
         monkeypatch.undo()
         proxied_broker.restore()

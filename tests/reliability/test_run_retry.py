@@ -33,8 +33,11 @@ from reliability_helpers import (
     wait_for,
 )
 from support.dagster_servers import DagsterProcess, dagster_command, write_workspace
+from support.slack_standin import SlackStandin
 
 from billing_pipelines.constants import REBUILD_ACCOUNTS_JOB
+from billing_pipelines.resources import SlackResource
+from billing_pipelines.sensors import run_failure_slack_sensor
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCATION = "billing"
@@ -149,5 +152,22 @@ def test_the_daemon_relaunches_a_killed_rebuild_run_and_the_retry_finishes_it(
     assert retry.status == dg.DagsterRunStatus.SUCCESS, daemon_home.messages(retry.run_id)[-20:]
     assert retry.tags.get("dagster/retry_number") == "1"
     assert dump_projections(damaged.engine) == dump_projections(twin.engine)
+    _assert_alert_says_how_the_worker_ended(daemon_home.instance, killed)
     figures.rows_checked_after_races += len(twin.projections.read_accounts())
     figures.survived(FAULT)
+
+
+def _assert_alert_says_how_the_worker_ended(instance: dg.DagsterInstance, killed: dg.DagsterRun) -> None:
+    """The failure sensor on the real failed run: Slack hears of the signal, not "marked as failed"."""
+    failure = next(e.dagster_event for e in instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+                   if e.dagster_event is not None)
+    slack = SlackStandin().start()
+    try:
+        resource = SlackResource(bot_token="xoxb-retry", channel="#alerts", api_url=slack.url, ui_base_url="http://ui")
+        with dg.build_run_status_sensor_context(sensor_name="s", dagster_event=failure, dagster_instance=instance,
+                                                dagster_run=killed, resources={"slack": resource}) as context:
+            run_failure_slack_sensor(context.for_run_failure())
+        [alert] = slack.messages
+    finally:
+        slack.stop()
+    assert "terminated by signal 9 (SIGKILL)" in alert["text"] and killed.run_id in alert["text"]
