@@ -221,16 +221,18 @@ class CutReader:
     def __iter__(self) -> Iterator[list[Message]]:
         partitions = [(t, p) for t in self.topics for p in self.store.partitions_of(t)
                       if self.only is None or (t, p) in self.only]
-        # Without an error_cb the client's connection errors reach no log at all.
-        consumer = self.store.new_consumer(error_cb=self._on_client_error)
-        try:
-            # One topic after the other, in the order given: the engine appends a transfer's money
-            # events before its TransactionCompleted, so reading the transactions first means every
-            # completed transfer we see has its money on the account streams we read next.
-            for topic in self.topics:
+        # One topic after the other, in the order given: the engine appends a transfer's money
+        # events before its TransactionCompleted, so reading the transactions first means every
+        # completed transfer we see has its money on the account streams we read next.
+        # A consumer per topic: re-assigning one consumer to the next topic stalled every cut for
+        # a second in librdkafka 2.16 (measured: 1.02 s against 0.05 s for a 4k-event cut).
+        for topic in self.topics:
+            # Without an error_cb the client's connection errors reach no log at all.
+            consumer = self.store.new_consumer(error_cb=self._on_client_error)
+            try:
                 yield from self._read(consumer, [tp for tp in partitions if tp[0] == topic])
-        finally:
-            consumer.close()
+            finally:
+                consumer.close()
 
     def _read(self, consumer: Consumer, partitions: list[TopicPartitionKey]) -> Iterator[list[Message]]:
         open_partitions: set[TopicPartitionKey] = set()
