@@ -22,6 +22,7 @@ from billing_domain.reconcile.service import (
     ReconcileOptions,
     ReplayOutcome,
     build_report,
+    entity_counts,
     replay_all,
     save_checkpoint,
 )
@@ -69,7 +70,8 @@ def reconciliation(context: dg.AssetExecutionContext, config: ReconciliationConf
     options = ReconcileOptions(stuck_after=timedelta(minutes=Settings.from_env().stuck_after_minutes))
     checkpoints = projections.checkpoints()
     outcome = replay_all(event_store.get_store(), projections.projection_store(), options=options,
-                         progress=_progress_logger(context), checkpoints=checkpoints, full=config.full_replay)
+                         progress=_progress_logger(context), checkpoints=checkpoints, full=config.full_replay,
+                         delta=True)
     context.log.info(f"replay: {outcome.mode} ({outcome.mode_reason})")
     yield dg.MaterializeResult(asset_key=REPLAYED_STATE, metadata=_replay_metadata(outcome))
 
@@ -122,10 +124,7 @@ def _replay_metadata(outcome: ReplayOutcome) -> dict[str, Any]:
         "replay_mode": dg.MetadataValue.text(f"{outcome.mode}: {outcome.mode_reason}"),
         "load_checkpoint_s": dg.MetadataValue.float(float(outcome.timings.get("load_checkpoint_s", 0.0))),
         "duplicates_ignored": dg.MetadataValue.int(replay.duplicates),
-        "accounts": dg.MetadataValue.int(len(replay.accounts)),
-        "transactions": dg.MetadataValue.int(len(replay.transactions)),
-        "account_rows": dg.MetadataValue.int(len(outcome.account_rows)),
-        "transaction_rows": dg.MetadataValue.int(len(outcome.transaction_rows)),
+        **{name: dg.MetadataValue.int(count) for name, count in entity_counts(outcome).items()},
         "read_projections_s": dg.MetadataValue.float(float(outcome.timings.get("read_projections_s", 0.0))),
         "replay_s": dg.MetadataValue.float(float(replay_s)),
         "events_per_s": dg.MetadataValue.float(replay.events_read / replay_s if replay_s > 0 else 0.0),

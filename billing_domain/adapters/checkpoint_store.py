@@ -20,17 +20,18 @@ class CheckpointStore:
         self.engine = engine
 
     def save(self, topics: str, code_version: str, cut: Cut, tail_marks: dict[str, int], ledger: bytes,
-             rows: Iterable[EntityRow], *, run_id: str | None, replace_all: bool) -> int:
+             rows: Iterable[EntityRow], *, run_id: str | None, replace_all: bool, delta: bytes | None = None) -> int:
         """Write the header and the rows atomically: a checkpoint is never half-written."""
         with self.engine.begin() as conn:
             conn.execute(sa.text(
-                f"INSERT INTO {SCHEMA}.checkpoint (topics, code_version, created_at, run_id, cut, tail_marks, ledger) "
-                "VALUES (:topics, :code_version, :created_at, :run_id, :cut, :marks, :ledger) "
+                f"INSERT INTO {SCHEMA}.checkpoint (topics, code_version, created_at, run_id, cut, tail_marks, ledger, "
+                "delta) VALUES (:topics, :code_version, :created_at, :run_id, :cut, :marks, :ledger, :delta) "
                 "ON CONFLICT (topics) DO UPDATE SET code_version = EXCLUDED.code_version, "
                 "created_at = EXCLUDED.created_at, run_id = EXCLUDED.run_id, cut = EXCLUDED.cut, "
-                "tail_marks = EXCLUDED.tail_marks, ledger = EXCLUDED.ledger"),
+                "tail_marks = EXCLUDED.tail_marks, ledger = EXCLUDED.ledger, delta = EXCLUDED.delta"),
                 {"topics": topics, "code_version": code_version, "created_at": datetime.now(UTC), "run_id": run_id,
-                 "cut": json.dumps(cut.to_json()), "marks": json.dumps(tail_marks), "ledger": ledger})
+                 "cut": json.dumps(cut.to_json()), "marks": json.dumps(tail_marks), "ledger": ledger,
+                 "delta": delta})
             if replace_all:
                 conn.execute(sa.text(f"DELETE FROM {SCHEMA}.checkpoint_entity WHERE topics = :t"), {"t": topics})
             conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS staging_checkpoint_entity "
@@ -52,12 +53,12 @@ class CheckpointStore:
     def header(self, topics: str) -> CheckpointHeader | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.text(
-                f"SELECT topics, code_version, cut, tail_marks, ledger, run_id FROM {SCHEMA}.checkpoint "
+                f"SELECT topics, code_version, cut, tail_marks, ledger, run_id, delta FROM {SCHEMA}.checkpoint "
                 "WHERE topics = :t"), {"t": topics}).first()
         if row is None:
             return None
         return CheckpointHeader(row[0], row[1], Cut.from_json(row[2]), dict(row[3]), decode_ledger(bytes(row[4])),
-                                row[5])
+                                row[5], bytes(row[6]) if row[6] is not None else None)
 
     def entities(self, topics: str) -> Iterator[EntityRow]:
         with self.engine.connect() as conn:

@@ -81,7 +81,7 @@ def reconcile_stage(target: BenchTarget, full: bool) -> Figures:
         started_at, run_id = datetime.now(UTC), new_run_id("bench")
         t0 = time.perf_counter()
         outcome = replay_all(services.event_store, services.projections, checkpoints=services.checkpoints,
-                             full=full)
+                             full=full, delta=True)
         t1 = time.perf_counter()
         report = build_report(outcome, run_id=run_id, scope="all", started_at=started_at)
         t2 = time.perf_counter()
@@ -94,8 +94,8 @@ def reconcile_stage(target: BenchTarget, full: bool) -> Figures:
         services.close()
     return {"seconds": t3 - t0, "seconds_with_checkpoint": t4 - t0, "replay_s": t1 - t0, "diff_s": t2 - t1,
             "save_report_s": t3 - t2, "checkpoint_s": t4 - t3, "replay_parts": dict(outcome.timings),
-            "events_read": outcome.replay.events_read, "accounts": len(outcome.replay.accounts),
-            "transactions": len(outcome.replay.transactions), "findings": len(report.findings),
+            "events_read": outcome.replay.events_read, "accounts": report.stats["accounts"],
+            "transactions": report.stats["transactions"], "findings": len(report.findings),
             "finding_kinds": report.counts_by_kind(), "mode": outcome.mode, "mode_reason": outcome.mode_reason,
             "report_bytes": report_bytes, "events_per_s": outcome.replay.events_read / (t3 - t0)}
 

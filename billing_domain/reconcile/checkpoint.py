@@ -45,6 +45,7 @@ class CheckpointHeader:
     tail_marks: dict[str, int]
     ledger: dict[str, Any]
     run_id: str | None
+    delta: bytes | None = None  # the delta memo (billing_domain.reconcile.delta), when the run left one
 
 
 @dataclass(frozen=True, slots=True)

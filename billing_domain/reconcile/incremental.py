@@ -14,6 +14,7 @@ from billing_domain.adapters.checkpoint_store import CheckpointStore
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.cut import Cut, TopicPartitionKey
 from billing_domain.reconcile.checkpoint import (
+    CheckpointHeader,
     code_version,
     dump_entities,
     dump_ledger,
@@ -44,9 +45,7 @@ def resume(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: R
     header = checkpoints.header(key)
     if header is None:
         return Resumed(None, "no checkpoint yet: full replay")
-    partitions = {topic: event_store.partitions_of(topic) for topic in event_store.topics.all()}
-    marks = current_marks(event_store, header.cut)
-    reason = why_not_trusted(header, partitions, {marks_key(tp): m for tp, m in marks.items()})
+    reason = distrust(event_store, header)
     if reason is not None:
         log.warning("not resuming from the checkpoint: %s; replaying in full", reason)
         return Resumed(None, f"{reason}: full replay")
@@ -57,8 +56,20 @@ def resume(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: R
                                                             for kind in ("account", "transaction", "money")]))
     load_ledger(replay, header.ledger)
     replay.touched = set()
-    start = {(topic, p): header.cut.end.get((topic, p), 0) for topic, ps in partitions.items() for p in ps}
-    return Resumed(start, f"resumed from checkpoint of run {header.run_id}")
+    return Resumed(start_after(event_store, header), f"resumed from checkpoint of run {header.run_id}")
+
+
+def distrust(event_store: KafkaEventStore, header: CheckpointHeader) -> str | None:
+    """Why this checkpoint may not be resumed from (see `why_not_trusted`), or None."""
+    partitions = {topic: event_store.partitions_of(topic) for topic in event_store.topics.all()}
+    marks = current_marks(event_store, header.cut)
+    return why_not_trusted(header, partitions, {marks_key(tp): m for tp, m in marks.items()})
+
+
+def start_after(event_store: KafkaEventStore, header: CheckpointHeader) -> dict[TopicPartitionKey, int]:
+    """Where the log continues after the checkpoint, for every partition there is now."""
+    return {(topic, p): header.cut.end.get((topic, p), 0) for topic in event_store.topics.all()
+            for p in event_store.partitions_of(topic)}
 
 
 def current_marks(event_store: KafkaEventStore, cut: Cut) -> dict[TopicPartitionKey, int]:
@@ -101,10 +112,10 @@ def fill_older_snapshots(event_store: KafkaEventStore, replay: Replay, ids: set[
 
 
 def save_checkpoint(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: Replay, cut: Cut,
-                    run_id: str, *, full: bool) -> int:
+                    run_id: str, *, full: bool, delta: bytes | None = None) -> int:
     """Write the checkpoint for `cut`: everything after a full replay, only what the tail touched otherwise."""
     covered = Cut(start={tp: 0 for tp in cut.end}, end=dict(cut.end))
     marks = {marks_key(tp): mark for tp, mark in current_marks(event_store, covered).items()}
     rows = dump_entities(replay, None if full else replay.touched)
     return checkpoints.save(topics_key(event_store.topics.all()), code_version(), covered, marks, dump_ledger(replay),
-                            rows, run_id=run_id, replace_all=full)
+                            rows, run_id=run_id, replace_all=full, delta=delta)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from billing_domain.accounts import AccountState
 from billing_domain.findings import Finding, Kind, LedgerIdentity
@@ -26,18 +27,31 @@ LEDGER_BALANCES = "ledger_balances"
 
 def ledger_identities(replay: Replay, rows: Mapping[str, AccountState]) -> list[LedgerIdentity]:
     projection_total, events_total = _balance_totals(replay, rows)
-    in_flight = _in_flight(replay)
     head_total: dict[str, int] = defaultdict(int)
     for account in replay.accounts.values():
         if account.version > 0:
             head_total[account.currency] += account.balance_minor
-    currencies = sorted(set(projection_total) | set(events_total) | set(replay.credits) | set(replay.debits))
+    return identities_from_totals(LedgerTotals(projection_total, events_total, head_total), replay)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTotals:
+    """The per-currency sums the identities compare, besides the replay's credits, debits and in-flight money."""
+
+    projection: Mapping[str, int]  # Σ projection balances (each row in its account's currency)
+    events: Mapping[str, int]  # Σ event balances at each row's version
+    head: Mapping[str, int]  # Σ event balances at each account's head
+
+
+def identities_from_totals(totals: LedgerTotals, replay: Replay) -> list[LedgerIdentity]:
+    in_flight = _in_flight(replay)
+    currencies = sorted(set(totals.projection) | set(totals.events) | set(replay.credits) | set(replay.debits))
     identities = []
     for currency in currencies:
         credits, debits = replay.credits.get(currency, {}), replay.debits.get(currency, {})
         identities.append(LedgerIdentity(
             currency, BALANCES_MATCH_EVENTS, "Σ projection balances = Σ event balances at each row's version",
-            projection_total.get(currency, 0), events_total.get(currency, 0)))
+            totals.projection.get(currency, 0), totals.events.get(currency, 0)))
         identities.append(LedgerIdentity(
             currency, TRANSFERS_CONSERVE_MONEY, "Σ transfer_out = Σ transfer_in + Σ refund + in flight",
             debits.get("transfer_out", 0),
@@ -45,7 +59,7 @@ def ledger_identities(replay: Replay, rows: Mapping[str, AccountState]) -> list[
         identities.append(LedgerIdentity(
             currency, LEDGER_BALANCES,
             "Σ balances + in flight = deposits + adjustments in − withdrawals − fees − adjustments out",
-            head_total.get(currency, 0) + in_flight.get(currency, 0),
+            totals.head.get(currency, 0) + in_flight.get(currency, 0),
             credits.get("deposit", 0) + credits.get("adjustment", 0) - debits.get("withdrawal", 0)
             - debits.get("fee", 0) - debits.get("adjustment", 0)))
     return identities

@@ -209,7 +209,7 @@ class Replay:
             self._count_money(account, event, payload)
         if len(account.violations) != violations_before and account.aggregate_id not in self.invariant_breaks:
             self.invariant_breaks[account.aggregate_id] = InvariantBreak(
-                event.aggregate_version, account.violations[-1], event.event_id, _position(message))
+                event.aggregate_version, account.violations[-1], event.event_id, position_of(message))
         if self.account_versions.get(event.aggregate_id) == account.version:
             self.account_snapshots[event.aggregate_id] = account.state()
 
@@ -261,7 +261,7 @@ class Replay:
     # --- poison -------------------------------------------------------------------------------------
     def _poison(self, message: Message, exc: EventDecodeError) -> None:
         entity_type = "account" if message.topic() == self.topics.accounts else "transaction"
-        entity_id = exc.key or f"<no key> {_position(message)}"
+        entity_id = poison_entity_id(exc, message)
         self._corrupt_at(message, entity_type, entity_id, f"undecodable event: {exc.reason}", exc.event_id,
                          exc.field)
 
@@ -273,7 +273,7 @@ class Replay:
             self.partition_of.setdefault((entity_type, entity_id), (message.topic() or "", message.partition() or 0))
         if self.touched is not None:
             self.touched.add((entity_type, entity_id))
-        corruption.add(reason, _position(message), event_id, field_name)
+        corruption.add(reason, position_of(message), event_id, field_name)
 
     def is_corrupt(self, entity_type: str, entity_id: str) -> bool:
         return (entity_type, entity_id) in self.corrupt
@@ -317,5 +317,10 @@ def _sums(plain: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     return defaultdict(lambda: defaultdict(int), {c: defaultdict(int, r) for c, r in plain.items()})
 
 
-def _position(message: Message) -> EventPosition:
+def poison_entity_id(exc: EventDecodeError, message: Message) -> str:
+    """The entity a poison event is reported under: its key, or where it sits when it has none."""
+    return exc.key or f"<no key> {position_of(message)}"
+
+
+def position_of(message: Message) -> EventPosition:
     return EventPosition(message.topic() or "", message.partition() or 0, message.offset() or 0)

@@ -9,6 +9,7 @@ while the live projector keeps writing.
 from __future__ import annotations
 
 import gc
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,21 +17,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import msgspec
+
 from billing_domain.accounts import AccountState
 from billing_domain.adapters.checkpoint_store import CheckpointStore
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.adapters.postgres import ProjectionStore
+from billing_domain.adapters.projection_changes import snapshot_xmin
 from billing_domain.cut import Cut
-from billing_domain.findings import Finding, ReconciliationReport
+from billing_domain.findings import Finding, LedgerIdentity, ReconciliationReport
 from billing_domain.reconcile import incremental
+from billing_domain.reconcile.delta import DeltaResult, encode_memo, memo_of, try_delta
 from billing_domain.reconcile.diff import diff_accounts, diff_transactions
-from billing_domain.reconcile.ledger import ledger_findings, ledger_identities
+from billing_domain.reconcile.ledger import identities_from_totals, ledger_findings, ledger_identities
 from billing_domain.reconcile.parallel import replay_in_parallel
 from billing_domain.reconcile.replay import Replay
 from billing_domain.reconcile.sagas import saga_findings
 from billing_domain.transactions import TransactionState
 
 ProgressCallback = Callable[[int], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +55,10 @@ class ReplayOutcome:
     account_rows: dict[str, AccountState]
     transaction_rows: dict[str, TransactionState]
     timings: dict[str, float] = field(default_factory=dict)
-    mode: str = "full"  # full | incremental
+    mode: str = "full"  # full | incremental | delta
     mode_reason: str = "full replay"
+    snapshot_xmin: int | None = None  # see projection_changes; taken before the rows were read
+    delta: DeltaResult | None = None  # set in delta mode: the rows and replay hold only the entities diffed again
 
 
 @contextmanager
@@ -75,14 +83,27 @@ def new_run_id(prefix: str = "cli") -> str:
 
 def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, options: ReconcileOptions | None = None,
                progress: ProgressCallback | None = None, only_ids: set[str] | None = None,
-               checkpoints: CheckpointStore | None = None, full: bool = False) -> ReplayOutcome:
+               checkpoints: CheckpointStore | None = None, full: bool = False, delta: bool = False) -> ReplayOutcome:
     """Read the projections, then fold one cut of both topics in a single pass.
 
     With `checkpoints` (and not `full`), resume from the last checkpoint when it can be trusted
-    (else replay in full and say why in `mode_reason`).
+    (else replay in full and say why in `mode_reason`). With `delta` too, diff only what changed
+    since the checkpointed run when that can be done (see `reconcile.delta`); only a report of
+    every entity may ask for that, since the outcome then holds just the entities diffed again.
     """
     options = options or ReconcileOptions()
+    why_not_delta = ""
+    if delta and checkpoints is not None and not full and only_ids is None and options.stop is None:
+        with collector_paused():
+            attempt = try_delta(event_store, projections.engine, checkpoints, progress)
+        if not isinstance(attempt, str):
+            return ReplayOutcome(attempt.replay, attempt.cut, attempt.account_rows, attempt.transaction_rows,
+                                 attempt.timings, "delta", attempt.reason, attempt.result.memo.snapshot_xmin,
+                                 attempt.result)
+        log.info("diffing every entity: %s", attempt)
+        why_not_delta = f" (every entity diffed: {attempt})"
     started = time.perf_counter()
+    snapshot = snapshot_xmin(projections.engine)
     account_rows = projections.read_accounts(sorted(only_ids) if only_ids is not None else None)
     transaction_rows = projections.read_transactions(sorted(only_ids) if only_ids is not None else None)
     read_projections = time.perf_counter()
@@ -106,7 +127,8 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
     timings = {"read_projections_s": read_projections - started, "load_checkpoint_s": loaded - read_projections,
                "replay_s": finished - loaded}
     return ReplayOutcome(replay, cut, account_rows, transaction_rows, timings,
-                         "incremental" if resumed.start is not None else "full", resumed.reason)
+                         "incremental" if resumed.start is not None else "full", resumed.reason + why_not_delta,
+                         snapshot)
 
 
 ALL_ENTITY_TYPES = ("account", "transaction", "ledger")
@@ -132,20 +154,39 @@ def _build_report(outcome: ReplayOutcome, run_id: str, scope: str, started_at: d
         findings += diff_transactions(replay, outcome.transaction_rows, options.stuck_after)
         findings += saga_findings(replay)
         findings += [c.finding() for (kind, _), c in replay.corrupt.items() if kind == "transaction"]
-    identities = ledger_identities(replay, outcome.account_rows) if "ledger" in entity_types else []
+    identities: list[LedgerIdentity] = []
+    if "ledger" in entity_types:
+        identities = (identities_from_totals(outcome.delta.totals, replay) if outcome.delta is not None
+                      else ledger_identities(replay, outcome.account_rows))
     findings += ledger_findings(identities)
+    if outcome.delta is not None:
+        findings += [f for f in outcome.delta.carried if f.entity_type in entity_types]
     diff_s = time.perf_counter() - began
     replay_s = outcome.timings.get("replay_s", 0.0)
     stats = {**outcome.timings, "diff_s": diff_s, "events_read": replay.events_read,
-             "duplicates_ignored": replay.duplicates, "accounts": len(replay.accounts),
-             "transactions": len(replay.transactions), "account_rows": len(outcome.account_rows),
-             "transaction_rows": len(outcome.transaction_rows),
+             "duplicates_ignored": replay.duplicates, **entity_counts(outcome),
              "events_per_s": replay.events_read / replay_s if replay_s > 0 else 0.0,
              "replay_mode": outcome.mode, "replay_mode_reason": outcome.mode_reason,
              "cut_time": replay.cut_time.isoformat() if replay.cut_time else None}
+    if outcome.delta is not None:
+        stats["findings_carried"] = len(outcome.delta.carried)
     return ReconciliationReport(run_id=run_id, scope=scope, started_at=started_at, finished_at=datetime.now(UTC),
                                 cut=outcome.cut, findings=sorted(findings, key=lambda f: f.key), ledger=identities,
                                 stats=stats, entity_types=entity_types)
+
+
+def entity_counts(outcome: ReplayOutcome) -> dict[str, int]:
+    """Aggregates folded and rows read; in delta mode, those the run stands for (most carried over)."""
+    replay = outcome.replay
+    diffed = (len(set(outcome.account_rows) | set(replay.accounts))
+              + len(set(outcome.transaction_rows) | set(replay.transactions)))
+    if outcome.delta is not None:
+        memo = outcome.delta.memo
+        return {"accounts": memo.accounts, "transactions": memo.transactions, "account_rows": len(memo.account_ids),
+                "transaction_rows": len(memo.transaction_ids), "entities_diffed": diffed}
+    return {"accounts": len(replay.accounts), "transactions": len(replay.transactions),
+            "account_rows": len(outcome.account_rows), "transaction_rows": len(outcome.transaction_rows),
+            "entities_diffed": diffed}
 
 
 def reconcile_all(event_store: KafkaEventStore, projections: ProjectionStore, *, run_id: str | None = None,
@@ -153,12 +194,13 @@ def reconcile_all(event_store: KafkaEventStore, projections: ProjectionStore, *,
                   checkpoints: CheckpointStore | None = None, full: bool = False) -> ReconciliationReport:
     """Every account, transaction and ledger identity against one cut of the log.
 
-    With `checkpoints`, the run resumes from the last checkpoint (unless `full`) and writes the next one.
+    With `checkpoints`, the run resumes from the last checkpoint (unless `full`), diffs only what
+    changed since when it can, and writes the next checkpoint.
     """
     started_at = datetime.now(UTC)
     run_id = run_id or new_run_id()
     outcome = replay_all(event_store, projections, options=options, progress=progress, checkpoints=checkpoints,
-                         full=full)
+                         full=full, delta=True)
     report = build_report(outcome, run_id=run_id, scope="all", started_at=started_at, options=options)
     if checkpoints is not None:
         save_checkpoint(event_store, checkpoints, outcome, run_id, report)
@@ -172,7 +214,18 @@ def save_checkpoint(event_store: KafkaEventStore, checkpoints: CheckpointStore, 
         return
     began = time.perf_counter()
     with collector_paused():
+        memo = _memo_for_next_run(outcome, run_id, report)
         rows = incremental.save_checkpoint(event_store, checkpoints, outcome.replay, outcome.cut, run_id,
-                                           full=outcome.mode == "full")
+                                           full=outcome.mode == "full", delta=memo)
     report.stats["checkpoint_rows_written"] = rows
     report.stats["checkpoint_s"] = time.perf_counter() - began
+
+
+def _memo_for_next_run(outcome: ReplayOutcome, run_id: str, report: ReconciliationReport) -> bytes | None:
+    """The delta memo, only under a report of every entity type (the next run carries its findings over)."""
+    if set(report.entity_types) != set(ALL_ENTITY_TYPES) or outcome.snapshot_xmin is None:
+        return None
+    if outcome.delta is not None:
+        return encode_memo(msgspec.structs.replace(outcome.delta.memo, run_id=run_id))
+    return encode_memo(memo_of(outcome.replay, outcome.account_rows, outcome.transaction_rows,
+                               outcome.snapshot_xmin, run_id))

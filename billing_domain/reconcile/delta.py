@@ -1,0 +1,268 @@
+"""Delta reconciliation: diff again only the entities whose events or projection rows changed.
+
+An incremental replay folds only the log's tail, but it still loads every checkpointed aggregate and
+diffs every projection row, because a row can change without an event (a manual edit, a bug). The
+delta run diffs only the set D of entities that can have changed since the checkpointed run:
+
+- those the tail touched (their events, a poison event or a transfer's money on an account stream);
+- those whose projection row was written or deleted since that run read it (`projection_changes`);
+- the transfers pending at its cut, because `stuck` is judged at each cut's time.
+
+Every other entity has the same events and the same row as then, so its findings are the previous
+report's: they are carried over. The accounting identities are kept as sums: the projection side from
+one SQL aggregate, the events side from the memo the previous run left (per-currency head totals and
+the few accounts whose row lags or names another currency), updated for D.
+
+Nothing is guessed: without a memo, a stored previous report, a trusted checkpoint, a sane distance
+in transaction ids or a tail of a reasonable size, `try_delta` says why and the caller replays
+incrementally as before. The memo is written by every complete run, full, incremental or delta.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import msgspec
+from confluent_kafka import Message
+from sqlalchemy.engine import Engine
+
+from billing_domain.accounts import AccountAggregate, AccountState
+from billing_domain.adapters.checkpoint_store import CheckpointStore
+from billing_domain.adapters.kafka import KafkaEventStore
+from billing_domain.adapters.projection_changes import projection_snapshot
+from billing_domain.adapters.recon_store import ReconStore
+from billing_domain.cut import Cut, TopicPartitionKey
+from billing_domain.events import decode_event
+from billing_domain.exceptions import EventDecodeError
+from billing_domain.findings import Finding
+from billing_domain.reconcile import incremental
+from billing_domain.reconcile.checkpoint import load_entities, load_ledger, topics_key
+from billing_domain.reconcile.ledger import LedgerTotals
+from billing_domain.reconcile.replay import Replay, poison_entity_id
+from billing_domain.transactions import PENDING, TransactionState
+
+# Past this many transaction ids between two runs `age()` could wrap (2^31): diff everything instead.
+MAX_XID_DISTANCE = 1 << 30
+# A tail this large (in events per checkpointed entity) touches most entities anyway; the plain
+# incremental replay streams it instead of holding it in memory.
+MAX_TAIL_PER_ENTITY = 0.5
+MIN_TAIL_LIMIT = 100_000
+
+
+class DeltaMemo(msgspec.Struct, frozen=True):
+    """What a complete run leaves with its checkpoint for the next run to diff only what changed."""
+
+    run_id: str  # the stored report whose findings the next run carries over
+    snapshot_xmin: int  # `projection_changes.snapshot_xmin` taken before this run read the projections
+    account_ids: list[str]  # the projection rows this run read
+    transaction_ids: list[str]
+    pending: list[str]  # transfers pending at the cut
+    head_total: dict[str, int]  # Σ account balances at their heads, per currency
+    misattributed: dict[str, tuple[str, str, int]]  # account -> (row currency, account currency, row balance)
+    lag: dict[str, tuple[str, int]]  # account -> (currency, head balance − balance at the row's version)
+    accounts: int  # aggregates folded, for the report's stats
+    transactions: int
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(DeltaMemo)
+
+
+def encode_memo(memo: DeltaMemo) -> bytes:
+    return _encoder.encode(memo)
+
+
+def decode_memo(blob: bytes) -> DeltaMemo:
+    return _decoder.decode(blob)
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaResult:
+    """What `build_report` and `save_checkpoint` need besides the replay of D."""
+
+    carried: list[Finding]
+    totals: LedgerTotals
+    memo: DeltaMemo  # for this run; its run_id is set when the checkpoint is saved
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaReplay:
+    replay: Replay
+    cut: Cut
+    account_rows: dict[str, AccountState]
+    transaction_rows: dict[str, TransactionState]
+    timings: dict[str, float]
+    result: DeltaResult
+    reason: str
+
+
+# --- the memo of a complete run ---------------------------------------------------------------------------
+def memo_of(replay: Replay, account_rows: Mapping[str, AccountState], transaction_rows: Mapping[str, TransactionState],
+            snapshot_xmin: int, run_id: str) -> DeltaMemo:
+    head: dict[str, int] = defaultdict(int)
+    misattributed: dict[str, tuple[str, str, int]] = {}
+    lag: dict[str, tuple[str, int]] = {}
+    for account_id, account in replay.accounts.items():
+        _account_sums(replay, account_id, account, account_rows.get(account_id), head, misattributed, lag)
+    return DeltaMemo(run_id, snapshot_xmin, sorted(account_rows), sorted(transaction_rows),
+                     sorted(t for t, saga in replay.transactions.items() if saga.status == PENDING),
+                     dict(head), misattributed, lag, len(replay.accounts), len(replay.transactions))
+
+
+def _account_sums(replay: Replay, account_id: str, account: AccountAggregate, row: AccountState | None,
+                  head: dict[str, int], misattributed: dict[str, tuple[str, str, int]],
+                  lag: dict[str, tuple[str, int]]) -> None:
+    """Add one account to the sums, as `ledger._balance_totals` counts it."""
+    if account.version == 0:
+        return
+    head[account.currency] += account.balance_minor
+    if row is None:
+        return
+    if row.currency != account.currency:
+        misattributed[account_id] = (row.currency, account.currency, row.balance_minor)
+    at_row = replay.account_at(account_id, row.version)
+    if at_row is not None and at_row.balance_minor != account.balance_minor:
+        lag[account_id] = (account.currency, account.balance_minor - at_row.balance_minor)
+
+
+def totals_of(memo: DeltaMemo, row_sums: Mapping[str, tuple[int, int]]) -> LedgerTotals:
+    """The identities' sums from SQL sums by row currency and the memo's exceptions."""
+    projection = {currency: total for currency, (total, _) in row_sums.items()}
+    rows = {currency: count for currency, (_, count) in row_sums.items()}
+    for row_currency, account_currency, balance in memo.misattributed.values():
+        projection[row_currency] -= balance
+        rows[row_currency] -= 1
+        projection[account_currency] = projection.get(account_currency, 0) + balance
+        rows[account_currency] = rows.get(account_currency, 0) + 1
+    events = dict(memo.head_total)
+    for currency, difference in memo.lag.values():
+        events[currency] -= difference
+    return LedgerTotals({c: t for c, t in projection.items() if rows[c] > 0}, events, memo.head_total)
+
+
+# --- the delta run --------------------------------------------------------------------------------------
+def try_delta(event_store: KafkaEventStore, projections_engine: Engine, checkpoints: CheckpointStore,
+              progress: Callable[[int], None] | None = None) -> DeltaReplay | str:
+    """Replay and read only what changed since the checkpointed run; or the reason that cannot be done."""
+    key = topics_key(event_store.topics.all())
+    header = checkpoints.header(key)
+    if header is None or header.delta is None:
+        return "no delta memo with the checkpoint"
+    distrust = incremental.distrust(event_store, header)
+    if distrust is not None:
+        return distrust
+    memo = decode_memo(header.delta)
+    recon = ReconStore(checkpoints.engine)
+    if not recon.run_exists(memo.run_id):
+        return f"the report of run {memo.run_id} is not stored"
+    previous = recon.findings(memo.run_id)
+    start = incremental.start_after(event_store, header)
+    began = time.perf_counter()
+    with projection_snapshot(projections_engine) as snapshot:
+        distance = snapshot.xid_distance(memo.snapshot_xmin)
+        if not 0 <= distance < MAX_XID_DISTANCE:
+            return f"{distance} transaction ids since the last run's read"
+        ids = {"account": snapshot.ids("account"), "transaction": snapshot.ids("transaction")}
+        changed = {t: snapshot.changed_ids(t, memo.snapshot_xmin) for t in ids}
+        changed["account"] |= set(memo.account_ids) - ids["account"]
+        changed["transaction"] |= set(memo.transaction_ids) - ids["transaction"]
+        row_sums = snapshot.balance_sums()
+        read_rows = time.perf_counter()
+        limit = max(MIN_TAIL_LIMIT, int(MAX_TAIL_PER_ENTITY * (memo.accounts + memo.transactions)))
+        tail = _read_tail(event_store, start, progress, limit)
+        if isinstance(tail, str):
+            return tail
+        batches, cut = tail
+        touched = _touched(event_store, batches)
+        accounts = touched["account"] | changed["account"]
+        transactions = touched["transaction"] | changed["transaction"] | set(memo.pending)
+        account_rows = snapshot.read_accounts(sorted(accounts & ids["account"]))
+        transaction_rows = snapshot.read_transactions(sorted(transactions & ids["transaction"]))
+        read_tail = time.perf_counter()
+        xmin = snapshot.xmin
+    replay = Replay(event_store.topics, account_versions={k: r.version for k, r in account_rows.items()},
+                    transaction_versions={k: r.version for k, r in transaction_rows.items()})
+    wanted = [("account", a) for a in accounts] + [(k, t) for t in transactions for k in ("transaction", "money")]
+    load_entities(replay, checkpoints.entity_rows(key, wanted))
+    load_ledger(replay, header.ledger)
+    replay.touched = set()
+    known = (set(replay.accounts), set(replay.transactions))
+    old_heads = {a: (account.currency, account.balance_minor) for a, account in replay.accounts.items()
+                 if account.version > 0}
+    older = incremental.snapshot_hydrated(replay)
+    for batch in batches:
+        replay.feed(batch)
+    incremental.fill_older_snapshots(event_store, replay, older, start)
+    strays = sorted(i for t, i in replay.touched if i not in (accounts if t == "account" else transactions))
+    if strays:  # the pre-scan missed an entity the replay changed: never carry a finding it may have changed
+        return f"the tail changed entities the pre-scan did not name: {', '.join(strays[:5])}"
+    loaded = time.perf_counter()
+    memo_now = _next_memo(memo, replay, account_rows, accounts, old_heads, known, ids, xmin)
+    carried = [f for f in previous if (f.entity_type == "account" and f.entity_id not in accounts)
+               or (f.entity_type == "transaction" and f.entity_id not in transactions)]
+    result = DeltaResult(carried, totals_of(memo_now, row_sums), memo_now)
+    timings = {"read_projections_s": read_rows - began, "read_tail_s": read_tail - read_rows,
+               "load_checkpoint_s": 0.0, "replay_s": loaded - read_tail}
+    reason = (f"delta from the checkpoint of run {memo.run_id}: {len(accounts) + len(transactions):,} of "
+              f"{memo_now.accounts + memo_now.transactions:,} entities diffed again, {len(carried):,} findings "
+              "carried over")
+    return DeltaReplay(replay, cut, account_rows, transaction_rows, timings, result, reason)
+
+
+def _read_tail(event_store: KafkaEventStore, start: dict[TopicPartitionKey, int],
+               progress: Callable[[int], None] | None, limit: int) -> tuple[list[list[Message]], Cut] | str:
+    reader = event_store.read_cut(start=start, on_batch=progress)
+    batches: list[list[Message]] = []
+    held = 0
+    for batch in reader:
+        batches.append(batch)
+        held += len(batch)
+        if held > limit:
+            return f"the tail holds more than {limit:,} events"
+    return batches, reader.cut
+
+
+def _touched(event_store: KafkaEventStore, batches: list[list[Message]]) -> dict[str, set[str]]:
+    """The entities the tail can change, named as the replay names them: each event's key and aggregate, the
+    transfer a money event names, the entity a poison event is reported under. `try_delta` checks the
+    replay's own record against this afterwards."""
+    accounts_topic = event_store.topics.accounts
+    touched: dict[str, set[str]] = {"account": set(), "transaction": set()}
+    for batch in batches:
+        for message in batch:
+            topic_type = "account" if message.topic() == accounts_topic else "transaction"
+            key = message.key()
+            if key is not None:
+                touched[topic_type].add(key.decode("utf-8", "replace"))
+            try:
+                event = decode_event(message.value(), key)
+            except EventDecodeError as exc:
+                touched[topic_type].add(poison_entity_id(exc, message))
+                continue
+            touched["account" if event.aggregate_type == "account" else "transaction"].add(event.aggregate_id)
+            transaction_id = getattr(event.payload, "transaction_id", None)
+            if transaction_id is not None:
+                touched["transaction"].add(transaction_id)
+    return touched
+
+
+def _next_memo(memo: DeltaMemo, replay: Replay, account_rows: Mapping[str, AccountState], accounts: set[str],
+               old_heads: Mapping[str, tuple[str, int]], known: tuple[set[str], set[str]],
+               ids: Mapping[str, set[str]], xmin: int) -> DeltaMemo:
+    """The memo updated for D: the other accounts kept their head, row and exceptions."""
+    head: dict[str, int] = defaultdict(int, memo.head_total)
+    for currency, balance in old_heads.values():
+        head[currency] -= balance
+    misattributed = {a: v for a, v in memo.misattributed.items() if a not in accounts}
+    lag = {a: v for a, v in memo.lag.items() if a not in accounts}
+    for account_id in accounts:
+        account = replay.accounts.get(account_id)
+        if account is not None:
+            _account_sums(replay, account_id, account, account_rows.get(account_id), head, misattributed, lag)
+    pending = sorted(t for t, saga in replay.transactions.items() if saga.status == PENDING)
+    return DeltaMemo("", xmin, sorted(ids["account"]), sorted(ids["transaction"]), pending, dict(head),
+                     misattributed, lag, memo.accounts + len(set(replay.accounts) - known[0]),
+                     memo.transactions + len(set(replay.transactions) - known[1]))
