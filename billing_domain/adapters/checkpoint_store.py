@@ -53,12 +53,19 @@ class CheckpointStore:
     def header(self, topics: str) -> CheckpointHeader | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.text(
-                f"SELECT topics, code_version, cut, tail_marks, ledger, run_id, delta FROM {SCHEMA}.checkpoint "
-                "WHERE topics = :t"), {"t": topics}).first()
+                f"SELECT topics, code_version, cut, tail_marks, ledger, run_id, delta IS NOT NULL "
+                f"FROM {SCHEMA}.checkpoint WHERE topics = :t"), {"t": topics}).first()
         if row is None:
             return None
         return CheckpointHeader(row[0], row[1], Cut.from_json(row[2]), dict(row[3]), decode_ledger(bytes(row[4])),
-                                row[5], bytes(row[6]) if row[6] is not None else None)
+                                row[5], bool(row[6]))
+
+    def delta_memo(self, topics: str) -> bytes | None:
+        """The memo apart from the header: it lists every projection id, which only a delta run needs."""
+        with self.engine.connect() as conn:
+            blob = conn.execute(sa.text(f"SELECT delta FROM {SCHEMA}.checkpoint WHERE topics = :t"),
+                                {"t": topics}).scalar()
+        return bytes(blob) if blob is not None else None
 
     def entities(self, topics: str) -> Iterator[EntityRow]:
         with self.engine.connect() as conn:

@@ -45,7 +45,7 @@ class CheckpointHeader:
     tail_marks: dict[str, int]
     ledger: dict[str, Any]
     run_id: str | None
-    delta: bytes | None = None  # the delta memo (billing_domain.reconcile.delta), when the run left one
+    has_delta_memo: bool = False  # the run left a memo for a delta run (`CheckpointStore.delta_memo`)
 
 
 @dataclass(frozen=True, slots=True)

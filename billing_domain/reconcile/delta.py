@@ -32,14 +32,14 @@ from sqlalchemy.engine import Engine
 from billing_domain.accounts import AccountAggregate, AccountState
 from billing_domain.adapters.checkpoint_store import CheckpointStore
 from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.projection_changes import projection_snapshot
+from billing_domain.adapters.projection_changes import ProjectionSnapshot, projection_snapshot
 from billing_domain.adapters.recon_store import ReconStore
 from billing_domain.cut import Cut, TopicPartitionKey
 from billing_domain.events import decode_event
 from billing_domain.exceptions import EventDecodeError
 from billing_domain.findings import Finding
 from billing_domain.reconcile import incremental
-from billing_domain.reconcile.checkpoint import load_entities, load_ledger, topics_key
+from billing_domain.reconcile.checkpoint import CheckpointHeader, load_entities, load_ledger, topics_key
 from billing_domain.reconcile.ledger import LedgerTotals
 from billing_domain.reconcile.replay import Replay, poison_entity_id
 from billing_domain.transactions import PENDING, TransactionState
@@ -144,32 +144,34 @@ def totals_of(memo: DeltaMemo, row_sums: Mapping[str, tuple[int, int]]) -> Ledge
 
 
 # --- the delta run --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Previous:
+    header: CheckpointHeader
+    memo: DeltaMemo
+    findings: list[Finding]
+
+
+@dataclass(frozen=True, slots=True)
+class _RowChanges:
+    ids: dict[str, set[str]]  # every projection id now, per entity type
+    changed: dict[str, set[str]]  # written or deleted since the previous read
+    row_sums: dict[str, tuple[int, int]]
+
+
 def try_delta(event_store: KafkaEventStore, projections_engine: Engine, checkpoints: CheckpointStore,
               progress: Callable[[int], None] | None = None) -> DeltaReplay | str:
     """Replay and read only what changed since the checkpointed run; or the reason that cannot be done."""
-    key = topics_key(event_store.topics.all())
-    header = checkpoints.header(key)
-    if header is None or header.delta is None:
-        return "no delta memo with the checkpoint"
-    distrust = incremental.distrust(event_store, header)
-    if distrust is not None:
-        return distrust
-    memo = decode_memo(header.delta)
-    recon = ReconStore(checkpoints.engine)
-    if not recon.run_exists(memo.run_id):
-        return f"the report of run {memo.run_id} is not stored"
-    previous = recon.findings(memo.run_id)
-    start = incremental.start_after(event_store, header)
+    previous = _previous_run(event_store, checkpoints)
+    if isinstance(previous, str):
+        return previous
+    memo = previous.memo
+    start = incremental.start_after(event_store, previous.header)
     began = time.perf_counter()
+    # Rows first, then the log (see service.py): a row can then only be behind the events we read.
     with projection_snapshot(projections_engine) as snapshot:
-        distance = snapshot.xid_distance(memo.snapshot_xmin)
-        if not 0 <= distance < MAX_XID_DISTANCE:
-            return f"{distance} transaction ids since the last run's read"
-        ids = {"account": snapshot.ids("account"), "transaction": snapshot.ids("transaction")}
-        changed = {t: snapshot.changed_ids(t, memo.snapshot_xmin) for t in ids}
-        changed["account"] |= set(memo.account_ids) - ids["account"]
-        changed["transaction"] |= set(memo.transaction_ids) - ids["transaction"]
-        row_sums = snapshot.balance_sums()
+        rows = _row_changes(snapshot, memo)
+        if isinstance(rows, str):
+            return rows
         read_rows = time.perf_counter()
         limit = max(MIN_TAIL_LIMIT, int(MAX_TAIL_PER_ENTITY * (memo.accounts + memo.transactions)))
         tail = _read_tail(event_store, start, progress, limit)
@@ -177,39 +179,81 @@ def try_delta(event_store: KafkaEventStore, projections_engine: Engine, checkpoi
             return tail
         batches, cut = tail
         touched = _touched(event_store, batches)
-        accounts = touched["account"] | changed["account"]
-        transactions = touched["transaction"] | changed["transaction"] | set(memo.pending)
-        account_rows = snapshot.read_accounts(sorted(accounts & ids["account"]))
-        transaction_rows = snapshot.read_transactions(sorted(transactions & ids["transaction"]))
+        accounts = touched["account"] | rows.changed["account"]
+        transactions = touched["transaction"] | rows.changed["transaction"] | set(memo.pending)
+        account_rows = snapshot.read_accounts(sorted(accounts & rows.ids["account"]))
+        transaction_rows = snapshot.read_transactions(sorted(transactions & rows.ids["transaction"]))
         read_tail = time.perf_counter()
-        xmin = snapshot.xmin
     replay = Replay(event_store.topics, account_versions={k: r.version for k, r in account_rows.items()},
                     transaction_versions={k: r.version for k, r in transaction_rows.items()})
-    wanted = [("account", a) for a in accounts] + [(k, t) for t in transactions for k in ("transaction", "money")]
-    load_entities(replay, checkpoints.entity_rows(key, wanted))
-    load_ledger(replay, header.ledger)
-    replay.touched = set()
-    known = (set(replay.accounts), set(replay.transactions))
-    old_heads = {a: (account.currency, account.balance_minor) for a, account in replay.accounts.items()
-                 if account.version > 0}
+    hydrated = _hydrate(replay, checkpoints, previous.header, accounts, transactions)
     older = incremental.snapshot_hydrated(replay)
     for batch in batches:
         replay.feed(batch)
     incremental.fill_older_snapshots(event_store, replay, older, start)
-    strays = sorted(i for t, i in replay.touched if i not in (accounts if t == "account" else transactions))
+    strays = sorted(i for t, i in replay.touched or () if i not in (accounts if t == "account" else transactions))
     if strays:  # the pre-scan missed an entity the replay changed: never carry a finding it may have changed
         return f"the tail changed entities the pre-scan did not name: {', '.join(strays[:5])}"
-    loaded = time.perf_counter()
-    memo_now = _next_memo(memo, replay, account_rows, accounts, old_heads, known, ids, xmin)
-    carried = [f for f in previous if (f.entity_type == "account" and f.entity_id not in accounts)
+    folded = time.perf_counter()
+    memo_now = _next_memo(memo, replay, account_rows, accounts, hydrated, rows.ids, snapshot.xmin)
+    carried = [f for f in previous.findings if (f.entity_type == "account" and f.entity_id not in accounts)
                or (f.entity_type == "transaction" and f.entity_id not in transactions)]
-    result = DeltaResult(carried, totals_of(memo_now, row_sums), memo_now)
     timings = {"read_projections_s": read_rows - began, "read_tail_s": read_tail - read_rows,
-               "load_checkpoint_s": 0.0, "replay_s": loaded - read_tail}
+               "load_checkpoint_s": 0.0, "replay_s": folded - read_tail}
     reason = (f"delta from the checkpoint of run {memo.run_id}: {len(accounts) + len(transactions):,} of "
               f"{memo_now.accounts + memo_now.transactions:,} entities diffed again, {len(carried):,} findings "
               "carried over")
-    return DeltaReplay(replay, cut, account_rows, transaction_rows, timings, result, reason)
+    return DeltaReplay(replay, cut, account_rows, transaction_rows, timings,
+                       DeltaResult(carried, totals_of(memo_now, rows.row_sums), memo_now), reason)
+
+
+def _previous_run(event_store: KafkaEventStore, checkpoints: CheckpointStore) -> _Previous | str:
+    """The trusted checkpoint, its memo and the stored report of the run that wrote them."""
+    key = topics_key(event_store.topics.all())
+    header = checkpoints.header(key)
+    if header is None or not header.has_delta_memo:
+        return "no delta memo with the checkpoint"
+    distrust = incremental.distrust(event_store, header)
+    if distrust is not None:
+        return distrust
+    blob = checkpoints.delta_memo(key)
+    if blob is None:
+        return "the delta memo is gone"
+    memo = decode_memo(blob)
+    recon = ReconStore(checkpoints.engine)
+    if not recon.run_exists(memo.run_id):
+        return f"the report of run {memo.run_id} is not stored"
+    return _Previous(header, memo, recon.findings(memo.run_id))
+
+
+def _row_changes(snapshot: ProjectionSnapshot, memo: DeltaMemo) -> _RowChanges | str:
+    distance = snapshot.xid_distance(memo.snapshot_xmin)
+    if not 0 <= distance < MAX_XID_DISTANCE:
+        return f"{distance} transaction ids since the last run's read"
+    ids = {"account": snapshot.ids("account"), "transaction": snapshot.ids("transaction")}
+    changed = {t: snapshot.changed_ids(t, memo.snapshot_xmin) for t in ids}
+    changed["account"] |= set(memo.account_ids) - ids["account"]
+    changed["transaction"] |= set(memo.transaction_ids) - ids["transaction"]
+    return _RowChanges(ids, changed, snapshot.balance_sums())
+
+
+@dataclass(frozen=True, slots=True)
+class _Hydrated:
+    accounts: set[str]  # the aggregates the checkpoint held before the tail
+    transactions: set[str]
+    old_heads: dict[str, tuple[str, int]]  # account -> (currency, balance) at the checkpoint
+
+
+def _hydrate(replay: Replay, checkpoints: CheckpointStore, header: CheckpointHeader, accounts: set[str],
+             transactions: set[str]) -> _Hydrated:
+    """Load the checkpointed state of just these entities, and the ledger sums, into `replay`."""
+    wanted = [("account", a) for a in accounts] + [(k, t) for t in transactions for k in ("transaction", "money")]
+    load_entities(replay, checkpoints.entity_rows(header.topics, wanted))
+    load_ledger(replay, header.ledger)
+    replay.touched = set()
+    return _Hydrated(set(replay.accounts), set(replay.transactions),
+                     {a: (account.currency, account.balance_minor) for a, account in replay.accounts.items()
+                      if account.version > 0})
 
 
 def _read_tail(event_store: KafkaEventStore, start: dict[TopicPartitionKey, int],
@@ -250,11 +294,10 @@ def _touched(event_store: KafkaEventStore, batches: list[list[Message]]) -> dict
 
 
 def _next_memo(memo: DeltaMemo, replay: Replay, account_rows: Mapping[str, AccountState], accounts: set[str],
-               old_heads: Mapping[str, tuple[str, int]], known: tuple[set[str], set[str]],
-               ids: Mapping[str, set[str]], xmin: int) -> DeltaMemo:
+               hydrated: _Hydrated, ids: Mapping[str, set[str]], xmin: int) -> DeltaMemo:
     """The memo updated for D: the other accounts kept their head, row and exceptions."""
     head: dict[str, int] = defaultdict(int, memo.head_total)
-    for currency, balance in old_heads.values():
+    for currency, balance in hydrated.old_heads.values():
         head[currency] -= balance
     misattributed = {a: v for a, v in memo.misattributed.items() if a not in accounts}
     lag = {a: v for a, v in memo.lag.items() if a not in accounts}
@@ -264,5 +307,5 @@ def _next_memo(memo: DeltaMemo, replay: Replay, account_rows: Mapping[str, Accou
             _account_sums(replay, account_id, account, account_rows.get(account_id), head, misattributed, lag)
     pending = sorted(t for t, saga in replay.transactions.items() if saga.status == PENDING)
     return DeltaMemo("", xmin, sorted(ids["account"]), sorted(ids["transaction"]), pending, dict(head),
-                     misattributed, lag, memo.accounts + len(set(replay.accounts) - known[0]),
-                     memo.transactions + len(set(replay.transactions) - known[1]))
+                     misattributed, lag, memo.accounts + len(set(replay.accounts) - hydrated.accounts),
+                     memo.transactions + len(set(replay.transactions) - hydrated.transactions))
