@@ -18,8 +18,8 @@ class Size:
 
 
 SIZES: dict[str, Size] = {
-    "tiny": Size("tiny", 400, 1, 5_000, 100, 3),  # the integration test's size
-    "small": Size("small", 10_000, 1, 100_000, 1_000, 20),  # what CI would run
+    "tiny": Size("tiny", 400, 1, 5_000, 100, 3),  # a quick look
+    "small": Size("small", 10_000, 1, 100_000, 1_000, 20),  # what CI runs (tests/integration/test_bench_small.py)
     "medium": Size("medium", 100_000, 1, 1_000_000, 1_000, 10),
     "large": Size("large", 1_000_000, 1, 10_000_000, 1_000, 3),  # on demand
 }
