@@ -114,7 +114,8 @@ def rebuild(event_store: KafkaEventStore, projections: ProjectionStore, recon_st
     validate_rebuild_request(entity_type, selection, reason, actor)
     run_id = run_id or new_run_id("rebuild")
     targets = _targets(recon_store, entity_type, selection)
-    outcome = replay_all(event_store, projections, only_ids=targets, progress=progress, checkpoints=checkpoints)
+    outcome = replay_all(event_store, projections, only_ids=targets, progress=progress, checkpoints=checkpoints,
+                         entity_types=(entity_type,))
     _refuse_unknown_ids(outcome, entity_type, selection.ids)
     result = RebuildResult(entity_type, dry_run, run_id, changes=plan_changes(outcome, entity_type, delete_orphans))
     operation = f"rebuild_{entity_type}s"

@@ -67,11 +67,13 @@ class CheckpointStore:
                                 {"t": topics}).scalar()
         return bytes(blob) if blob is not None else None
 
-    def entities(self, topics: str) -> Iterator[EntityRow]:
+    def entities(self, topics: str, kinds: Iterable[str] | None = None) -> Iterator[EntityRow]:
+        """Every checkpointed entity, or those of the given kinds (account, transaction, money)."""
+        only = f" AND entity_type IN ({', '.join(_literal(k) for k in kinds)})" if kinds is not None else ""
         with self.engine.connect() as conn:
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             with cursor.copy(f'COPY (SELECT entity_type, entity_id, topic, "partition", state FROM '
-                             f"{SCHEMA}.checkpoint_entity WHERE topics = {_literal(topics)}) TO STDOUT "
+                             f"{SCHEMA}.checkpoint_entity WHERE topics = {_literal(topics)}{only}) TO STDOUT "
                              "(FORMAT BINARY)") as copy:
                 copy.set_types(["text", "text", "text", "int4", "bytea"])
                 for entity_type, entity_id, topic, partition, state in copy.rows():

@@ -36,10 +36,12 @@ class Resumed:
     reason: str  # why it resumed, or why it could not
 
 
-def resume(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: Replay) -> Resumed:
+def resume(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: Replay,
+           entity_types: tuple[str, ...] = ("account", "transaction")) -> Resumed:
     """Load the checkpoint into `replay` if it can be trusted; say why not otherwise.
 
-    A replay limited to `only_ids` loads just those entities' states.
+    A replay limited to `only_ids` loads just those entities' states, one limited to `entity_types`
+    just those types' (a transaction's money goes with it).
     """
     key = topics_key(event_store.topics.all())
     header = checkpoints.header(key)
@@ -49,11 +51,12 @@ def resume(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: R
     if reason is not None:
         log.warning("not resuming from the checkpoint: %s; replaying in full", reason)
         return Resumed(None, f"{reason}: full replay")
+    kinds = [*entity_types, *(["money"] if "transaction" in entity_types else [])]
     if replay.only_ids is None:
-        load_entities(replay, checkpoints.entities(key))
+        load_entities(replay, checkpoints.entities(key, kinds))
     else:
         load_entities(replay, checkpoints.entity_rows(key, [(kind, entity_id) for entity_id in replay.only_ids
-                                                            for kind in ("account", "transaction", "money")]))
+                                                            for kind in kinds]))
     load_ledger(replay, header.ledger)
     replay.touched = set()
     return Resumed(start_after(event_store, header), f"resumed from checkpoint of run {header.run_id}")

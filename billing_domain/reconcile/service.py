@@ -59,6 +59,7 @@ class ReplayOutcome:
     mode_reason: str = "full replay"
     snapshot_xmin: int | None = None  # see projection_changes; taken before the rows were read
     delta: DeltaResult | None = None  # set in delta mode: the rows and replay hold only the entities diffed again
+    entity_types: tuple[str, ...] = ("account", "transaction")  # whose rows and checkpointed state were loaded
 
 
 @contextmanager
@@ -83,13 +84,16 @@ def new_run_id(prefix: str = "cli") -> str:
 
 def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, options: ReconcileOptions | None = None,
                progress: ProgressCallback | None = None, only_ids: set[str] | None = None,
-               checkpoints: CheckpointStore | None = None, full: bool = False, delta: bool = False) -> ReplayOutcome:
+               checkpoints: CheckpointStore | None = None, full: bool = False, delta: bool = False,
+               entity_types: tuple[str, ...] = ("account", "transaction")) -> ReplayOutcome:
     """Read the projections, then fold one cut of both topics in a single pass.
 
     With `checkpoints` (and not `full`), resume from the last checkpoint when it can be trusted
     (else replay in full and say why in `mode_reason`). With `delta` too, diff only what changed
     since the checkpointed run when that can be done (see `reconcile.delta`); only a report of
     every entity may ask for that, since the outcome then holds just the entities diffed again.
+    `entity_types` limits the rows read and the checkpointed state loaded (a rebuild needs one type);
+    the tail of both topics is still folded, so a stream made corrupt from the other topic is seen.
     """
     options = options or ReconcileOptions()
     why_not_delta = ""
@@ -104,13 +108,15 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
         why_not_delta = f" (every entity diffed: {attempt})"
     started = time.perf_counter()
     snapshot = snapshot_xmin(projections.engine)
-    account_rows = projections.read_accounts(sorted(only_ids) if only_ids is not None else None)
-    transaction_rows = projections.read_transactions(sorted(only_ids) if only_ids is not None else None)
+    ids = sorted(only_ids) if only_ids is not None else None
+    account_rows = projections.read_accounts(ids) if "account" in entity_types else {}
+    transaction_rows = projections.read_transactions(ids) if "transaction" in entity_types else {}
     read_projections = time.perf_counter()
     replay = Replay(event_store.topics, account_versions={k: r.version for k, r in account_rows.items()},
                     transaction_versions={k: r.version for k, r in transaction_rows.items()}, only_ids=only_ids)
     with collector_paused():
-        resumed = (incremental.resume(event_store, checkpoints, replay) if checkpoints is not None and not full
+        resumed = (incremental.resume(event_store, checkpoints, replay, entity_types)
+                   if checkpoints is not None and not full
                    else incremental.Resumed(None, "full replay" + (" (asked for)" if full else "")))
         older = incremental.snapshot_hydrated(replay) if resumed.start is not None else set()
         loaded = time.perf_counter()
@@ -128,7 +134,7 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
                "replay_s": finished - loaded}
     return ReplayOutcome(replay, cut, account_rows, transaction_rows, timings,
                          "incremental" if resumed.start is not None else "full", resumed.reason + why_not_delta,
-                         snapshot)
+                         snapshot, entity_types=entity_types)
 
 
 ALL_ENTITY_TYPES = ("account", "transaction", "ledger")
@@ -210,8 +216,8 @@ def reconcile_all(event_store: KafkaEventStore, projections: ProjectionStore, *,
 def save_checkpoint(event_store: KafkaEventStore, checkpoints: CheckpointStore, outcome: ReplayOutcome, run_id: str,
                     report: ReconciliationReport) -> None:
     """Checkpoint the replay just done (never for a bounded or filtered one)."""
-    if outcome.replay.only_ids is not None:
-        return
+    if outcome.replay.only_ids is not None or set(outcome.entity_types) != {"account", "transaction"}:
+        return  # a partial state would be taken for the whole
     began = time.perf_counter()
     with collector_paused():
         memo = _memo_for_next_run(outcome, run_id, report)

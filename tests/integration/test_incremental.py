@@ -166,3 +166,24 @@ def test_a_rebuild_from_the_checkpoint_writes_the_same_rows_as_one_from_the_star
     rows = projection_store.read_accounts()
     assert {a: (r.balance_minor, r.version) for a, r in rows.items()} == {
         a: (s.balance_minor, s.version) for a, s in expected.items()}
+
+
+def test_a_transaction_rebuild_from_the_checkpoint_repairs_what_a_full_replay_finds(
+        event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore) -> None:
+    from billing_domain.rebuild import RebuildSelection, rebuild
+    from billing_domain.simulate import SimulationConfig, simulate
+
+    simulate(event_store, projection_store, SimulationConfig(seed=2, accounts=30, days=1, faults=False))
+    recon = ReconStore(projection_store.engine)
+    recon.save_report(reconcile_all(event_store, projection_store, checkpoints=checkpoints), source="test")
+    broken = sorted(projection_store.read_transactions())[:5]
+    with projection_store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE billing.transaction_projection SET amount_minor = amount_minor + 1 "
+                             "WHERE transaction_id = ANY(%(ids)s)", {"ids": broken})
+
+    result = rebuild(event_store, projection_store, recon, entity_type="transaction",
+                     selection=RebuildSelection(all=True), dry_run=False, reason="test", actor="tester",
+                     checkpoints=checkpoints)
+
+    assert sorted(i for i, outcome in result.outcome.items() if outcome == "fixed") == broken
+    assert reconcile_all(event_store, projection_store).findings == []  # a full replay, no checkpoint
