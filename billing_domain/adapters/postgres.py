@@ -89,12 +89,12 @@ class ProjectionStore:
     def _copy_out(self, table: str, columns: Sequence[str], key: str,
                   ids: Sequence[str] | None) -> list[tuple[Any, ...]]:
         with self.engine.connect() as conn:
-            if ids is not None:
-                result = conn.exec_driver_sql(
-                    f"SELECT {', '.join(columns)} FROM {SCHEMA}.{table} WHERE {key} = ANY(%(ids)s)",
-                    {"ids": list(ids)})
-                return [tuple(row) for row in result]
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            if ids is not None:
+                # psycopg's own fetchall: row by row through SQLAlchemy was most of a 100k-row read.
+                cursor.execute(f"SELECT {', '.join(columns)} FROM {SCHEMA}.{table} WHERE {key} = ANY(%(ids)s)",
+                               {"ids": list(ids)})
+                return list(cursor.fetchall())
             with cursor.copy(f"COPY {SCHEMA}.{table} ({', '.join(columns)}) TO STDOUT (FORMAT BINARY)") as copy:
                 copy.set_types(_pg_types(columns))
                 return list(copy.rows())
