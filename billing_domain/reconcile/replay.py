@@ -156,13 +156,16 @@ class Replay:
         for message in messages:
             read += 1
             key = message.key()
-            if only is not None and (key is None or key.decode("utf-8", "replace") not in only):
+            if only is not None and key is not None and key.decode("utf-8", "replace") not in only:
                 continue
             try:
                 event = decode_event(message.value(), key)
             except EventDecodeError as exc:
-                self._poison(message, exc)
+                if only is None or key is not None:  # a keyless poison event names no entity we were asked for
+                    self._poison(message, exc)
                 continue
+            if only is not None and key is None and event.aggregate_id not in only:
+                continue  # a keyless event is filtered by the aggregate it names
             if message.topic() == accounts_topic:
                 if event.aggregate_type != "account":
                     self._wrong_topic(message, event)
