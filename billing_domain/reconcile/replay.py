@@ -10,6 +10,7 @@ projection row is at (read *before* the events); the replay keeps the state at t
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -52,14 +53,21 @@ class Corruption:
     first_event_id: str | None = None
 
     def add(self, reason: str, position: EventPosition, event_id: str | None, field_name: str | None = None) -> None:
-        if self.first_position is None:
-            self.first_position, self.first_event_id = position, event_id
-        if len(self.problems) < MAX_PROBLEMS_LISTED:
-            problem = {"reason": reason, "topic": position.topic, "partition": position.partition,
-                       "offset": position.offset, "event_id": event_id}
-            self.problems.append(problem | ({"field": field_name} if field_name else {}))
-        else:
-            self.problems[-1]["more"] = self.problems[-1].get("more", 0) + 1
+        """Keep the problems in log position order, whatever order they were read in: a full replay
+        reads one topic after the other, a resumed one the checkpoint's problems before the tail's, and
+        both must name the same first problem (the finding's position) and list the same ones."""
+        problem = {"reason": reason, "topic": position.topic, "partition": position.partition,
+                   "offset": position.offset, "event_id": event_id} | ({"field": field_name} if field_name else {})
+        more = self.problems[-1].pop("more", 0) if self.problems else 0
+        bisect.insort(self.problems, problem, key=_log_order)
+        if len(self.problems) > MAX_PROBLEMS_LISTED:
+            self.problems.pop()
+            more += 1
+        if more:
+            self.problems[-1]["more"] = more
+        first = self.problems[0]
+        self.first_position = EventPosition(first["topic"], first["partition"], first["offset"])
+        self.first_event_id = first["event_id"]
 
     def finding(self) -> Finding:
         first = self.problems[0]
@@ -72,6 +80,10 @@ class Corruption:
             partition=self.first_position.partition if self.first_position else None,
             offset=self.first_position.offset if self.first_position else None,
             event_id=self.first_event_id)
+
+
+def _log_order(problem: dict[str, Any]) -> tuple[str, int, int]:
+    return (problem["topic"], problem["partition"], problem["offset"])
 
 
 @dataclass(slots=True)

@@ -19,18 +19,27 @@ def saga_findings(replay: Replay) -> list[Finding]:
     for transaction_id, saga in replay.transactions.items():
         if replay.is_corrupt("transaction", transaction_id) or saga.version == 0:
             continue
-        problems = saga_problems(saga, replay.saga_money.get(transaction_id, []))
+        moves = replay.saga_money.get(transaction_id, [])
+        if len(moves) > 1:
+            moves = _in_order(moves)
+        problems = saga_problems(saga, moves)
         if saga.violations:
             problems.extend(saga.violations)
         if problems:
-            findings.append(_finding(saga, replay.saga_money.get(transaction_id, []), problems))
-    for transaction_id, moves in replay.saga_money.items():
+            findings.append(_finding(saga, moves, problems))
+    for transaction_id, unordered in replay.saga_money.items():
         if transaction_id not in replay.transactions and not replay.is_corrupt("transaction", transaction_id):
+            moves = _in_order(unordered)
             findings.append(Finding.of(
                 "transaction", transaction_id, Kind.SAGA_MISMATCH,
                 f"{len(moves)} account event(s) name this transaction, which has no events",
                 expected={"status": None}, actual={"money": [_move_json(m) for m in moves]}))
     return findings
+
+
+def _in_order(moves: list[MoneyMove]) -> list[MoneyMove]:
+    """A transfer's legs sit on two accounts' streams, read in no fixed order: list them in one."""
+    return sorted(moves, key=lambda m: (m.account_id, m.reason, m.event_id))
 
 
 def saga_problems(saga: TransactionAggregate, moves: list[MoneyMove]) -> list[str]:

@@ -194,12 +194,12 @@ def test_a_key_filtered_replay_keeps_keyless_events_of_its_entities(
     from billing_domain.events import encode_event
     from billing_domain.reconcile.service import replay_all
 
-    streams = _accounts(3, 2)
+    streams = _accounts(3, 0)  # one event each: keyless messages land on any partition, in no order
     keyless = [RawRecord(event_store.topics.accounts, None, encode_event(e)) for s in streams.values() for e in s]
     event_store.append_raw([*keyless, RawRecord(event_store.topics.accounts, None, b"garbage")])
 
     only = replay_all(event_store, projection_store, only_ids={"acc-1"}).replay
-    assert set(only.accounts) == {"acc-1"} and only.accounts["acc-1"].version == 3  # before: nothing folded
+    assert set(only.accounts) == {"acc-1"} and only.accounts["acc-1"].version == 1  # before: nothing folded
     assert only.corrupt == {}  # the keyless poison event names no entity asked for
     everything = replay_all(event_store, projection_store).replay
     assert len(everything.accounts) == 3 and len(everything.corrupt) == 1

@@ -1,0 +1,45 @@
+"""A finding names the same first problem and lists the same things whatever order the log was read in."""
+
+from __future__ import annotations
+
+import itertools
+
+from billing_domain.config import Topics
+from billing_domain.exceptions import EventPosition
+from billing_domain.reconcile.replay import MAX_PROBLEMS_LISTED, Corruption, MoneyMove, Replay
+from billing_domain.reconcile.sagas import saga_findings
+
+PROBLEMS = [("gap", EventPosition("t.account-events", 2, 40), "e1"),
+            ("wrong topic", EventPosition("t.transaction-events", 0, 7), "e2"),
+            ("undecodable", EventPosition("t.account-events", 2, 12), "e3")]
+
+
+def _corruption(order: tuple[int, ...]) -> Corruption:
+    corruption = Corruption("account", "acc-1")
+    for i in order:
+        corruption.add(*PROBLEMS[i])
+    return corruption
+
+
+def test_stream_problems_are_kept_in_log_order_whatever_the_read_order() -> None:
+    findings = [_corruption(order).finding().to_json() for order in itertools.permutations(range(3))]
+    assert all(f == findings[0] for f in findings)
+    assert (findings[0]["topic"], findings[0]["offset"], findings[0]["event_id"]) == ("t.account-events", 12, "e3")
+
+
+def test_past_the_limit_the_first_positions_are_kept_and_the_rest_counted() -> None:
+    corruption = Corruption("account", "acc-1")
+    for offset in reversed(range(MAX_PROBLEMS_LISTED + 5)):
+        corruption.add("gap", EventPosition("t.account-events", 0, offset), f"e{offset}")
+    offsets = [p["offset"] for p in corruption.problems]
+    assert offsets == list(range(MAX_PROBLEMS_LISTED)) and corruption.problems[-1]["more"] == 5
+
+
+def test_a_transfers_money_is_listed_in_one_order() -> None:
+    moves = [MoneyMove("acc-b", "transfer_in", 5, "EUR", "e2"), MoneyMove("acc-a", "transfer_out", 7, "EUR", "e1")]
+    reports = []
+    for ordered in (moves, moves[::-1]):
+        replay = Replay(Topics.with_prefix("t."))
+        replay.saga_money["tx-unknown"] = list(ordered)
+        reports.append([f.to_json() for f in saga_findings(replay)])
+    assert reports[0] == reports[1] and reports[0][0]["actual"]["money"][0]["account_id"] == "acc-a"
