@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from billing_domain.cut import Cut
 from billing_domain.reconcile.checkpoint import CheckpointHeader, EntityRow, decode_ledger
@@ -20,9 +21,19 @@ class CheckpointStore:
         self.engine = engine
 
     def save(self, topics: str, code_version: str, cut: Cut, tail_marks: dict[str, int], ledger: bytes,
-             rows: Iterable[EntityRow], *, run_id: str | None, replace_all: bool, delta: bytes | None = None) -> int:
-        """Write the header and the rows atomically: a checkpoint is never half-written."""
+             rows: Iterable[EntityRow], *, run_id: str | None, replace_all: bool, delta: bytes | None = None,
+             resumed_from: str | None = None) -> int | None:
+        """Write the header and the rows atomically: a checkpoint is never half-written.
+
+        A run that resumed from the checkpoint of `resumed_from` writes only what changed after it, so it
+        saves only if that is still the checkpoint; else (another run saved meanwhile) it writes nothing
+        and returns None. A full replay (`replace_all`) stands on its own and always saves.
+        """
         with self.engine.begin() as conn:
+            current = conn.execute(sa.text(f"SELECT run_id FROM {SCHEMA}.checkpoint WHERE topics = :t FOR UPDATE"),
+                                   {"t": topics}).first()
+            if not replace_all and (current is None or current[0] != resumed_from):
+                return None
             conn.execute(sa.text(
                 f"INSERT INTO {SCHEMA}.checkpoint (topics, code_version, created_at, run_id, cut, tail_marks, ledger, "
                 "delta) VALUES (:topics, :code_version, :created_at, :run_id, :cut, :marks, :ledger, :delta) "
@@ -50,44 +61,23 @@ class CheckpointStore:
                 '"partition" = EXCLUDED."partition", state = EXCLUDED.state')
             return written
 
+    @contextmanager
+    def reading(self) -> Iterator[CheckpointView]:
+        """One consistent view of the checkpoints (REPEATABLE READ): a header and the entity rows read
+        through it belong together even if another run saves its checkpoint meanwhile."""
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin() as transaction:
+                yield CheckpointView(conn)
+                transaction.rollback()
+
     def header(self, topics: str) -> CheckpointHeader | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.text(
-                f"SELECT topics, code_version, cut, tail_marks, ledger, run_id, delta IS NOT NULL "
-                f"FROM {SCHEMA}.checkpoint WHERE topics = :t"), {"t": topics}).first()
-        if row is None:
-            return None
-        return CheckpointHeader(row[0], row[1], Cut.from_json(row[2]), dict(row[3]), decode_ledger(bytes(row[4])),
-                                row[5], bool(row[6]))
-
-    def delta_memo(self, topics: str) -> bytes | None:
-        """The memo apart from the header: it lists every projection id, which only a delta run needs."""
-        with self.engine.connect() as conn:
-            blob = conn.execute(sa.text(f"SELECT delta FROM {SCHEMA}.checkpoint WHERE topics = :t"),
-                                {"t": topics}).scalar()
-        return bytes(blob) if blob is not None else None
-
-    def entities(self, topics: str, kinds: Iterable[str] | None = None) -> Iterator[EntityRow]:
-        """Every checkpointed entity, or those of the given kinds (account, transaction, money)."""
-        only = f" AND entity_type IN ({', '.join(_literal(k) for k in kinds)})" if kinds is not None else ""
-        with self.engine.connect() as conn:
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            with cursor.copy(f'COPY (SELECT entity_type, entity_id, topic, "partition", state FROM '
-                             f"{SCHEMA}.checkpoint_entity WHERE topics = {_literal(topics)}{only}) TO STDOUT "
-                             "(FORMAT BINARY)") as copy:
-                copy.set_types(["text", "text", "text", "int4", "bytea"])
-                for entity_type, entity_id, topic, partition, state in copy.rows():
-                    yield EntityRow(entity_type, entity_id, topic, partition, bytes(state))
+            return CheckpointView(conn).header(topics)
 
     def entity_rows(self, topics: str, keys: Iterable[tuple[str, str]]) -> list[EntityRow]:
-        keys = list(keys)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.text(
-                f'SELECT entity_type, entity_id, topic, "partition", state FROM {SCHEMA}.checkpoint_entity '
-                "WHERE topics = :t AND (entity_type, entity_id) IN "
-                "(SELECT * FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[])))"),
-                {"t": topics, "types": [k[0] for k in keys], "ids": [k[1] for k in keys]}).all()
-        return [EntityRow(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+            return CheckpointView(conn).entity_rows(topics, keys)
 
     def drop(self, topics: str) -> None:
         with self.engine.begin() as conn:
@@ -96,3 +86,45 @@ class CheckpointStore:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+class CheckpointView:
+    """Reads of the checkpoint tables on one connection (see `CheckpointStore.reading`)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def header(self, topics: str) -> CheckpointHeader | None:
+        row = self.conn.execute(sa.text(
+            f"SELECT topics, code_version, cut, tail_marks, ledger, run_id, delta IS NOT NULL "
+            f"FROM {SCHEMA}.checkpoint WHERE topics = :t"), {"t": topics}).first()
+        if row is None:
+            return None
+        return CheckpointHeader(row[0], row[1], Cut.from_json(row[2]), dict(row[3]), decode_ledger(bytes(row[4])),
+                                row[5], bool(row[6]))
+
+    def delta_memo(self, topics: str) -> bytes | None:
+        """The memo apart from the header: it lists every projection id, which only a delta run needs."""
+        blob = self.conn.execute(sa.text(f"SELECT delta FROM {SCHEMA}.checkpoint WHERE topics = :t"),
+                                 {"t": topics}).scalar()
+        return bytes(blob) if blob is not None else None
+
+    def entities(self, topics: str, kinds: Iterable[str] | None = None) -> Iterator[EntityRow]:
+        """Every checkpointed entity, or those of the given kinds (account, transaction, money)."""
+        only = f" AND entity_type IN ({', '.join(_literal(k) for k in kinds)})" if kinds is not None else ""
+        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f'COPY (SELECT entity_type, entity_id, topic, "partition", state FROM '
+                         f"{SCHEMA}.checkpoint_entity WHERE topics = {_literal(topics)}{only}) TO STDOUT "
+                         "(FORMAT BINARY)") as copy:
+            copy.set_types(["text", "text", "text", "int4", "bytea"])
+            for entity_type, entity_id, topic, partition, state in copy.rows():
+                yield EntityRow(entity_type, entity_id, topic, partition, bytes(state))
+
+    def entity_rows(self, topics: str, keys: Iterable[tuple[str, str]]) -> list[EntityRow]:
+        keys = list(keys)
+        rows = self.conn.execute(sa.text(
+            f'SELECT entity_type, entity_id, topic, "partition", state FROM {SCHEMA}.checkpoint_entity '
+            "WHERE topics = :t AND (entity_type, entity_id) IN "
+            "(SELECT * FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[])))"),
+            {"t": topics, "types": [k[0] for k in keys], "ids": [k[1] for k in keys]}).all()
+        return [EntityRow(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]

@@ -9,7 +9,7 @@ ids with the ids the earlier read saw.
 
 Nothing is installed on the engine's tables: no trigger, no column. The projections stay the
 contract's. Comparisons use `age()`, which is exact while fewer than 2^31 transactions separate the two
-reads; `xid_distance` lets the caller check that first.
+reads, and only mean something on the same server: `why_not_comparable` checks both first.
 """
 
 from __future__ import annotations
@@ -26,13 +26,29 @@ from billing_domain.adapters.postgres import ACCOUNT_COLUMNS, SCHEMA, TRANSACTIO
 from billing_domain.transactions import TransactionState
 
 XID_SPACE = 1 << 32
+# Past this many transaction ids between two reads `age()` could wrap (2^31): compare nothing then.
+MAX_XID_DISTANCE = 1 << 30
 TABLES = {"account": ("account_projection", "account_id"), "transaction": ("transaction_projection", "transaction_id")}
 
 
-def snapshot_xmin(engine: Engine) -> int:
-    """The oldest transaction still running now (64-bit, epoch included): take it *before* a read."""
+# Transaction ids only compare within one server's life: a restored or moved database starts another.
+_DATABASE = ("SELECT d.oid::text || '@' || pg_postmaster_start_time()::text FROM pg_database d "
+             "WHERE d.datname = current_database()")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMark:
+    """Where a read of the projections stands in PostgreSQL's transaction history."""
+
+    xmin: int  # the oldest transaction still running when the read began (64-bit, epoch included)
+    database: str  # the database's oid and its server's start time
+
+
+def read_mark(engine: Engine) -> ReadMark:
+    """Take it *before* a read: every transaction older than `xmin` had finished and is seen by the read."""
     with engine.connect() as conn:
-        return int(conn.exec_driver_sql("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").scalar_one())
+        xmin = int(conn.exec_driver_sql("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").scalar_one())
+        return ReadMark(xmin, str(conn.exec_driver_sql(_DATABASE).scalar_one()))
 
 
 @dataclass
@@ -40,11 +56,17 @@ class ProjectionSnapshot:
     """Reads of both projection tables inside one REPEATABLE READ transaction: one consistent picture."""
 
     conn: Connection
-    xmin: int  # pg_snapshot_xmin of this transaction's snapshot
+    mark: ReadMark  # of this transaction's snapshot
     xmax: int  # the next transaction id at the snapshot
 
-    def xid_distance(self, earlier_xmin: int) -> int:
-        return self.xmax - earlier_xmin
+    def why_not_comparable(self, earlier: ReadMark) -> str | None:
+        """None if rows can be compared with that earlier read by `xmin`; else why not."""
+        if earlier.database != self.mark.database:
+            return "the projections database is not the one the last run read (restored, moved or restarted)"
+        distance = self.xmax - earlier.xmin
+        if not 0 <= distance < MAX_XID_DISTANCE:
+            return f"{distance} transaction ids since the last run's read"
+        return None
 
     def ids(self, entity_type: str) -> set[str]:
         table, key = TABLES[entity_type]
@@ -89,5 +111,6 @@ def projection_snapshot(engine: Engine) -> Iterator[ProjectionSnapshot]:
             # The first statement fixes the snapshot every later read of this transaction sees.
             row = conn.exec_driver_sql("SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint "
                                        "FROM pg_current_snapshot() AS s").one()
-            yield ProjectionSnapshot(conn, int(row[0]), int(row[1]))
+            database = str(conn.exec_driver_sql(_DATABASE).scalar_one())
+            yield ProjectionSnapshot(conn, ReadMark(int(row[0]), database), int(row[1]))
             transaction.rollback()  # read only: nothing to keep

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -30,9 +30,9 @@ from confluent_kafka import Message
 from sqlalchemy.engine import Engine
 
 from billing_domain.accounts import AccountAggregate, AccountState
-from billing_domain.adapters.checkpoint_store import CheckpointStore
+from billing_domain.adapters.checkpoint_store import CheckpointStore, CheckpointView
 from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.projection_changes import ProjectionSnapshot, projection_snapshot
+from billing_domain.adapters.projection_changes import ProjectionSnapshot, ReadMark, projection_snapshot
 from billing_domain.adapters.recon_store import ReconStore
 from billing_domain.cut import Cut, TopicPartitionKey
 from billing_domain.events import decode_event
@@ -44,8 +44,6 @@ from billing_domain.reconcile.ledger import LedgerTotals
 from billing_domain.reconcile.replay import Replay, poison_entity_id
 from billing_domain.transactions import PENDING, TransactionState
 
-# Past this many transaction ids between two runs `age()` could wrap (2^31): diff everything instead.
-MAX_XID_DISTANCE = 1 << 30
 # A tail this large (in events per checkpointed entity) touches most entities anyway; the plain
 # incremental replay streams it instead of holding it in memory.
 MAX_TAIL_PER_ENTITY = 0.5
@@ -56,7 +54,8 @@ class DeltaMemo(msgspec.Struct, frozen=True):
     """What a complete run leaves with its checkpoint for the next run to diff only what changed."""
 
     run_id: str  # the stored report whose findings the next run carries over
-    snapshot_xmin: int  # `projection_changes.snapshot_xmin` taken before this run read the projections
+    snapshot_xmin: int  # `projection_changes.ReadMark` of this run's read of the projections
+    database: str
     account_ids: list[str]  # the projection rows this run read
     transaction_ids: list[str]
     pending: list[str]  # transfers pending at the cut
@@ -97,17 +96,19 @@ class DeltaReplay:
     timings: dict[str, float]
     result: DeltaResult
     reason: str
+    mark: ReadMark
+    resumed_from: str | None  # the run whose checkpoint this continues
 
 
 # --- the memo of a complete run ---------------------------------------------------------------------------
 def memo_of(replay: Replay, account_rows: Mapping[str, AccountState], transaction_rows: Mapping[str, TransactionState],
-            snapshot_xmin: int, run_id: str) -> DeltaMemo:
+            mark: ReadMark, run_id: str) -> DeltaMemo:
     head: dict[str, int] = defaultdict(int)
     misattributed: dict[str, tuple[str, str, int]] = {}
     lag: dict[str, tuple[str, int]] = {}
     for account_id, account in replay.accounts.items():
         _account_sums(replay, account_id, account, account_rows.get(account_id), head, misattributed, lag)
-    return DeltaMemo(run_id, snapshot_xmin, sorted(account_rows), sorted(transaction_rows),
+    return DeltaMemo(run_id, mark.xmin, mark.database, sorted(account_rows), sorted(transaction_rows),
                      sorted(t for t, saga in replay.transactions.items() if saga.status == PENDING),
                      dict(head), misattributed, lag, len(replay.accounts), len(replay.transactions))
 
@@ -158,78 +159,109 @@ class _RowChanges:
     row_sums: dict[str, tuple[int, int]]
 
 
-def try_delta(event_store: KafkaEventStore, projections_engine: Engine, checkpoints: CheckpointStore,
-              progress: Callable[[int], None] | None = None) -> DeltaReplay | str:
+def try_delta(event_store: KafkaEventStore, projections_engine: Engine,
+              checkpoints: CheckpointStore) -> DeltaReplay | str:
     """Replay and read only what changed since the checkpointed run; or the reason that cannot be done."""
-    previous = _previous_run(event_store, checkpoints)
-    if isinstance(previous, str):
-        return previous
+    began = time.perf_counter()
+    with checkpoints.reading() as view:  # the header, memo and states of one checkpoint
+        previous = _previous_run(event_store, view, ReconStore(checkpoints.engine))
+        if isinstance(previous, str):
+            return previous
+        start = incremental.start_after(event_store, previous.header)
+        gathered = _gather(event_store, projections_engine, previous.memo, start)
+        if isinstance(gathered, str):
+            return gathered
+        replay = Replay(event_store.topics,
+                        account_versions={k: r.version for k, r in gathered.account_rows.items()},
+                        transaction_versions={k: r.version for k, r in gathered.transaction_rows.items()})
+        hydrated = _hydrate(replay, view, previous.header, gathered.accounts, gathered.transactions)
+    read = time.perf_counter()
+    older = incremental.snapshot_hydrated(replay)
+    for batch in gathered.batches:
+        replay.feed(batch)
+    incremental.fill_older_snapshots(event_store, replay, older, start)
+    strays = sorted(i for t, i in replay.touched or ()
+                    if i not in (gathered.accounts if t == "account" else gathered.transactions))
+    if strays:  # the pre-scan missed an entity the replay changed: never carry a finding it may have changed
+        return f"the tail changed entities the pre-scan did not name: {', '.join(strays[:5])}"
     memo = previous.memo
-    start = incremental.start_after(event_store, previous.header)
+    memo_now = _next_memo(memo, replay, gathered.account_rows, gathered.accounts, hydrated, gathered.rows.ids,
+                          gathered.mark)
+    carried = [f for f in previous.findings if (f.entity_type == "account" and f.entity_id not in gathered.accounts)
+               or (f.entity_type == "transaction" and f.entity_id not in gathered.transactions)]
+    timings = {"read_projections_s": gathered.read_s, "read_tail_s": read - began - gathered.read_s,
+               "load_checkpoint_s": 0.0, "replay_s": time.perf_counter() - read}
+    diffed = len(gathered.accounts) + len(gathered.transactions)
+    reason = (f"delta from the checkpoint of run {memo.run_id}: {diffed:,} of "
+              f"{memo_now.accounts + memo_now.transactions:,} entities diffed again, {len(carried):,} findings "
+              "carried over")
+    return DeltaReplay(replay, gathered.cut, gathered.account_rows, gathered.transaction_rows, timings,
+                       DeltaResult(carried, totals_of(memo_now, gathered.rows.row_sums), memo_now), reason,
+                       gathered.mark, previous.header.run_id)
+
+
+def _previous_run(event_store: KafkaEventStore, view: CheckpointView, recon: ReconStore) -> _Previous | str:
+    """The trusted checkpoint, its memo and the stored report of the run that wrote them."""
+    key = topics_key(event_store.topics.all())
+    header = view.header(key)
+    if header is None or not header.has_delta_memo:
+        return "no delta memo with the checkpoint"
+    distrust = incremental.distrust(event_store, header)
+    if distrust is not None:
+        return distrust
+    blob = view.delta_memo(key)
+    if blob is None:
+        return "the delta memo is gone"
+    try:
+        memo = decode_memo(blob)
+    except msgspec.DecodeError as exc:  # written by another version of the memo
+        return f"the delta memo is unreadable ({exc})"
+    if not recon.run_exists(memo.run_id):
+        return f"the report of run {memo.run_id} is not stored"
+    return _Previous(header, memo, recon.findings(memo.run_id))
+
+
+@dataclass(frozen=True, slots=True)
+class _Gathered:
+    """What changed, from one snapshot of the projections and then the log's tail."""
+
+    mark: ReadMark
+    rows: _RowChanges
+    batches: list[list[Message]]
+    cut: Cut
+    accounts: set[str]  # D, the entities to diff again
+    transactions: set[str]
+    account_rows: dict[str, AccountState]
+    transaction_rows: dict[str, TransactionState]
+    read_s: float
+
+
+def _gather(event_store: KafkaEventStore, projections_engine: Engine, memo: DeltaMemo,
+            start: dict[TopicPartitionKey, int]) -> _Gathered | str:
     began = time.perf_counter()
     # Rows first, then the log (see service.py): a row can then only be behind the events we read.
     with projection_snapshot(projections_engine) as snapshot:
         rows = _row_changes(snapshot, memo)
         if isinstance(rows, str):
             return rows
-        read_rows = time.perf_counter()
+        read_s = time.perf_counter() - began
         limit = max(MIN_TAIL_LIMIT, int(MAX_TAIL_PER_ENTITY * (memo.accounts + memo.transactions)))
-        tail = _read_tail(event_store, start, progress, limit)
+        tail = _read_tail(event_store, start, limit)
         if isinstance(tail, str):
             return tail
         batches, cut = tail
         touched = _touched(event_store, batches)
         accounts = touched["account"] | rows.changed["account"]
         transactions = touched["transaction"] | rows.changed["transaction"] | set(memo.pending)
-        account_rows = snapshot.read_accounts(sorted(accounts & rows.ids["account"]))
-        transaction_rows = snapshot.read_transactions(sorted(transactions & rows.ids["transaction"]))
-        read_tail = time.perf_counter()
-    replay = Replay(event_store.topics, account_versions={k: r.version for k, r in account_rows.items()},
-                    transaction_versions={k: r.version for k, r in transaction_rows.items()})
-    hydrated = _hydrate(replay, checkpoints, previous.header, accounts, transactions)
-    older = incremental.snapshot_hydrated(replay)
-    for batch in batches:
-        replay.feed(batch)
-    incremental.fill_older_snapshots(event_store, replay, older, start)
-    strays = sorted(i for t, i in replay.touched or () if i not in (accounts if t == "account" else transactions))
-    if strays:  # the pre-scan missed an entity the replay changed: never carry a finding it may have changed
-        return f"the tail changed entities the pre-scan did not name: {', '.join(strays[:5])}"
-    folded = time.perf_counter()
-    memo_now = _next_memo(memo, replay, account_rows, accounts, hydrated, rows.ids, snapshot.xmin)
-    carried = [f for f in previous.findings if (f.entity_type == "account" and f.entity_id not in accounts)
-               or (f.entity_type == "transaction" and f.entity_id not in transactions)]
-    timings = {"read_projections_s": read_rows - began, "read_tail_s": read_tail - read_rows,
-               "load_checkpoint_s": 0.0, "replay_s": folded - read_tail}
-    reason = (f"delta from the checkpoint of run {memo.run_id}: {len(accounts) + len(transactions):,} of "
-              f"{memo_now.accounts + memo_now.transactions:,} entities diffed again, {len(carried):,} findings "
-              "carried over")
-    return DeltaReplay(replay, cut, account_rows, transaction_rows, timings,
-                       DeltaResult(carried, totals_of(memo_now, rows.row_sums), memo_now), reason)
-
-
-def _previous_run(event_store: KafkaEventStore, checkpoints: CheckpointStore) -> _Previous | str:
-    """The trusted checkpoint, its memo and the stored report of the run that wrote them."""
-    key = topics_key(event_store.topics.all())
-    header = checkpoints.header(key)
-    if header is None or not header.has_delta_memo:
-        return "no delta memo with the checkpoint"
-    distrust = incremental.distrust(event_store, header)
-    if distrust is not None:
-        return distrust
-    blob = checkpoints.delta_memo(key)
-    if blob is None:
-        return "the delta memo is gone"
-    memo = decode_memo(blob)
-    recon = ReconStore(checkpoints.engine)
-    if not recon.run_exists(memo.run_id):
-        return f"the report of run {memo.run_id} is not stored"
-    return _Previous(header, memo, recon.findings(memo.run_id))
+        return _Gathered(snapshot.mark, rows, batches, cut, accounts, transactions,
+                         snapshot.read_accounts(sorted(accounts & rows.ids["account"])),
+                         snapshot.read_transactions(sorted(transactions & rows.ids["transaction"])), read_s)
 
 
 def _row_changes(snapshot: ProjectionSnapshot, memo: DeltaMemo) -> _RowChanges | str:
-    distance = snapshot.xid_distance(memo.snapshot_xmin)
-    if not 0 <= distance < MAX_XID_DISTANCE:
-        return f"{distance} transaction ids since the last run's read"
+    why_not = snapshot.why_not_comparable(ReadMark(memo.snapshot_xmin, memo.database))
+    if why_not is not None:
+        return why_not
     ids = {"account": snapshot.ids("account"), "transaction": snapshot.ids("transaction")}
     changed = {t: snapshot.changed_ids(t, memo.snapshot_xmin) for t in ids}
     changed["account"] |= set(memo.account_ids) - ids["account"]
@@ -244,11 +276,11 @@ class _Hydrated:
     old_heads: dict[str, tuple[str, int]]  # account -> (currency, balance) at the checkpoint
 
 
-def _hydrate(replay: Replay, checkpoints: CheckpointStore, header: CheckpointHeader, accounts: set[str],
+def _hydrate(replay: Replay, view: CheckpointView, header: CheckpointHeader, accounts: set[str],
              transactions: set[str]) -> _Hydrated:
     """Load the checkpointed state of just these entities, and the ledger sums, into `replay`."""
     wanted = [("account", a) for a in accounts] + [(k, t) for t in transactions for k in ("transaction", "money")]
-    load_entities(replay, checkpoints.entity_rows(header.topics, wanted))
+    load_entities(replay, view.entity_rows(header.topics, wanted))
     load_ledger(replay, header.ledger)
     replay.touched = set()
     return _Hydrated(set(replay.accounts), set(replay.transactions),
@@ -257,8 +289,9 @@ def _hydrate(replay: Replay, checkpoints: CheckpointStore, header: CheckpointHea
 
 
 def _read_tail(event_store: KafkaEventStore, start: dict[TopicPartitionKey, int],
-               progress: Callable[[int], None] | None, limit: int) -> tuple[list[list[Message]], Cut] | str:
-    reader = event_store.read_cut(start=start, on_batch=progress)
+               limit: int) -> tuple[list[list[Message]], Cut] | str:
+    # No progress callback: the tail is short, and a fallback would count it twice.
+    reader = event_store.read_cut(start=start)
     batches: list[list[Message]] = []
     held = 0
     for batch in reader:
@@ -294,7 +327,7 @@ def _touched(event_store: KafkaEventStore, batches: list[list[Message]]) -> dict
 
 
 def _next_memo(memo: DeltaMemo, replay: Replay, account_rows: Mapping[str, AccountState], accounts: set[str],
-               hydrated: _Hydrated, ids: Mapping[str, set[str]], xmin: int) -> DeltaMemo:
+               hydrated: _Hydrated, ids: Mapping[str, set[str]], mark: ReadMark) -> DeltaMemo:
     """The memo updated for D: the other accounts kept their head, row and exceptions."""
     head: dict[str, int] = defaultdict(int, memo.head_total)
     for currency, balance in hydrated.old_heads.values():
@@ -306,6 +339,6 @@ def _next_memo(memo: DeltaMemo, replay: Replay, account_rows: Mapping[str, Accou
         if account is not None:
             _account_sums(replay, account_id, account, account_rows.get(account_id), head, misattributed, lag)
     pending = sorted(t for t, saga in replay.transactions.items() if saga.status == PENDING)
-    return DeltaMemo("", xmin, sorted(ids["account"]), sorted(ids["transaction"]), pending, dict(head),
-                     misattributed, lag, memo.accounts + len(set(replay.accounts) - hydrated.accounts),
+    return DeltaMemo("", mark.xmin, mark.database, sorted(ids["account"]), sorted(ids["transaction"]), pending,
+                     dict(head), misattributed, lag, memo.accounts + len(set(replay.accounts) - hydrated.accounts),
                      memo.transactions + len(set(replay.transactions) - hydrated.transactions))

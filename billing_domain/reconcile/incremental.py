@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 class Resumed:
     start: dict[TopicPartitionKey, int] | None  # None: replay from the beginning
     reason: str  # why it resumed, or why it could not
+    run_id: str | None = None  # of the checkpoint resumed from
 
 
 def resume(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: Replay,
@@ -44,22 +45,24 @@ def resume(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: R
     just those types' (a transaction's money goes with it).
     """
     key = topics_key(event_store.topics.all())
-    header = checkpoints.header(key)
-    if header is None:
-        return Resumed(None, "no checkpoint yet: full replay")
-    reason = distrust(event_store, header)
-    if reason is not None:
-        log.warning("not resuming from the checkpoint: %s; replaying in full", reason)
-        return Resumed(None, f"{reason}: full replay")
-    kinds = [*entity_types, *(["money"] if "transaction" in entity_types else [])]
-    if replay.only_ids is None:
-        load_entities(replay, checkpoints.entities(key, kinds))
-    else:
-        load_entities(replay, checkpoints.entity_rows(key, [(kind, entity_id) for entity_id in replay.only_ids
-                                                            for kind in kinds]))
+    with checkpoints.reading() as view:  # the header and the states of one checkpoint, even if one is saved now
+        header = view.header(key)
+        if header is None:
+            return Resumed(None, "no checkpoint yet: full replay")
+        reason = distrust(event_store, header)
+        if reason is not None:
+            log.warning("not resuming from the checkpoint: %s; replaying in full", reason)
+            return Resumed(None, f"{reason}: full replay")
+        kinds = [*entity_types, *(["money"] if "transaction" in entity_types else [])]
+        if replay.only_ids is None:
+            load_entities(replay, view.entities(key, kinds))
+        else:
+            load_entities(replay, view.entity_rows(key, [(kind, entity_id) for entity_id in replay.only_ids
+                                                         for kind in kinds]))
     load_ledger(replay, header.ledger)
     replay.touched = set()
-    return Resumed(start_after(event_store, header), f"resumed from checkpoint of run {header.run_id}")
+    return Resumed(start_after(event_store, header), f"resumed from checkpoint of run {header.run_id}",
+                   header.run_id)
 
 
 def distrust(event_store: KafkaEventStore, header: CheckpointHeader) -> str | None:
@@ -115,10 +118,12 @@ def fill_older_snapshots(event_store: KafkaEventStore, replay: Replay, ids: set[
 
 
 def save_checkpoint(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: Replay, cut: Cut,
-                    run_id: str, *, full: bool, delta: bytes | None = None) -> int:
-    """Write the checkpoint for `cut`: everything after a full replay, only what the tail touched otherwise."""
+                    run_id: str, *, full: bool, delta: bytes | None = None,
+                    resumed_from: str | None = None) -> int | None:
+    """Write the checkpoint for `cut`: everything after a full replay, only what the tail touched otherwise
+    (and then only over the checkpoint of `resumed_from`: None when another run saved meanwhile)."""
     covered = Cut(start={tp: 0 for tp in cut.end}, end=dict(cut.end))
     marks = {marks_key(tp): mark for tp, mark in current_marks(event_store, covered).items()}
     rows = dump_entities(replay, None if full else replay.touched)
     return checkpoints.save(topics_key(event_store.topics.all()), code_version(), covered, marks, dump_ledger(replay),
-                            rows, run_id=run_id, replace_all=full, delta=delta)
+                            rows, run_id=run_id, replace_all=full, delta=delta, resumed_from=resumed_from)

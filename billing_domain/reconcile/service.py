@@ -23,7 +23,7 @@ from billing_domain.accounts import AccountState
 from billing_domain.adapters.checkpoint_store import CheckpointStore
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.adapters.projection_changes import snapshot_xmin
+from billing_domain.adapters.projection_changes import ReadMark, read_mark
 from billing_domain.cut import Cut
 from billing_domain.findings import Finding, LedgerIdentity, ReconciliationReport
 from billing_domain.reconcile import incremental
@@ -57,9 +57,10 @@ class ReplayOutcome:
     timings: dict[str, float] = field(default_factory=dict)
     mode: str = "full"  # full | incremental | delta
     mode_reason: str = "full replay"
-    snapshot_xmin: int | None = None  # see projection_changes; taken before the rows were read
+    read_mark: ReadMark | None = None  # see projection_changes; taken before the rows were read
     delta: DeltaResult | None = None  # set in delta mode: the rows and replay hold only the entities diffed again
     entity_types: tuple[str, ...] = ("account", "transaction")  # whose rows and checkpointed state were loaded
+    resumed_from: str | None = None  # the run whose checkpoint this replay continued
 
 
 @contextmanager
@@ -97,17 +98,18 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
     """
     options = options or ReconcileOptions()
     why_not_delta = ""
-    if delta and checkpoints is not None and not full and only_ids is None and options.stop is None:
+    if (delta and checkpoints is not None and not full and only_ids is None and options.stop is None
+            and set(entity_types) == {"account", "transaction"}):
         with collector_paused():
-            attempt = try_delta(event_store, projections.engine, checkpoints, progress)
+            attempt = try_delta(event_store, projections.engine, checkpoints)
         if not isinstance(attempt, str):
             return ReplayOutcome(attempt.replay, attempt.cut, attempt.account_rows, attempt.transaction_rows,
-                                 attempt.timings, "delta", attempt.reason, attempt.result.memo.snapshot_xmin,
-                                 attempt.result)
+                                 attempt.timings, "delta", attempt.reason, attempt.mark,
+                                 attempt.result, resumed_from=attempt.resumed_from)
         log.info("diffing every entity: %s", attempt)
         why_not_delta = f" (every entity diffed: {attempt})"
     started = time.perf_counter()
-    snapshot = snapshot_xmin(projections.engine)
+    mark = read_mark(projections.engine)
     ids = sorted(only_ids) if only_ids is not None else None
     account_rows = projections.read_accounts(ids) if "account" in entity_types else {}
     transaction_rows = projections.read_transactions(ids) if "transaction" in entity_types else {}
@@ -134,7 +136,7 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
                "replay_s": finished - loaded}
     return ReplayOutcome(replay, cut, account_rows, transaction_rows, timings,
                          "incremental" if resumed.start is not None else "full", resumed.reason + why_not_delta,
-                         snapshot, entity_types=entity_types)
+                         mark, entity_types=entity_types, resumed_from=resumed.run_id)
 
 
 ALL_ENTITY_TYPES = ("account", "transaction", "ledger")
@@ -222,16 +224,20 @@ def save_checkpoint(event_store: KafkaEventStore, checkpoints: CheckpointStore, 
     with collector_paused():
         memo = _memo_for_next_run(outcome, run_id, report)
         rows = incremental.save_checkpoint(event_store, checkpoints, outcome.replay, outcome.cut, run_id,
-                                           full=outcome.mode == "full", delta=memo)
-    report.stats["checkpoint_rows_written"] = rows
+                                           full=outcome.mode == "full", delta=memo, resumed_from=outcome.resumed_from)
+    if rows is None:
+        log.warning("run %s: not checkpointed: another run saved a checkpoint after this one resumed from %s",
+                    run_id, outcome.resumed_from)
+    report.stats["checkpoint_saved"] = rows is not None
+    report.stats["checkpoint_rows_written"] = rows or 0
     report.stats["checkpoint_s"] = time.perf_counter() - began
 
 
 def _memo_for_next_run(outcome: ReplayOutcome, run_id: str, report: ReconciliationReport) -> bytes | None:
     """The delta memo, only under a report of every entity type (the next run carries its findings over)."""
-    if set(report.entity_types) != set(ALL_ENTITY_TYPES) or outcome.snapshot_xmin is None:
+    if set(report.entity_types) != set(ALL_ENTITY_TYPES) or outcome.read_mark is None:
         return None
     if outcome.delta is not None:
         return encode_memo(msgspec.structs.replace(outcome.delta.memo, run_id=run_id))
     return encode_memo(memo_of(outcome.replay, outcome.account_rows, outcome.transaction_rows,
-                               outcome.snapshot_xmin, run_id))
+                               outcome.read_mark, run_id))

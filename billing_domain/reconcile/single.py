@@ -76,22 +76,23 @@ def _from_the_start(event_store: KafkaEventStore, projections: ProjectionStore, 
 def _from_checkpoint(event_store: KafkaEventStore, projections: ProjectionStore, checkpoints: CheckpointStore,
                      entity_type: str, entity_id: str) -> ReplayOutcome | None:
     key = topics_key(event_store.topics.all())
-    header = checkpoints.header(key)
-    if header is None or header.code_version != code_version():
-        return None
-    accounts, transactions = _read_rows(projections, entity_type, entity_id)
-    wanted = [(entity_type, entity_id)] + ([("money", entity_id)] if entity_type == "transaction" else [])
-    rows = checkpoints.entity_rows(key, wanted)
-    replay = Replay(event_store.topics, account_versions={k: r.version for k, r in accounts.items()},
-                    transaction_versions={k: r.version for k, r in transactions.items()}, only_ids={entity_id})
-    load_entities(replay, rows)
-    saga = replay.transactions.get(entity_id)
-    if saga is not None:
-        parties = {saga.source_account_id, saga.destination_account_id}
-        party_rows = checkpoints.entity_rows(key, [("account", a) for a in parties])
-        load_entities(replay, party_rows)
-        replay.only_ids = {entity_id, *parties}
-        rows += party_rows
+    accounts, transactions = _read_rows(projections, entity_type, entity_id)  # rows before events
+    with checkpoints.reading() as view:
+        header = view.header(key)
+        if header is None or header.code_version != code_version():
+            return None
+        wanted = [(entity_type, entity_id)] + ([("money", entity_id)] if entity_type == "transaction" else [])
+        rows = view.entity_rows(key, wanted)
+        replay = Replay(event_store.topics, account_versions={k: r.version for k, r in accounts.items()},
+                        transaction_versions={k: r.version for k, r in transactions.items()}, only_ids={entity_id})
+        load_entities(replay, rows)
+        saga = replay.transactions.get(entity_id)
+        if saga is not None:
+            parties = {saga.source_account_id, saga.destination_account_id}
+            party_rows = view.entity_rows(key, [("account", a) for a in parties])
+            load_entities(replay, party_rows)
+            replay.only_ids = {entity_id, *parties}
+            rows += party_rows
     if incremental.snapshot_hydrated(replay):
         return None  # the projection is below the checkpoint: needs the older state
     partitions = _partitions(event_store, rows, entity_type)

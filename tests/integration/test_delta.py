@@ -19,11 +19,12 @@ from support.histories import EventFactory
 from billing_domain.adapters.checkpoint_store import CheckpointStore
 from billing_domain.adapters.kafka import KafkaEventStore, RawRecord
 from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.adapters.projection_changes import projection_snapshot, snapshot_xmin
+from billing_domain.adapters.projection_changes import ReadMark, projection_snapshot, read_mark
 from billing_domain.adapters.recon_store import ReconStore
 from billing_domain.events import AccountCredited, AccountDebited
 from billing_domain.findings import ReconciliationReport
-from billing_domain.reconcile.service import build_report, reconcile_all, replay_all
+from billing_domain.reconcile.checkpoint import topics_key
+from billing_domain.reconcile.service import build_report, reconcile_all, replay_all, save_checkpoint
 from billing_domain.simulate import SimulationConfig, simulate
 from billing_domain.transactions import PENDING
 
@@ -146,14 +147,16 @@ def test_rows_written_after_a_read_are_the_changed_ones(projection_store: Projec
     rows = [_row(f"acc-{i}") for i in range(20)]
     with projection_store.engine.begin() as conn:
         conn.exec_driver_sql(_INSERT, rows)
-    before = snapshot_xmin(projection_store.engine)
+    before = read_mark(projection_store.engine)
     with projection_store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE billing.account_projection SET balance_minor = 1 WHERE account_id = 'acc-3'")
         conn.exec_driver_sql(_INSERT, [_row("acc-new")])
     with projection_snapshot(projection_store.engine) as snapshot:
-        assert snapshot.changed_ids("account", before) == {"acc-3", "acc-new"}
+        assert snapshot.changed_ids("account", before.xmin) == {"acc-3", "acc-new"}
         assert snapshot.ids("account") == {f"acc-{i}" for i in range(20)} | {"acc-new"}
-        assert snapshot.xid_distance(before) > 0
+        assert snapshot.why_not_comparable(before) is None
+        elsewhere = snapshot.why_not_comparable(ReadMark(before.xmin, "16384@another server start"))
+        assert elsewhere is not None and "not the one the last run read" in elsewhere
         assert snapshot.balance_sums() == {"EUR": (1 + 100 * 19 + 100, 21)}
 
 
@@ -163,3 +166,21 @@ _INSERT = ("INSERT INTO billing.account_projection VALUES (%(account_id)s, 'o', 
 
 def _row(account_id: str) -> dict[str, Any]:
     return {"account_id": account_id}
+
+
+def test_a_run_that_resumed_does_not_save_over_a_checkpoint_written_meanwhile(
+        event_store: KafkaEventStore, projection_store: ProjectionStore, recon: ReconStore) -> None:
+    simulate(event_store, projection_store, SimulationConfig(seed=9, accounts=30, days=1))
+    checkpoints = CheckpointStore(recon.engine)
+    _daily(event_store, projection_store, recon)
+    slow = replay_all(event_store, projection_store, checkpoints=checkpoints, delta=True)  # run A resumes...
+    assert slow.mode == "delta"
+    with checkpoints.reading() as view:
+        seen = view.header(topics_key(event_store.topics.all()))
+        fast = _daily(event_store, projection_store, recon)  # ...run B saves meanwhile...
+        assert view.header(seen.topics).run_id == seen.run_id  # (a view keeps the checkpoint it began with)
+    late = build_report(slow, run_id="slow", scope="all", started_at=datetime.now(UTC))
+    save_checkpoint(event_store, checkpoints, slow, "slow", late)  # ...and A's save must not land over B's
+    assert late.stats["checkpoint_saved"] is False
+    header = checkpoints.header(seen.topics)
+    assert header is not None and header.run_id == fast.run_id
