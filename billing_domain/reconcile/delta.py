@@ -13,9 +13,10 @@ report's: they are carried over. The accounting identities are kept as sums: the
 one SQL aggregate, the events side from the memo the previous run left (per-currency head totals and
 the few accounts whose row lags or names another currency), updated for D.
 
-Nothing is guessed: without a memo, a stored previous report, a trusted checkpoint, a sane distance
-in transaction ids or a tail of a reasonable size, `try_delta` says why and the caller replays
-incrementally as before. The memo is written by every complete run, full, incremental or delta.
+Nothing is guessed: without a readable memo, a stored previous report, a trusted checkpoint, the same
+database server and a sane distance in transaction ids, or with a long tail, `try_delta` says why and
+the caller replays incrementally as before. The memo is written by every complete run (full,
+incremental or delta) that saves a checkpoint.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ class DeltaMemo(msgspec.Struct, frozen=True):
     """What a complete run leaves with its checkpoint for the next run to diff only what changed."""
 
     run_id: str  # the stored report whose findings the next run carries over
-    snapshot_xmin: int  # `projection_changes.ReadMark` of this run's read of the projections
-    database: str
+    snapshot_xmin: int  # the `projection_changes.ReadMark` of this run's read of the projections
+    database: str  # (both parts)
     account_ids: list[str]  # the projection rows this run read
     transaction_ids: list[str]
     pending: list[str]  # transfers pending at the cut
