@@ -144,6 +144,9 @@ class EmbeddedStack:
             ensure_folder_permissions(_commands.POSTGRES_BIN_PATH.parent / "lib", 0o044)
             os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
         if not (self.pgdata / "PG_VERSION").exists():
+            if any(self.pgdata.iterdir()):  # initdb would fail with a traceback that names no way out
+                raise StackError(f"{self.pgdata} holds files but no PostgreSQL cluster (PG_VERSION is missing): "
+                                 "it was partly deleted. Remove that folder to start with an empty database.")
             _commands.initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"],  # type: ignore[attr-defined]
                              pgdata=self.pgdata, user=user)
         if not self._pg_running():
