@@ -24,7 +24,7 @@ from billing_domain.exceptions import EventPosition
 from billing_domain.reconcile.replay import Corruption, InvariantBreak, MoneyMove, Replay
 from billing_domain.transactions import TransactionAggregate
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: a stream's problems in log order, the first one not stored apart
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 
@@ -111,8 +111,7 @@ def _dump(replay: Replay, entity_type: str, entity_id: str) -> bytes:
     broken = replay.invariant_breaks.get(entity_id) if entity_type == "account" else None
     return _encoder.encode({
         "a": {s: getattr(aggregate, s) for s in slots} if aggregate is not None else None,
-        "c": {"problems": corruption.problems, "first": _position(corruption.first_position),
-              "first_event_id": corruption.first_event_id} if corruption else None,
+        "c": {"problems": corruption.problems} if corruption else None,
         "b": [broken.version, broken.rule, broken.event_id, _position(broken.position)] if broken else None,
     })
 
@@ -134,8 +133,7 @@ def load_entities(replay: Replay, rows: Iterable[EntityRow]) -> None:
             target: dict[str, Any] = replay.accounts if row.entity_type == "account" else replay.transactions
             target[row.entity_id] = aggregate
         if data["c"] is not None:
-            corruption = Corruption(row.entity_type, row.entity_id, data["c"]["problems"],
-                                    _from_position(data["c"]["first"]), data["c"]["first_event_id"])
+            corruption = Corruption(row.entity_type, row.entity_id, data["c"]["problems"])
             replay.corrupt[(row.entity_type, row.entity_id)] = corruption
         if data["b"] is not None:
             version_, rule, event_id, position = data["b"]

@@ -25,7 +25,7 @@ from billing_domain.reconcile.checkpoint import (
     topics_key,
     why_not_trusted,
 )
-from billing_domain.reconcile.replay import Replay
+from billing_domain.reconcile.replay import AGGREGATE_TYPES, Replay
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Resumed:
 
 
 def resume(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: Replay,
-           entity_types: tuple[str, ...] = ("account", "transaction")) -> Resumed:
+           entity_types: tuple[str, ...] = AGGREGATE_TYPES) -> Resumed:
     """Load the checkpoint into `replay` if it can be trusted; say why not otherwise.
 
     A replay limited to `only_ids` loads just those entities' states, one limited to `entity_types`

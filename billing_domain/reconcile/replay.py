@@ -28,6 +28,7 @@ from billing_domain.findings import Finding, Kind
 from billing_domain.transactions import TransactionAggregate, TransactionState
 
 MAX_PROBLEMS_LISTED = 20
+AGGREGATE_TYPES = ("account", "transaction")  # what a replay folds; a narrower replay is a partial one
 SAGA_REASONS = frozenset({"transfer_out", "transfer_in", "refund"})
 
 
@@ -48,9 +49,7 @@ class Corruption:
 
     entity_type: str
     entity_id: str
-    problems: list[dict[str, Any]] = field(default_factory=list)
-    first_position: EventPosition | None = None
-    first_event_id: str | None = None
+    problems: list[dict[str, Any]] = field(default_factory=list)  # in log position order; the first is reported
 
     def add(self, reason: str, position: EventPosition, event_id: str | None, field_name: str | None = None) -> None:
         """Keep the problems in log position order, whatever order they were read in: a full replay
@@ -65,21 +64,16 @@ class Corruption:
             more += 1
         if more:
             self.problems[-1]["more"] = more
-        first = self.problems[0]
-        self.first_position = EventPosition(first["topic"], first["partition"], first["offset"])
-        self.first_event_id = first["event_id"]
 
     def finding(self) -> Finding:
         first = self.problems[0]
+        position = EventPosition(first["topic"], first["partition"], first["offset"])
         return Finding.of(
             self.entity_type, self.entity_id, Kind.STREAM_CORRUPT,
-            f"{first['reason']} at {self.first_position} (event {self.first_event_id or '?'}); "
+            f"{first['reason']} at {position} (event {first['event_id'] or '?'}); "
             f"{len(self.problems)} problem(s); no rebuild will trust this stream",
-            expected={"problems": self.problems}, actual=None,
-            topic=self.first_position.topic if self.first_position else None,
-            partition=self.first_position.partition if self.first_position else None,
-            offset=self.first_position.offset if self.first_position else None,
-            event_id=self.first_event_id)
+            expected={"problems": self.problems}, actual=None, topic=position.topic, partition=position.partition,
+            offset=position.offset, event_id=first["event_id"])
 
 
 def _log_order(problem: dict[str, Any]) -> tuple[str, int, int]:

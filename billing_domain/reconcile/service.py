@@ -31,7 +31,7 @@ from billing_domain.reconcile.delta import DeltaResult, encode_memo, memo_of, tr
 from billing_domain.reconcile.diff import diff_accounts, diff_transactions
 from billing_domain.reconcile.ledger import identities_from_totals, ledger_findings, ledger_identities
 from billing_domain.reconcile.parallel import replay_in_parallel
-from billing_domain.reconcile.replay import Replay
+from billing_domain.reconcile.replay import AGGREGATE_TYPES, Replay
 from billing_domain.reconcile.sagas import saga_findings
 from billing_domain.transactions import TransactionState
 
@@ -59,7 +59,7 @@ class ReplayOutcome:
     mode_reason: str = "full replay"
     read_mark: ReadMark | None = None  # see projection_changes; taken before the rows were read
     delta: DeltaResult | None = None  # set in delta mode: the rows and replay hold only the entities diffed again
-    entity_types: tuple[str, ...] = ("account", "transaction")  # whose rows and checkpointed state were loaded
+    entity_types: tuple[str, ...] = AGGREGATE_TYPES  # whose rows and checkpointed state were loaded
     resumed_from: str | None = None  # the run whose checkpoint this replay continued
 
 
@@ -86,7 +86,7 @@ def new_run_id(prefix: str = "cli") -> str:
 def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, options: ReconcileOptions | None = None,
                progress: ProgressCallback | None = None, only_ids: set[str] | None = None,
                checkpoints: CheckpointStore | None = None, full: bool = False, delta: bool = False,
-               entity_types: tuple[str, ...] = ("account", "transaction")) -> ReplayOutcome:
+               entity_types: tuple[str, ...] = AGGREGATE_TYPES) -> ReplayOutcome:
     """Read the projections, then fold one cut of both topics in a single pass.
 
     With `checkpoints` (and not `full`), resume from the last checkpoint when it can be trusted
@@ -99,7 +99,7 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
     options = options or ReconcileOptions()
     why_not_delta = ""
     if (delta and checkpoints is not None and not full and only_ids is None and options.stop is None
-            and set(entity_types) == {"account", "transaction"}):
+            and set(entity_types) == set(AGGREGATE_TYPES)):
         with collector_paused():
             attempt = try_delta(event_store, projections.engine, checkpoints)
         if not isinstance(attempt, str):
@@ -218,7 +218,7 @@ def reconcile_all(event_store: KafkaEventStore, projections: ProjectionStore, *,
 def save_checkpoint(event_store: KafkaEventStore, checkpoints: CheckpointStore, outcome: ReplayOutcome, run_id: str,
                     report: ReconciliationReport) -> None:
     """Checkpoint the replay just done (never for a bounded or filtered one)."""
-    if outcome.replay.only_ids is not None or set(outcome.entity_types) != {"account", "transaction"}:
+    if outcome.replay.only_ids is not None or set(outcome.entity_types) != set(AGGREGATE_TYPES):
         return  # a partial state would be taken for the whole
     began = time.perf_counter()
     with collector_paused():
