@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from billing_domain.adapters.bulk_read import stream_rows
 from billing_domain.cut import Cut
 from billing_domain.reconcile.checkpoint import CheckpointHeader, EntityRow, decode_ledger
 
@@ -84,10 +85,6 @@ class CheckpointStore:
             conn.execute(sa.text(f"DELETE FROM {SCHEMA}.checkpoint WHERE topics = :t"), {"t": topics})
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 class CheckpointView:
     """Reads of the checkpoint tables on one connection (see `CheckpointStore.reading`)."""
 
@@ -111,14 +108,12 @@ class CheckpointView:
 
     def entities(self, topics: str, kinds: Iterable[str] | None = None) -> Iterator[EntityRow]:
         """Every checkpointed entity, or those of the given kinds (account, transaction, money)."""
-        only = f" AND entity_type IN ({', '.join(_literal(k) for k in kinds)})" if kinds is not None else ""
-        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f'COPY (SELECT entity_type, entity_id, topic, "partition", state FROM '
-                         f"{SCHEMA}.checkpoint_entity WHERE topics = {_literal(topics)}{only}) TO STDOUT "
-                         "(FORMAT BINARY)") as copy:
-            copy.set_types(["text", "text", "text", "int4", "bytea"])
-            for entity_type, entity_id, topic, partition, state in copy.rows():
-                yield EntityRow(entity_type, entity_id, topic, partition, bytes(state))
+        only = " AND entity_type = ANY(%(kinds)s)" if kinds is not None else ""
+        rows = stream_rows(self.conn, 'SELECT entity_type, entity_id, topic, "partition", state '
+                           f"FROM {SCHEMA}.checkpoint_entity WHERE topics = %(topics)s{only}",
+                           {"topics": topics, "kinds": list(kinds or ())})
+        for entity_type, entity_id, topic, partition, state in rows:
+            yield EntityRow(entity_type, entity_id, topic, partition, state)
 
     def entity_rows(self, topics: str, keys: Iterable[tuple[str, str]]) -> list[EntityRow]:
         keys = list(keys)

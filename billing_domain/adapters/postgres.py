@@ -1,8 +1,8 @@
 """The PostgreSQL projection store (schema `billing`): DDL, bulk reads, version-guarded writes.
 
-Bulk reads use COPY; bulk writes COPY into a staging table and then apply one guarded
-`INSERT ... ON CONFLICT ... WHERE`, so a row never moves to a lower version, even while the
-live projector writes the same rows.
+Bulk reads go through a server-side cursor (see bulk_read); bulk writes COPY into a staging
+table and then apply one guarded `INSERT ... ON CONFLICT ... WHERE`, so a row never moves to a
+lower version, even while the live projector writes the same rows.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from billing_domain.accounts import AccountState
+from billing_domain.adapters.bulk_read import stream_rows
 from billing_domain.transactions import TransactionState
 
 SCHEMA = "billing"
@@ -79,25 +80,20 @@ class ProjectionStore:
 
     # --- bulk reads ---------------------------------------------------------------------------------
     def read_accounts(self, ids: Sequence[str] | None = None) -> dict[str, AccountState]:
-        rows = self._copy_out("account_projection", ACCOUNT_COLUMNS, "account_id", ids)
+        rows = self._read_rows("account_projection", ACCOUNT_COLUMNS, "account_id", ids)
         return {row[0]: AccountState(*row) for row in rows}
 
     def read_transactions(self, ids: Sequence[str] | None = None) -> dict[str, TransactionState]:
-        rows = self._copy_out("transaction_projection", TRANSACTION_COLUMNS, "transaction_id", ids)
+        rows = self._read_rows("transaction_projection", TRANSACTION_COLUMNS, "transaction_id", ids)
         return {row[0]: TransactionState(*row) for row in rows}
 
-    def _copy_out(self, table: str, columns: Sequence[str], key: str,
-                  ids: Sequence[str] | None) -> list[tuple[Any, ...]]:
+    def _read_rows(self, table: str, columns: Sequence[str], key: str,
+                   ids: Sequence[str] | None) -> list[tuple[Any, ...]]:
+        query = f"SELECT {', '.join(columns)} FROM {SCHEMA}.{table}"
         with self.engine.connect() as conn:
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            if ids is not None:
-                # psycopg's own fetchall: row by row through SQLAlchemy was most of a 100k-row read.
-                cursor.execute(f"SELECT {', '.join(columns)} FROM {SCHEMA}.{table} WHERE {key} = ANY(%(ids)s)",
-                               {"ids": list(ids)})
-                return list(cursor.fetchall())
-            with cursor.copy(f"COPY {SCHEMA}.{table} ({', '.join(columns)}) TO STDOUT (FORMAT BINARY)") as copy:
-                copy.set_types(_pg_types(columns))
-                return list(copy.rows())
+            if ids is None:
+                return list(stream_rows(conn, query))
+            return list(stream_rows(conn, f"{query} WHERE {key} = ANY(%(ids)s)", {"ids": list(ids)}))
 
     # --- rows locked by the caller's transaction (the live projector) --------------------------------
     def lock_accounts(self, conn: Connection, ids: Sequence[str]) -> dict[str, AccountState]:

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 
 from billing_domain.accounts import AccountState
+from billing_domain.adapters.bulk_read import stream_rows
 from billing_domain.adapters.postgres import ACCOUNT_COLUMNS, SCHEMA, TRANSACTION_COLUMNS
 from billing_domain.transactions import TransactionState
 
@@ -70,9 +71,7 @@ class ProjectionSnapshot:
 
     def ids(self, entity_type: str) -> set[str]:
         table, key = TABLES[entity_type]
-        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f"COPY (SELECT {key} FROM {SCHEMA}.{table}) TO STDOUT") as copy:
-            return {row[0] for row in copy.rows()}
+        return {row[0] for row in stream_rows(self.conn, f"SELECT {key} FROM {SCHEMA}.{table}")}
 
     def changed_ids(self, entity_type: str, earlier_xmin: int) -> set[str]:
         """Rows written by a transaction not older than `earlier_xmin` (see the module's note)."""
