@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
+
+import msgspec
 
 from billing_domain.events import Event, Payload
 from billing_domain.exceptions import EventPosition, StreamCorruptionError
@@ -84,3 +86,8 @@ class Aggregate:
         self.event_ids.extend([""] * (event.aggregate_version - len(self.event_ids) - 1))
         self.event_ids.append(event.event_id)
         self.updated_at = event.occurred_at
+
+
+def state_json(state: msgspec.Struct) -> dict[str, Any]:
+    """A projection row's state (`AccountState`, `TransactionState`) as JSON values: datetimes in ISO 8601."""
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in msgspec.structs.asdict(state).items()}

@@ -16,6 +16,7 @@ Safety rules, in the order they apply:
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from billing_domain.adapters.checkpoint_store import CheckpointStore
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.adapters.postgres import ProjectionStore
 from billing_domain.adapters.recon_store import AuditRecord, ReconStore
+from billing_domain.aggregate import state_json
 from billing_domain.exceptions import ConcurrentOperationError, ConfigurationError
 from billing_domain.findings import REBUILDABLE_KINDS, Kind, Severity
 from billing_domain.reconcile.service import ReplayOutcome, build_report, new_run_id, replay_all
@@ -61,11 +63,11 @@ class EntityChange:
     # building them for every row was a fifth of a rebuild of every account.
     @property
     def before(self) -> dict[str, Any] | None:
-        return _jsonable(self.before_state)
+        return state_json(self.before_state) if self.before_state is not None else None
 
     @property
     def after(self) -> dict[str, Any] | None:
-        return _jsonable(self.after_state)
+        return state_json(self.after_state) if self.after_state is not None else None
 
     def to_json(self) -> dict[str, Any]:
         return {"entity_id": self.entity_id, "action": self.action, "before": self.before, "after": self.after,
@@ -211,7 +213,8 @@ def _change_for(entity_id: str, row: State | None, head: State) -> EntityChange:
 
 
 def _same_content(row: State, head: State) -> bool:
-    return not _differing(row, head)
+    values = _COMPARED_VALUES[type(row)]
+    return bool(values(row) == values(head))
 
 
 def _write(projections: ProjectionStore, entity_type: str, changes: list[EntityChange]) -> int:
@@ -287,9 +290,20 @@ def _verify_against_events(event_store: KafkaEventStore, projections: Projection
         result.outcome[entity_id] = "fixed" if kinds in ([], ["lagging"]) else f"still {', '.join(kinds)}"
 
 
+# One C-level tuple comparison per row; the fields are listed only for a row that differs. Comparing
+# field by field in Python was a third of planning and verifying a rebuild of every account.
+_COMPARED_FIELDS: dict[type, tuple[str, ...]] = {
+    state_type: tuple(f for f in state_type.__struct_fields__ if f not in ("updated_at", "last_event_id"))
+    for state_type in (AccountState, TransactionState)}
+_COMPARED_VALUES = {state_type: operator.attrgetter(*names) for state_type, names in _COMPARED_FIELDS.items()}
+
+
 def _differing(row: State, expected: State) -> list[str]:
-    ignored = ("updated_at", "last_event_id")
-    return [f for f in row.__dataclass_fields__ if f not in ignored and getattr(row, f) != getattr(expected, f)]
+    values = _COMPARED_VALUES[type(row)]
+    mine, theirs = values(row), values(expected)
+    if mine == theirs:
+        return []
+    return [name for name, a, b in zip(_COMPARED_FIELDS[type(row)], mine, theirs, strict=True) if a != b]
 
 
 @contextmanager
@@ -317,10 +331,3 @@ def _audit(result: RebuildResult, operation: str, actor: str, reason: str, outco
         details={"counts": result.counts(), "written": result.written, "outcome": result.outcome,
                  "refused": result.refused, **({"error": error} if error else {})})
 
-
-def _jsonable(state: State | None) -> dict[str, Any] | None:
-    if state is None:
-        return None
-    # Not dataclasses.asdict: its deep copy was a fifth of a rebuild of every account.
-    values = ((name, getattr(state, name)) for name in state.__dataclass_fields__)
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in values}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
+
+import msgspec
 
 from billing_domain.aggregate import Aggregate
 from billing_domain.events import (
@@ -23,8 +24,9 @@ PENDING, COMPLETED, FAILED, COMPENSATED = "pending", "completed", "failed", "com
 LEGAL_MOVES: dict[str, frozenset[str]] = {PENDING: frozenset({COMPLETED, FAILED, COMPENSATED})}
 
 
-@dataclass(frozen=True, slots=True)
-class TransactionState:
+# A frozen msgspec Struct, not a frozen dataclass: one is built per projection row read and per state
+# planned, and a frozen dataclass's __init__ (a setattr per field) took 0.75 us against 0.05 us.
+class TransactionState(msgspec.Struct, frozen=True):
     """The columns of `billing.transaction_projection` that the events determine."""
 
     transaction_id: str

@@ -9,11 +9,11 @@ trustworthy expected state to compare with.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
 from billing_domain.accounts import AccountState
+from billing_domain.aggregate import state_json
 from billing_domain.findings import Finding, Kind
 from billing_domain.reconcile.replay import Replay
 from billing_domain.transactions import PENDING, TransactionAggregate, TransactionState
@@ -30,7 +30,7 @@ def diff_accounts(replay: Replay, rows: Mapping[str, AccountState]) -> list[Find
         if account_id not in rows and account.version > 0 and not replay.is_corrupt("account", account_id):
             findings.append(Finding.of("account", account_id, Kind.MISSING_PROJECTION,
                                        f"events up to v{account.version}, no projection row",
-                                       expected=_jsonable(account.state()), actual=None))
+                                       expected=state_json(account.state()), actual=None))
     for account_id, broken in replay.invariant_breaks.items():
         findings.append(Finding.of(
             "account", account_id, Kind.INVARIANT_VIOLATION, f"v{broken.version}: {broken.rule}",
@@ -75,7 +75,7 @@ def diff_transactions(replay: Replay, rows: Mapping[str, TransactionState],
         if transaction_id not in rows:
             findings.append(Finding.of("transaction", transaction_id, Kind.MISSING_PROJECTION,
                                        f"events up to v{saga.version}, no projection row",
-                                       expected=_jsonable(saga.state()), actual=None))
+                                       expected=state_json(saga.state()), actual=None))
         stuck = _stuck(replay, saga, stuck_after)
         if stuck:
             findings.append(stuck)
@@ -105,11 +105,11 @@ def _state_at_row(entity_type: str, entity_id: str, row: Any, head: Any,
     """The events' state at the row's own version, or the finding that says why there is none."""
     if head is None or head.version == 0:
         return None, Finding.of(entity_type, entity_id, Kind.ORPHAN_PROJECTION, "projection row with no events",
-                                expected=None, actual=_jsonable(row))
+                                expected=None, actual=state_json(row))
     if row.version > head.version:
         return None, Finding.of(entity_type, entity_id, Kind.VERSION_AHEAD,
                                 f"projection at v{row.version}, the log ends at v{head.version}",
-                                expected=_jsonable(head.state()), actual=_jsonable(row))
+                                expected=state_json(head.state()), actual=state_json(row))
     expected = at(entity_id, row.version)
     if expected is None:
         return None, Finding.of(entity_type, entity_id, Kind.FIELD_MISMATCH,
@@ -153,6 +153,3 @@ def _lagging(entity_type: str, entity_id: str, version: int, head: int) -> Findi
                       f"projection at v{version} is right for its version, {head - version} event(s) behind",
                       expected={"version": head}, actual={"version": version})
 
-
-def _jsonable(state: AccountState | TransactionState) -> dict[str, Any]:
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in asdict(state).items()}

@@ -17,10 +17,10 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 
+from msgspec.structs import replace
 from sqlalchemy.engine import Connection
 
 from billing_domain.accounts import ACTIVE, SUSPENDED, AccountAggregate, AccountState

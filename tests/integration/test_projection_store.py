@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from msgspec.structs import replace
 
 from billing_domain.accounts import AccountState
 from billing_domain.adapters.postgres import ProjectionStore
