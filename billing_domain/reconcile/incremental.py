@@ -84,19 +84,18 @@ def current_marks(event_store: KafkaEventStore, cut: Cut) -> dict[TopicPartition
 
 
 def snapshot_hydrated(replay: Replay) -> set[str]:
-    """Keep the state at each row's version where that is the checkpointed version; return the ids
-    whose row is below it (they need the second pass)."""
+    """Keep the state at each row's version where that is the checkpointed version, once the tail first
+    changes the entity (`Replay.hydrated`): most entities the tail never touches, and copying each one
+    up front cost every resume a state per row. Return the ids whose row is below it (they need the
+    second pass)."""
+    replay.hydrated = True
     older: set[str] = set()
-    for entity_type, aggregates, wanted, snapshots in (
-            ("account", replay.accounts, replay.account_versions, replay.account_snapshots),
-            ("transaction", replay.transactions, replay.transaction_versions, replay.transaction_snapshots)):
+    for entity_type, aggregates, wanted in (("account", replay.accounts, replay.account_versions),
+                                            ("transaction", replay.transactions, replay.transaction_versions)):
         for entity_id, version in wanted.items():
             aggregate = aggregates.get(entity_id)
-            if aggregate is None or replay.is_corrupt(entity_type, entity_id):
-                continue
-            if version == aggregate.version:
-                snapshots[entity_id] = aggregate.state()  # type: ignore[assignment]
-            elif version < aggregate.version:
+            if aggregate is not None and version < aggregate.version and not replay.is_corrupt(entity_type,
+                                                                                                 entity_id):
                 older.add(entity_id)
     return older
 

@@ -115,6 +115,9 @@ class Replay:
         self.partition_of: dict[tuple[str, str], tuple[str, int]] = {}
         # Set when resuming from a checkpoint: the entities the tail changed, to save only those.
         self.touched: set[tuple[str, str]] | None = None
+        # Set once checkpointed states are loaded: an aggregate may then sit at its projection row's
+        # version before the tail moves it, so that state is kept when the tail first changes it.
+        self.hydrated = False
 
     # --- pickling (the parallel replay ships partial replays between processes) ----------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -210,6 +213,8 @@ class Replay:
             self.partition_of[("account", event.aggregate_id)] = (message.topic() or "", message.partition() or 0)
         if self.touched is not None:
             self.touched.add(("account", event.aggregate_id))
+        if self.hydrated and self.account_versions.get(event.aggregate_id) == account.version:
+            self.account_snapshots[event.aggregate_id] = account.state()
         violations_before = len(account.violations)
         if not self._apply(account, "account", event, message):
             return
@@ -230,6 +235,8 @@ class Replay:
                                                                       message.partition() or 0)
         if self.touched is not None:
             self.touched.add(("transaction", event.aggregate_id))
+        if self.hydrated and self.transaction_versions.get(event.aggregate_id) == saga.version:
+            self.transaction_snapshots[event.aggregate_id] = saga.state()
         if not self._apply(saga, "transaction", event, message):
             return
         if self.transaction_versions.get(event.aggregate_id) == saga.version:
