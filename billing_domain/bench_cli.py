@@ -23,6 +23,7 @@ def bench(
     seed: Annotated[int, typer.Option(help="The simulation's seed.")] = 7,
     stack_dir: Annotated[Path | None, typer.Option("--stack-dir", help="The embedded stack's folder.")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the run's database and topics.")] = False,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions per topic (the settings' default is 4).")] = 4,
 ) -> None:
     """Measure the reconciler on a clean simulated history: floor, full, incremental, single account,
     rebuild, memory, and two peers. Prints one table; not a test (no assertions)."""
@@ -33,7 +34,8 @@ def bench(
         raise typer.BadParameter(f"--size must be one of {', '.join(SIZES)}")
     err = Console(stderr=True)
     options = BenchOptions(SIZES[size], json_out=json_out, png=png, seed=seed, keep=keep,
-                           stack_dir=stack_dir or DEFAULT_STACK_DIR, say=lambda m: err.print(f"[dim]bench:[/] {m}"))
+                           stack_dir=stack_dir or DEFAULT_STACK_DIR, partitions=partitions,
+                           say=lambda m: err.print(f"[dim]bench:[/] {m}"))
     figures = run_bench(options)
     out = Console()
     if not out.is_terminal:

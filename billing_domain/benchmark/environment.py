@@ -57,7 +57,7 @@ class Services:
 
 
 @contextmanager
-def bench_target(stack_dir: Path, *, keep: bool = False) -> Iterator[BenchTarget]:
+def bench_target(stack_dir: Path, *, keep: bool = False, partitions: int = PARTITIONS) -> Iterator[BenchTarget]:
     """Configured servers (both env vars set) or the embedded stack under `stack_dir`; a fresh database
     and topic prefix either way. The database is dropped afterwards unless `keep`."""
     kafka, database = os.environ.get("BILLING_KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("BILLING_DATABASE_URL")
@@ -69,7 +69,7 @@ def bench_target(stack_dir: Path, *, keep: bool = False) -> Iterator[BenchTarget
         kafka, database = info.bootstrap_servers, info.database_url
     run = uuid.uuid4().hex[:10]
     database_url = create_database(database, f"bench_{run}")
-    target = BenchTarget(kafka, database_url, f"bench{run}.")
+    target = BenchTarget(kafka, database_url, f"bench{run}.", partitions)
     try:
         yield target
     finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from billing_domain.benchmark import peers, stages
-from billing_domain.benchmark.environment import bench_target, machine
+from billing_domain.benchmark.environment import PARTITIONS, bench_target, machine
 from billing_domain.benchmark.isolation import run_isolated
 from billing_domain.benchmark.sizes import Size
 from billing_domain.benchmark.targets import evaluate
@@ -30,6 +30,7 @@ class BenchOptions:
     single_sample: int = 200
     stack_dir: Path = DEFAULT_STACK_DIR
     keep: bool = False  # keep the database and topics (and a stack started for the run)
+    partitions: int = PARTITIONS  # per topic
     say: Callable[[str], None] = field(default=lambda message: None)
 
 
@@ -38,7 +39,7 @@ def run_bench(options: BenchOptions) -> Figures:
     size, seed, say = options.size, options.seed, options.say
     began = time.perf_counter()
     figures: Figures = {"size": size.name, "started_at": datetime.now(UTC).isoformat(), "machine": machine()}
-    with bench_target(options.stack_dir, keep=options.keep) as target:
+    with bench_target(options.stack_dir, keep=options.keep, partitions=options.partitions) as target:
         say(f"simulating {size.accounts:,} accounts over {size.days} day(s) (clean, no faults)")
         simulated = run_isolated(stages.simulate_stage, target, size.accounts, size.days, seed)
         events = simulated["counts"]["events"]
@@ -63,7 +64,8 @@ def run_bench(options: BenchOptions) -> Figures:
         "dataset": {"events": events, "accounts": simulated["counts"]["accounts"],
                     "transactions": simulated["counts"]["transactions"], "faults": False,
                     "config": simulated["config"], "simulate_s": simulated["seconds"],
-                    "nominal_events": size.nominal_events, "appended_events": appended["events"],
+                    "nominal_events": size.nominal_events, "partitions_per_topic": target.partitions,
+                    "appended_events": appended["events"],
                     "events_stored_at_single": events + appended["events"]},
         "floor": floor, "full": full, "append": appended, "incremental": incremental, "single": single,
         "rebuild": rebuild, "peers": {"one_at_a_time": one_at_a_time, "datacompy": datacompy},
