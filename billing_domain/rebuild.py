@@ -31,7 +31,7 @@ from billing_domain.adapters.recon_store import AuditRecord, ReconStore
 from billing_domain.aggregate import state_json
 from billing_domain.exceptions import ConcurrentOperationError, ConfigurationError
 from billing_domain.findings import REBUILDABLE_KINDS, Kind, Severity
-from billing_domain.reconcile.service import ReplayOutcome, build_report, new_run_id, replay_all
+from billing_domain.reconcile.service import ReplayOutcome, build_report, collector_paused, new_run_id, replay_all
 from billing_domain.transactions import TransactionState
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,18 @@ def rebuild(event_store: KafkaEventStore, projections: ProjectionStore, recon_st
     With `checkpoints`, the state comes from the last trusted checkpoint plus the log after it.
     """
     validate_rebuild_request(entity_type, selection, reason, actor)
-    run_id = run_id or new_run_id("rebuild")
+    # Planning and verifying build an object per entity while the replayed state is retained: with the
+    # collector on, its passes over that state were most of planning's time (measured: 0.44 s of 0.84).
+    with collector_paused():
+        return _rebuild(event_store, projections, recon_store, entity_type=entity_type, selection=selection,
+                        dry_run=dry_run, reason=reason, actor=actor, delete_orphans=delete_orphans,
+                        run_id=run_id or new_run_id("rebuild"), progress=progress, checkpoints=checkpoints)
+
+
+def _rebuild(event_store: KafkaEventStore, projections: ProjectionStore, recon_store: ReconStore, *,
+             entity_type: EntityType, selection: RebuildSelection, dry_run: bool, reason: str, actor: str,
+             delete_orphans: bool, run_id: str, progress: Callable[[int], None] | None,
+             checkpoints: CheckpointStore | None) -> RebuildResult:
     targets = _targets(recon_store, entity_type, selection)
     outcome = replay_all(event_store, projections, only_ids=targets, progress=progress, checkpoints=checkpoints,
                          entity_types=(entity_type,))

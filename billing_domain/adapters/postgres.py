@@ -93,7 +93,8 @@ class ProjectionStore:
         with self.engine.connect() as conn:
             if ids is None:
                 return list(stream_rows(conn, query))
-            return list(stream_rows(conn, f"{query} WHERE {key} = ANY(%(ids)s)", {"ids": list(ids)}))
+            # %b: the ids go as a binary array; as text, psycopg checks every id for quoting with a regex.
+            return list(stream_rows(conn, f"{query} WHERE {key} = ANY(%(ids)b)", {"ids": list(ids)}))
 
     # --- rows locked by the caller's transaction (the live projector) --------------------------------
     def lock_accounts(self, conn: Connection, ids: Sequence[str]) -> dict[str, AccountState]:
