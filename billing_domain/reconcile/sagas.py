@@ -20,9 +20,10 @@ def saga_findings(replay: Replay) -> list[Finding]:
         if replay.is_corrupt("transaction", transaction_id) or saga.version == 0:
             continue
         moves = replay.saga_money.get(transaction_id, [])
-        if len(moves) > 1:
-            moves = _in_order(moves)
         problems = saga_problems(saga, moves)
+        if problems and len(moves) > 1:  # sorted only when reported: the text must not depend on read order
+            moves = _in_order(moves)
+            problems = saga_problems(saga, moves)
         if saga.violations:
             problems.extend(saga.violations)
         if problems:

@@ -8,6 +8,7 @@ from billing_domain.config import Topics
 from billing_domain.exceptions import EventPosition
 from billing_domain.reconcile.replay import MAX_PROBLEMS_LISTED, Corruption, MoneyMove, Replay
 from billing_domain.reconcile.sagas import saga_findings
+from billing_domain.transactions import COMPLETED, TransactionAggregate
 
 PROBLEMS = [("gap", EventPosition("t.account-events", 2, 40), "e1"),
             ("wrong topic", EventPosition("t.transaction-events", 0, 7), "e2"),
@@ -43,3 +44,19 @@ def test_a_transfers_money_is_listed_in_one_order() -> None:
         replay.saga_money["tx-unknown"] = list(ordered)
         reports.append([f.to_json() for f in saga_findings(replay)])
     assert reports[0] == reports[1] and reports[0][0]["actual"]["money"][0]["account_id"] == "acc-a"
+
+
+def test_a_known_transfers_wrong_money_is_reported_in_one_order() -> None:
+    saga = TransactionAggregate("tx-1")
+    saga.source_account_id, saga.destination_account_id, saga.amount_minor = "acc-a", "acc-b", 5
+    saga.currency, saga.status, saga.version = "EUR", COMPLETED, 2
+    moves = [MoneyMove("acc-b", "transfer_in", 6, "EUR", "e2"), MoneyMove("acc-a", "transfer_out", 7, "EUR", "e1")]
+    reports = []
+    for ordered in (moves, moves[::-1]):
+        replay = Replay(Topics.with_prefix("t."))
+        replay.transactions["tx-1"] = saga
+        replay.saga_money["tx-1"] = list(ordered)
+        reports.append([f.to_json() for f in saga_findings(replay)])
+    assert reports[0] == reports[1]
+    detail = reports[0][0]["detail"]
+    assert detail.index("transfer_out of 7") < detail.index("transfer_in of 6")  # by account: acc-a, then acc-b
