@@ -267,6 +267,7 @@ class CutReader:
     def _keep_inside_cut(self, consumer: Consumer, batch: list[Message],
                          open_partitions: set[TopicPartitionKey]) -> list[Message]:
         records: list[Message] = []
+        stops = self.stop
         for message in batch:
             tp = (message.topic(), message.partition())
             if tp not in open_partitions:
@@ -277,7 +278,10 @@ class CutReader:
                     raise EventStoreUnavailableError(f"reading {tp[0]}[{tp[1]}]: {error.str()}")
                 self._close_partition(consumer, tp, message.offset() or 0, open_partitions)
                 continue
-            stop = self.stop.get(tp) if self.stop is not None else None
+            if stops is None:  # a cut to each partition's end: every message before its EOF is in it
+                records.append(message)
+                continue
+            stop = stops.get(tp)
             offset = message.offset() or 0
             if stop is not None and offset >= stop:
                 self._close_partition(consumer, tp, stop, open_partitions)
