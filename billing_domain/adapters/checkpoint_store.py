@@ -117,9 +117,9 @@ class CheckpointView:
 
     def entity_rows(self, topics: str, keys: Iterable[tuple[str, str]]) -> list[EntityRow]:
         keys = list(keys)
-        rows = self.conn.execute(sa.text(
-            f'SELECT entity_type, entity_id, topic, "partition", state FROM {SCHEMA}.checkpoint_entity '
-            "WHERE topics = :t AND (entity_type, entity_id) IN "
-            "(SELECT * FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[])))"),
-            {"t": topics, "types": [k[0] for k in keys], "ids": [k[1] for k in keys]}).all()
-        return [EntityRow(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+        # %b: binary arrays; as text, psycopg checks every id for quoting with a regex.
+        rows = stream_rows(self.conn, 'SELECT entity_type, entity_id, topic, "partition", state '
+                           f"FROM {SCHEMA}.checkpoint_entity WHERE topics = %(topics)s AND (entity_type, entity_id) "
+                           "IN (SELECT * FROM unnest(%(types)b::text[], %(ids)b::text[]))",
+                           {"topics": topics, "types": [k[0] for k in keys], "ids": [k[1] for k in keys]})
+        return [EntityRow(*row) for row in rows]
