@@ -21,9 +21,9 @@ def saga_findings(replay: Replay) -> list[Finding]:
             continue
         moves = replay.saga_money.get(transaction_id, [])
         problems = saga_problems(saga, moves)
-        if problems and len(moves) > 1:  # sorted only when reported: the text must not depend on read order
-            moves = _in_order(moves)
-            problems = saga_problems(saga, moves)
+        if (problems or saga.violations) and len(moves) > 1:  # sorted only when reported: the finding
+            moves = _in_order(moves)                          # must not depend on the read order
+            problems = saga_problems(saga, moves) if problems else problems
         if saga.violations:
             problems.extend(saga.violations)
         if problems:
@@ -45,9 +45,10 @@ def _in_order(moves: list[MoneyMove]) -> list[MoneyMove]:
 
 def saga_problems(saga: TransactionAggregate, moves: list[MoneyMove]) -> list[str]:
     """What is wrong with this saga's money for its status; empty when it matches."""
-    wanted, got = _legs_for(saga), sorted((m.reason, m.account_id) for m in moves)
+    wanted, got = _legs_for(saga), [(m.reason, m.account_id) for m in moves]
     # Counting legs only when they differ: building two Counters per saga was most of the saga check.
-    problems = [] if got == wanted else _leg_problems(saga, Counter(wanted), Counter(got))
+    # The Counters keep the order of `wanted` and `moves`, and so the order of the text.
+    problems = [] if sorted(got) == sorted(wanted) else _leg_problems(saga, Counter(wanted), Counter(got))
     problems += [f"{m.reason} of {m.amount_minor} on {m.account_id}, transfer amount is {saga.amount_minor}"
                  for m in moves if m.amount_minor != saga.amount_minor]
     problems += [f"{m.reason} on {m.account_id} in {m.currency}, transfer currency is {saga.currency}"
@@ -56,7 +57,7 @@ def saga_problems(saga: TransactionAggregate, moves: list[MoneyMove]) -> list[st
 
 
 def _legs_for(saga: TransactionAggregate) -> list[tuple[str, str]]:
-    """The (reason, account) legs the saga's status calls for, sorted (a pending one may have its transfer_out)."""
+    """The (reason, account) legs the saga's status calls for (a pending one may have its transfer_out)."""
     legs = []
     if saga.status in (COMPLETED, COMPENSATED):
         legs.append(("transfer_out", saga.source_account_id))
@@ -64,7 +65,7 @@ def _legs_for(saga: TransactionAggregate) -> list[tuple[str, str]]:
         legs.append(("transfer_in", saga.destination_account_id))
     if saga.status == COMPENSATED:
         legs.append(("refund", saga.source_account_id))
-    return sorted(legs)
+    return legs
 
 
 def _leg_problems(saga: TransactionAggregate, wanted: Counter[tuple[str, str]],

@@ -60,3 +60,18 @@ def test_a_known_transfers_wrong_money_is_reported_in_one_order() -> None:
     assert reports[0] == reports[1]
     detail = reports[0][0]["detail"]
     assert detail.index("transfer_out of 7") < detail.index("transfer_in of 6")  # by account: acc-a, then acc-b
+
+
+def test_a_transfer_reported_only_for_an_illegal_move_lists_its_money_in_one_order() -> None:
+    saga = TransactionAggregate("tx-1")
+    saga.source_account_id, saga.destination_account_id, saga.amount_minor = "acc-a", "acc-b", 5
+    saga.currency, saga.status, saga.version = "EUR", COMPLETED, 3
+    saga.violations = ["v3: illegal move completed -> completed"]
+    moves = [MoneyMove("acc-b", "transfer_in", 5, "EUR", "e2"), MoneyMove("acc-a", "transfer_out", 5, "EUR", "e1")]
+    reports = []
+    for ordered in (moves, moves[::-1]):
+        replay = Replay(Topics.with_prefix("t."))
+        replay.transactions["tx-1"] = saga
+        replay.saga_money["tx-1"] = list(ordered)
+        reports.append([f.to_json() for f in saga_findings(replay)])
+    assert reports[0] == reports[1] and len(reports[0]) == 1
