@@ -9,7 +9,7 @@ cursor also keeps one batch in libpq's memory, where `fetchall()` holds the whol
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -18,10 +18,11 @@ FETCH_BATCH = 50_000
 _cursor_numbers = itertools.count()
 
 
-def stream_rows(conn: Connection, query: str, params: Mapping[str, Any] | None = None) -> Iterator[tuple[Any, ...]]:
+def stream_rows(conn: Connection, query: str,
+                params: Mapping[str, Any] | None = None) -> Generator[tuple[Any, ...], None, None]:
     """The rows of `query` (psycopg placeholders) inside `conn`'s transaction and snapshot.
 
-    Consume it before the transaction ends: a server-side cursor lives in its transaction.
+    Consume or close it before the transaction ends: a server-side cursor lives in its transaction.
     """
     driver = conn.connection.driver_connection
     assert driver is not None  # an open SQLAlchemy connection always has its DBAPI connection

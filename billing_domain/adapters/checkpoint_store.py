@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -106,14 +106,15 @@ class CheckpointView:
                                  {"t": topics}).scalar()
         return bytes(blob) if blob is not None else None
 
-    def entities(self, topics: str, kinds: Iterable[str] | None = None) -> Iterator[EntityRow]:
+    def entities(self, topics: str, kinds: Iterable[str] | None = None) -> Generator[EntityRow, None, None]:
         """Every checkpointed entity, or those of the given kinds (account, transaction, money)."""
         only = " AND entity_type = ANY(%(kinds)s)" if kinds is not None else ""
-        rows = stream_rows(self.conn, 'SELECT entity_type, entity_id, topic, "partition", state '
-                           f"FROM {SCHEMA}.checkpoint_entity WHERE topics = %(topics)s{only}",
-                           {"topics": topics, "kinds": list(kinds or ())})
-        for entity_type, entity_id, topic, partition, state in rows:
-            yield EntityRow(entity_type, entity_id, topic, partition, state)
+        query = ('SELECT entity_type, entity_id, topic, "partition", state '
+                 f"FROM {SCHEMA}.checkpoint_entity WHERE topics = %(topics)s{only}")
+        # Closed with this generator, so that its server-side cursor never outlives the transaction.
+        with closing(stream_rows(self.conn, query, {"topics": topics, "kinds": list(kinds or ())})) as rows:
+            for entity_type, entity_id, topic, partition, state in rows:
+                yield EntityRow(entity_type, entity_id, topic, partition, state)
 
     def entity_rows(self, topics: str, keys: Iterable[tuple[str, str]]) -> list[EntityRow]:
         keys = list(keys)

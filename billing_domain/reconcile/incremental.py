@@ -8,6 +8,7 @@ hold: those few entities are replayed from the start of the log in a second, key
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 from dataclasses import dataclass
 
 from billing_domain.adapters.checkpoint_store import CheckpointStore
@@ -55,7 +56,9 @@ def resume(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: R
             return Resumed(None, f"{reason}: full replay")
         kinds = [*entity_types, *(["money"] if "transaction" in entity_types else [])]
         if replay.only_ids is None:
-            load_entities(replay, view.entities(key, kinds))
+            # Closed here if loading fails: its cursor must go before `reading()` ends the transaction.
+            with closing(view.entities(key, kinds)) as rows:
+                load_entities(replay, rows)
         else:
             load_entities(replay, view.entity_rows(key, [(kind, entity_id) for entity_id in replay.only_ids
                                                          for kind in kinds]))

@@ -213,7 +213,7 @@ class Replay:
             self.partition_of[("account", event.aggregate_id)] = (message.topic() or "", message.partition() or 0)
         if self.touched is not None:
             self.touched.add(("account", event.aggregate_id))
-        if self.hydrated and self.account_versions.get(event.aggregate_id) == account.version:
+        if self.hydrated and account.version and self.account_versions.get(event.aggregate_id) == account.version:
             self.account_snapshots[event.aggregate_id] = account.state()
         violations_before = len(account.violations)
         if not self._apply(account, "account", event, message):
@@ -235,7 +235,7 @@ class Replay:
                                                                       message.partition() or 0)
         if self.touched is not None:
             self.touched.add(("transaction", event.aggregate_id))
-        if self.hydrated and self.transaction_versions.get(event.aggregate_id) == saga.version:
+        if self.hydrated and saga.version and self.transaction_versions.get(event.aggregate_id) == saga.version:
             self.transaction_snapshots[event.aggregate_id] = saga.state()
         if not self._apply(saga, "transaction", event, message):
             return

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Generator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from support.histories import EventFactory, project
 
-from billing_domain.accounts import AccountAggregate
-from billing_domain.adapters.checkpoint_store import CheckpointStore
+from billing_domain.accounts import AccountAggregate, AccountState
+from billing_domain.adapters.checkpoint_store import CheckpointStore, CheckpointView
 from billing_domain.adapters.kafka import KafkaEventStore, RawRecord
 from billing_domain.adapters.postgres import ProjectionStore
 from billing_domain.adapters.recon_store import ReconStore
 from billing_domain.events import AccountCredited, AccountDebited, AccountOpened, Event, Payload
-from billing_domain.reconcile import checkpoint
+from billing_domain.reconcile import checkpoint, incremental
 from billing_domain.reconcile.service import reconcile_all
 from billing_domain.reconcile.single import reconcile_entity
 
@@ -203,3 +205,63 @@ def test_a_key_filtered_replay_keeps_keyless_events_of_its_entities(
     assert only.corrupt == {}  # the keyless poison event names no entity asked for
     everything = replay_all(event_store, projection_store).replay
     assert len(everything.accounts) == 3 and len(everything.corrupt) == 1
+
+
+def test_a_failed_checkpoint_load_closes_its_cursor_before_the_transaction_ends(
+        event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The states stream through a server-side cursor. Left suspended (the traceback keeps it alive), it
+    would send its CLOSE later on a pooled connection that another caller may be using."""
+    streams = _accounts(5, 2)
+    event_store.append([e for s in streams.values() for e in s])
+    _project(projection_store, streams)
+    reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    opened: list[Generator[object, None, None]] = []
+    entities = CheckpointView.entities
+
+    def spied(self: CheckpointView, topics: str, kinds: object = None) -> Generator[object, None, None]:
+        opened.append(entities(self, topics, kinds))  # type: ignore[arg-type]
+        return opened[-1]
+
+    def fails_after_one_row(replay: object, rows: Iterator[object]) -> None:
+        next(iter(rows))
+        raise RuntimeError("a state that does not decode")
+
+    monkeypatch.setattr(CheckpointView, "entities", spied)
+    monkeypatch.setattr(incremental, "load_entities", fails_after_one_row)
+    with pytest.raises(RuntimeError, match="does not decode"):
+        reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    assert [inspect.getgeneratorstate(g) for g in opened] == [inspect.GEN_CLOSED]
+
+
+def test_a_row_at_version_0_of_an_account_the_tail_opens_is_reported_as_a_full_replay_does(
+        event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore) -> None:
+    streams = _accounts(3, 1)
+    event_store.append([e for s in streams.values() for e in s])
+    _project(projection_store, streams)
+    reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    event_store.append([_event("acc-new", 1, AccountOpened("o", "EUR", 0, 10**9)),
+                        _event("acc-new", 2, AccountCredited(100, None, "deposit"))])
+    with projection_store.engine.begin() as conn:  # a hand-made row that claims no event at all
+        projection_store.upsert_accounts(conn, [AccountState("acc-new", "o", "EUR", 0, 0, 10**9, "active", 0,
+                                                             None, T0)])
+    resumed = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    full = reconcile_all(event_store, projection_store, checkpoints=checkpoints, full=True)
+    assert resumed.stats["replay_mode"] in ("incremental", "delta")
+    assert [(f.key, f.detail) for f in resumed.findings] == [(f.key, f.detail) for f in full.findings]
+    assert ("account", "acc-new", "field_mismatch") in _keys(full)
+
+
+def test_a_corrupt_account_moved_on_by_the_tail_is_reported_as_a_full_replay_does(
+        event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore) -> None:
+    streams = _accounts(3, 2)
+    event_store.append([e for s in streams.values() for e in s])
+    event_store.append_raw([RawRecord(event_store.topics.accounts, b"acc-0", b"garbage")])
+    _project(projection_store, streams)
+    reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    event_store.append([_event("acc-0", 4, AccountCredited(5, None, "deposit"))])  # the row stays at v3
+    resumed = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    full = reconcile_all(event_store, projection_store, checkpoints=checkpoints, full=True)
+    assert resumed.stats["replay_mode"] in ("incremental", "delta")
+    assert [(f.key, f.detail) for f in resumed.findings] == [(f.key, f.detail) for f in full.findings]
+    assert ("account", "acc-0", "stream_corrupt") in _keys(full)
