@@ -84,6 +84,11 @@ class EventStoreUnavailableError(EventStoreError):
     """The broker could not be reached; transient, retried by the retry policy."""
 
 
+class CheckpointUnreadableError(BillingError):
+    """A checkpoint blob that does not decode (damaged or edited by hand): never trusted; the run replays
+    from the start of the log instead and says why."""
+
+
 class RebuildRefusedError(BillingError):
     """A rebuild that must not run (corrupt stream, invariant break, concurrent rebuild...)."""
 

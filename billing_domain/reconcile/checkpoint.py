@@ -20,13 +20,15 @@ import msgspec
 from billing_domain.accounts import AccountAggregate
 from billing_domain.aggregate import Aggregate
 from billing_domain.cut import Cut, TopicPartitionKey
-from billing_domain.exceptions import EventPosition
+from billing_domain.exceptions import CheckpointUnreadableError, EventPosition
 from billing_domain.reconcile.replay import Corruption, InvariantBreak, MoneyMove, Replay
 from billing_domain.transactions import TransactionAggregate
 
 CHECKPOINT_FORMAT = 2  # 2: a stream's problems in log order, the first one not stored apart
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
+# What a damaged or hand-edited blob raises: bad msgpack, or the wrong shape for its fields.
+_UNREADABLE = (msgspec.DecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError)
 
 
 def code_version() -> str:
@@ -117,28 +119,37 @@ def _dump(replay: Replay, entity_type: str, entity_id: str) -> bytes:
 
 
 def load_entities(replay: Replay, rows: Iterable[EntityRow]) -> None:
-    """Put checkpointed state back into a fresh replay."""
+    """Put checkpointed state back into a fresh replay. Raises `CheckpointUnreadableError` naming the
+    entity whose state does not decode; the replay is then partly loaded and must be discarded."""
     for row in rows:
-        data = _decoder.decode(row.state)
-        if row.topic:
-            replay.partition_of[(row.entity_type, row.entity_id)] = (row.topic, row.partition)
-        if row.entity_type == "money":
-            replay.saga_money[row.entity_id] = [MoneyMove(*move) for move in data]
-            continue
-        if data["a"] is not None:
-            aggregate: Aggregate = (AccountAggregate if row.entity_type == "account"
-                                    else TransactionAggregate)(row.entity_id)
-            for name, value in data["a"].items():
-                setattr(aggregate, name, value)
-            target: dict[str, Any] = replay.accounts if row.entity_type == "account" else replay.transactions
-            target[row.entity_id] = aggregate
-        if data["c"] is not None:
-            corruption = Corruption(row.entity_type, row.entity_id, data["c"]["problems"])
-            replay.corrupt[(row.entity_type, row.entity_id)] = corruption
-        if data["b"] is not None:
-            version_, rule, event_id, position = data["b"]
-            replay.invariant_breaks[row.entity_id] = InvariantBreak(version_, rule, event_id,
-                                                                    _from_position(position) or EventPosition("", 0, 0))
+        try:
+            _load_entity(replay, row)
+        except _UNREADABLE as exc:
+            raise CheckpointUnreadableError(f"the checkpointed state of {row.entity_type} {row.entity_id!r} "
+                                            f"does not decode ({type(exc).__name__}: {exc})") from exc
+
+
+def _load_entity(replay: Replay, row: EntityRow) -> None:
+    data = _decoder.decode(row.state)
+    if row.topic:
+        replay.partition_of[(row.entity_type, row.entity_id)] = (row.topic, row.partition)
+    if row.entity_type == "money":
+        replay.saga_money[row.entity_id] = [MoneyMove(*move) for move in data]
+        return
+    if data["a"] is not None:
+        aggregate: Aggregate = (AccountAggregate if row.entity_type == "account"
+                                else TransactionAggregate)(row.entity_id)
+        for name, value in data["a"].items():
+            setattr(aggregate, name, value)
+        target: dict[str, Any] = replay.accounts if row.entity_type == "account" else replay.transactions
+        target[row.entity_id] = aggregate
+    if data["c"] is not None:
+        corruption = Corruption(row.entity_type, row.entity_id, data["c"]["problems"])
+        replay.corrupt[(row.entity_type, row.entity_id)] = corruption
+    if data["b"] is not None:
+        version_, rule, event_id, position = data["b"]
+        replay.invariant_breaks[row.entity_id] = InvariantBreak(version_, rule, event_id,
+                                                                _from_position(position) or EventPosition("", 0, 0))
 
 
 def dump_ledger(replay: Replay) -> bytes:
@@ -156,7 +167,10 @@ def load_ledger(replay: Replay, ledger: dict[str, Any]) -> None:
 
 
 def decode_ledger(blob: bytes) -> dict[str, Any]:
-    decoded: dict[str, Any] = _decoder.decode(blob)
+    try:
+        decoded: dict[str, Any] = _decoder.decode(blob)
+    except msgspec.DecodeError as exc:
+        raise CheckpointUnreadableError(f"the checkpoint's ledger sums do not decode ({exc})") from exc
     return decoded
 
 

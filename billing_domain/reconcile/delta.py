@@ -37,7 +37,7 @@ from billing_domain.adapters.projection_changes import ProjectionSnapshot, ReadM
 from billing_domain.adapters.recon_store import ReconStore
 from billing_domain.cut import Cut, TopicPartitionKey
 from billing_domain.events import decode_event
-from billing_domain.exceptions import EventDecodeError
+from billing_domain.exceptions import CheckpointUnreadableError, EventDecodeError
 from billing_domain.findings import Finding
 from billing_domain.reconcile import incremental
 from billing_domain.reconcile.checkpoint import CheckpointHeader, load_entities, load_ledger, topics_key
@@ -164,18 +164,21 @@ def try_delta(event_store: KafkaEventStore, projections_engine: Engine,
               checkpoints: CheckpointStore) -> DeltaReplay | str:
     """Replay and read only what changed since the checkpointed run; or the reason that cannot be done."""
     began = time.perf_counter()
-    with checkpoints.reading() as view:  # the header, memo and states of one checkpoint
-        previous = _previous_run(event_store, view, ReconStore(checkpoints.engine))
-        if isinstance(previous, str):
-            return previous
-        start = incremental.start_after(event_store, previous.header)
-        gathered = _gather(event_store, projections_engine, previous.memo, start)
-        if isinstance(gathered, str):
-            return gathered
-        replay = Replay(event_store.topics,
-                        account_versions={k: r.version for k, r in gathered.account_rows.items()},
-                        transaction_versions={k: r.version for k, r in gathered.transaction_rows.items()})
-        hydrated = _hydrate(replay, view, previous.header, gathered.accounts, gathered.transactions)
+    try:
+        with checkpoints.reading() as view:  # the header, memo and states of one checkpoint
+            previous = _previous_run(event_store, view, ReconStore(checkpoints.engine))
+            if isinstance(previous, str):
+                return previous
+            start = incremental.start_after(event_store, previous.header)
+            gathered = _gather(event_store, projections_engine, previous.memo, start)
+            if isinstance(gathered, str):
+                return gathered
+            replay = Replay(event_store.topics,
+                            account_versions={k: r.version for k, r in gathered.account_rows.items()},
+                            transaction_versions={k: r.version for k, r in gathered.transaction_rows.items()})
+            hydrated = _hydrate(replay, view, previous.header, gathered.accounts, gathered.transactions)
+    except CheckpointUnreadableError as exc:
+        return str(exc)
     read = time.perf_counter()
     older = incremental.snapshot_hydrated(replay)
     for batch in gathered.batches:

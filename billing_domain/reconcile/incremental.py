@@ -11,9 +11,10 @@ import logging
 from contextlib import closing
 from dataclasses import dataclass
 
-from billing_domain.adapters.checkpoint_store import CheckpointStore
+from billing_domain.adapters.checkpoint_store import CheckpointStore, CheckpointView
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.cut import Cut, TopicPartitionKey
+from billing_domain.exceptions import CheckpointUnreadableError
 from billing_domain.reconcile.checkpoint import (
     CheckpointHeader,
     code_version,
@@ -43,29 +44,43 @@ def resume(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: R
     """Load the checkpoint into `replay` if it can be trusted; say why not otherwise.
 
     A replay limited to `only_ids` loads just those entities' states, one limited to `entity_types`
-    just those types' (a transaction's money goes with it).
+    just those types' (a transaction's money goes with it). The states go into `replay` only once
+    every one of them decoded: a damaged checkpoint leaves it untouched for the full replay.
     """
     key = topics_key(event_store.topics.all())
-    with checkpoints.reading() as view:  # the header and the states of one checkpoint, even if one is saved now
-        header = view.header(key)
-        if header is None:
-            return Resumed(None, "no checkpoint yet: full replay")
-        reason = distrust(event_store, header)
-        if reason is not None:
-            log.warning("not resuming from the checkpoint: %s; replaying in full", reason)
-            return Resumed(None, f"{reason}: full replay")
-        kinds = [*entity_types, *(["money"] if "transaction" in entity_types else [])]
-        if replay.only_ids is None:
-            # Closed here if loading fails: its cursor must go before `reading()` ends the transaction.
-            with closing(view.entities(key, kinds)) as rows:
-                load_entities(replay, rows)
-        else:
-            load_entities(replay, view.entity_rows(key, [(kind, entity_id) for entity_id in replay.only_ids
-                                                         for kind in kinds]))
+    loaded = Replay(replay.topics, account_versions=replay.account_versions,
+                    transaction_versions=replay.transaction_versions, only_ids=replay.only_ids)
+    header: CheckpointHeader | None = None
+    reason: str | None = None
+    try:
+        with checkpoints.reading() as view:  # the header and the states of one checkpoint, even if one is saved now
+            header = view.header(key)
+            if header is None:
+                return Resumed(None, "no checkpoint yet: full replay")
+            reason = distrust(event_store, header)
+            if reason is None:
+                _load_states(view, key, loaded, entity_types)
+    except CheckpointUnreadableError as exc:
+        reason = str(exc)
+    if reason is not None or header is None:
+        log.warning("not resuming from the checkpoint: %s; replaying in full", reason)
+        return Resumed(None, f"{reason}: full replay")
+    replay.merge(loaded)
     load_ledger(replay, header.ledger)
     replay.touched = set()
     return Resumed(start_after(event_store, header), f"resumed from checkpoint of run {header.run_id}",
                    header.run_id)
+
+
+def _load_states(view: CheckpointView, key: str, replay: Replay, entity_types: tuple[str, ...]) -> None:
+    kinds = [*entity_types, *(["money"] if "transaction" in entity_types else [])]
+    if replay.only_ids is None:
+        # Closed here if loading fails: its cursor must go before `reading()` ends the transaction.
+        with closing(view.entities(key, kinds)) as rows:
+            load_entities(replay, rows)
+    else:
+        load_entities(replay, view.entity_rows(key, [(kind, entity_id) for entity_id in replay.only_ids
+                                                     for kind in kinds]))
 
 
 def distrust(event_store: KafkaEventStore, header: CheckpointHeader) -> str | None:

@@ -9,6 +9,7 @@ the start, other keys skipped before decoding.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from billing_domain.accounts import AccountState
@@ -16,6 +17,7 @@ from billing_domain.adapters.checkpoint_store import CheckpointStore
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.adapters.postgres import ProjectionStore
 from billing_domain.cut import TopicPartitionKey
+from billing_domain.exceptions import CheckpointUnreadableError
 from billing_domain.findings import ReconciliationReport
 from billing_domain.reconcile import incremental
 from billing_domain.reconcile.checkpoint import EntityRow, code_version, load_entities, topics_key
@@ -28,6 +30,8 @@ from billing_domain.reconcile.service import (
     new_run_id,
 )
 from billing_domain.transactions import TransactionState
+
+log = logging.getLogger(__name__)
 
 
 def reconcile_entity(event_store: KafkaEventStore, projections: ProjectionStore, entity_type: str, entity_id: str, *,
@@ -77,22 +81,27 @@ def _from_checkpoint(event_store: KafkaEventStore, projections: ProjectionStore,
                      entity_type: str, entity_id: str) -> ReplayOutcome | None:
     key = topics_key(event_store.topics.all())
     accounts, transactions = _read_rows(projections, entity_type, entity_id)  # rows before events
-    with checkpoints.reading() as view:
-        header = view.header(key)
-        if header is None or header.code_version != code_version():
-            return None
-        wanted = [(entity_type, entity_id)] + ([("money", entity_id)] if entity_type == "transaction" else [])
-        rows = view.entity_rows(key, wanted)
-        replay = Replay(event_store.topics, account_versions={k: r.version for k, r in accounts.items()},
-                        transaction_versions={k: r.version for k, r in transactions.items()}, only_ids={entity_id})
-        load_entities(replay, rows)
-        saga = replay.transactions.get(entity_id)
-        if saga is not None:
-            parties = {saga.source_account_id, saga.destination_account_id}
-            party_rows = view.entity_rows(key, [("account", a) for a in parties])
-            load_entities(replay, party_rows)
-            replay.only_ids = {entity_id, *parties}
-            rows += party_rows
+    try:
+        with checkpoints.reading() as view:
+            header = view.header(key)
+            if header is None or header.code_version != code_version():
+                return None
+            wanted = [(entity_type, entity_id)] + ([("money", entity_id)] if entity_type == "transaction" else [])
+            rows = view.entity_rows(key, wanted)
+            replay = Replay(event_store.topics, account_versions={k: r.version for k, r in accounts.items()},
+                            transaction_versions={k: r.version for k, r in transactions.items()},
+                            only_ids={entity_id})
+            load_entities(replay, rows)
+            saga = replay.transactions.get(entity_id)
+            if saga is not None:
+                parties = {saga.source_account_id, saga.destination_account_id}
+                party_rows = view.entity_rows(key, [("account", a) for a in parties])
+                load_entities(replay, party_rows)
+                replay.only_ids = {entity_id, *parties}
+                rows += party_rows
+    except CheckpointUnreadableError as exc:
+        log.warning("not using the checkpoint for %s %s: %s", entity_type, entity_id, exc)
+        return None  # read this entity's keys from the start instead
     if incremental.snapshot_hydrated(replay):
         return None  # the projection is below the checkpoint: needs the older state
     partitions = _partitions(event_store, rows, entity_type)

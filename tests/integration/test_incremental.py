@@ -265,3 +265,28 @@ def test_a_corrupt_account_moved_on_by_the_tail_is_reported_as_a_full_replay_doe
     assert resumed.stats["replay_mode"] in ("incremental", "delta")
     assert [(f.key, f.detail) for f in resumed.findings] == [(f.key, f.detail) for f in full.findings]
     assert ("account", "acc-0", "stream_corrupt") in _keys(full)
+
+
+def test_a_damaged_checkpoint_state_means_a_full_replay_that_names_the_entity(
+        event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore) -> None:
+    streams = _accounts(5, 2)
+    event_store.append([e for s in streams.values() for e in s])
+    _project(projection_store, streams)
+    reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    with projection_store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE billing_recon.checkpoint_entity SET state = '\\xc1ff'::bytea "
+                             "WHERE entity_type = 'account' AND entity_id = 'acc-3'")
+    streams["acc-3"].append(_event("acc-3", 4, AccountCredited(5, None, "deposit")))  # the tail touches it
+    event_store.append(streams["acc-3"][-1:])
+    _project(projection_store, streams)
+
+    report = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    assert report.stats["replay_mode"] == "full"
+    assert "the checkpointed state of account 'acc-3' does not decode" in report.stats["replay_mode_reason"]
+    assert report.findings == []
+    # That run wrote a whole new checkpoint; damage it again for the single-entity path.
+    with projection_store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE billing_recon.checkpoint_entity SET state = '\\xc1ff'::bytea "
+                             "WHERE entity_type = 'account' AND entity_id = 'acc-3'")
+    single = reconcile_entity(event_store, projection_store, "account", "acc-3", checkpoints=checkpoints)
+    assert single.stats["replay_mode"] == "full" and single.findings == []
