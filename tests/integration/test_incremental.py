@@ -15,6 +15,7 @@ from billing_domain.adapters.kafka import KafkaEventStore, RawRecord
 from billing_domain.adapters.postgres import ProjectionStore
 from billing_domain.adapters.recon_store import ReconStore
 from billing_domain.events import AccountCredited, AccountDebited, AccountOpened, Event, Payload
+from billing_domain.findings import ReconciliationReport
 from billing_domain.reconcile import checkpoint, incremental
 from billing_domain.reconcile.service import reconcile_all
 from billing_domain.reconcile.single import reconcile_entity
@@ -234,6 +235,16 @@ def test_a_failed_checkpoint_load_closes_its_cursor_before_the_transaction_ends(
     assert [inspect.getgeneratorstate(g) for g in opened] == [inspect.GEN_CLOSED]
 
 
+def _resumed_like_full(event_store: KafkaEventStore, projection_store: ProjectionStore,
+                       checkpoints: CheckpointStore) -> ReconciliationReport:
+    """Reconcile from the checkpoint, then in full; the two must report the same, word for word."""
+    resumed = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
+    full = reconcile_all(event_store, projection_store, checkpoints=checkpoints, full=True)
+    assert resumed.stats["replay_mode"] in ("incremental", "delta")
+    assert [(f.key, f.detail) for f in resumed.findings] == [(f.key, f.detail) for f in full.findings]
+    return full
+
+
 def test_a_row_at_version_0_of_an_account_the_tail_opens_is_reported_as_a_full_replay_does(
         event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore) -> None:
     streams = _accounts(3, 1)
@@ -245,10 +256,7 @@ def test_a_row_at_version_0_of_an_account_the_tail_opens_is_reported_as_a_full_r
     with projection_store.engine.begin() as conn:  # a hand-made row that claims no event at all
         projection_store.upsert_accounts(conn, [AccountState("acc-new", "o", "EUR", 0, 0, 10**9, "active", 0,
                                                              None, T0)])
-    resumed = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
-    full = reconcile_all(event_store, projection_store, checkpoints=checkpoints, full=True)
-    assert resumed.stats["replay_mode"] in ("incremental", "delta")
-    assert [(f.key, f.detail) for f in resumed.findings] == [(f.key, f.detail) for f in full.findings]
+    full = _resumed_like_full(event_store, projection_store, checkpoints)
     assert ("account", "acc-new", "field_mismatch") in _keys(full)
 
 
@@ -260,10 +268,7 @@ def test_a_corrupt_account_moved_on_by_the_tail_is_reported_as_a_full_replay_doe
     _project(projection_store, streams)
     reconcile_all(event_store, projection_store, checkpoints=checkpoints)
     event_store.append([_event("acc-0", 4, AccountCredited(5, None, "deposit"))])  # the row stays at v3
-    resumed = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
-    full = reconcile_all(event_store, projection_store, checkpoints=checkpoints, full=True)
-    assert resumed.stats["replay_mode"] in ("incremental", "delta")
-    assert [(f.key, f.detail) for f in resumed.findings] == [(f.key, f.detail) for f in full.findings]
+    full = _resumed_like_full(event_store, projection_store, checkpoints)
     assert ("account", "acc-0", "stream_corrupt") in _keys(full)
 
 

@@ -36,42 +36,43 @@ def test_past_the_limit_the_first_positions_are_kept_and_the_rest_counted() -> N
     assert offsets == list(range(MAX_PROBLEMS_LISTED)) and corruption.problems[-1]["more"] == 5
 
 
-def test_a_transfers_money_is_listed_in_one_order() -> None:
-    moves = [MoneyMove("acc-b", "transfer_in", 5, "EUR", "e2"), MoneyMove("acc-a", "transfer_out", 7, "EUR", "e1")]
+def _saga_findings_read_both_ways(moves: list[MoneyMove], saga: TransactionAggregate | None = None,
+                                  ) -> list[list[dict[str, object]]]:
+    """The saga findings when the transfer's money is read in the given order, and reversed."""
     reports = []
     for ordered in (moves, moves[::-1]):
         replay = Replay(Topics.with_prefix("t."))
-        replay.saga_money["tx-unknown"] = list(ordered)
+        if saga is not None:
+            replay.transactions[saga.aggregate_id] = saga
+        replay.saga_money[saga.aggregate_id if saga else "tx-unknown"] = list(ordered)
         reports.append([f.to_json() for f in saga_findings(replay)])
+    return reports
+
+
+def _completed_transfer(version: int) -> TransactionAggregate:
+    saga = TransactionAggregate("tx-1")
+    saga.source_account_id, saga.destination_account_id, saga.amount_minor = "acc-a", "acc-b", 5
+    saga.currency, saga.status, saga.version = "EUR", COMPLETED, version
+    return saga
+
+
+def test_a_transfers_money_is_listed_in_one_order() -> None:
+    moves = [MoneyMove("acc-b", "transfer_in", 5, "EUR", "e2"), MoneyMove("acc-a", "transfer_out", 7, "EUR", "e1")]
+    reports = _saga_findings_read_both_ways(moves)
     assert reports[0] == reports[1] and reports[0][0]["actual"]["money"][0]["account_id"] == "acc-a"
 
 
 def test_a_known_transfers_wrong_money_is_reported_in_one_order() -> None:
-    saga = TransactionAggregate("tx-1")
-    saga.source_account_id, saga.destination_account_id, saga.amount_minor = "acc-a", "acc-b", 5
-    saga.currency, saga.status, saga.version = "EUR", COMPLETED, 2
     moves = [MoneyMove("acc-b", "transfer_in", 6, "EUR", "e2"), MoneyMove("acc-a", "transfer_out", 7, "EUR", "e1")]
-    reports = []
-    for ordered in (moves, moves[::-1]):
-        replay = Replay(Topics.with_prefix("t."))
-        replay.transactions["tx-1"] = saga
-        replay.saga_money["tx-1"] = list(ordered)
-        reports.append([f.to_json() for f in saga_findings(replay)])
+    reports = _saga_findings_read_both_ways(moves, _completed_transfer(version=2))
     assert reports[0] == reports[1]
-    detail = reports[0][0]["detail"]
+    detail = str(reports[0][0]["detail"])
     assert detail.index("transfer_out of 7") < detail.index("transfer_in of 6")  # by account: acc-a, then acc-b
 
 
 def test_a_transfer_reported_only_for_an_illegal_move_lists_its_money_in_one_order() -> None:
-    saga = TransactionAggregate("tx-1")
-    saga.source_account_id, saga.destination_account_id, saga.amount_minor = "acc-a", "acc-b", 5
-    saga.currency, saga.status, saga.version = "EUR", COMPLETED, 3
+    saga = _completed_transfer(version=3)
     saga.violations = ["v3: illegal move completed -> completed"]
     moves = [MoneyMove("acc-b", "transfer_in", 5, "EUR", "e2"), MoneyMove("acc-a", "transfer_out", 5, "EUR", "e1")]
-    reports = []
-    for ordered in (moves, moves[::-1]):
-        replay = Replay(Topics.with_prefix("t."))
-        replay.transactions["tx-1"] = saga
-        replay.saga_money["tx-1"] = list(ordered)
-        reports.append([f.to_json() for f in saga_findings(replay)])
+    reports = _saga_findings_read_both_ways(moves, saga)
     assert reports[0] == reports[1] and len(reports[0]) == 1
