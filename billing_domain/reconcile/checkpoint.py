@@ -121,6 +121,7 @@ def _dump(replay: Replay, entity_type: str, entity_id: str) -> bytes:
 def load_entities(replay: Replay, rows: Iterable[EntityRow]) -> None:
     """Put checkpointed state back into a fresh replay. Raises `CheckpointUnreadableError` naming the
     entity whose state does not decode; the replay is then partly loaded and must be discarded."""
+    replay.hydrated = True
     for row in rows:
         try:
             _load_entity(replay, row)

@@ -180,7 +180,7 @@ def try_delta(event_store: KafkaEventStore, projections_engine: Engine,
     except CheckpointUnreadableError as exc:
         return str(exc)
     read = time.perf_counter()
-    older = incremental.snapshot_hydrated(replay)
+    older = incremental.rows_below_checkpoint(replay)
     for batch in gathered.batches:
         replay.feed(batch)
     incremental.fill_older_snapshots(event_store, replay, older, start)

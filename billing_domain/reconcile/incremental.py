@@ -101,12 +101,9 @@ def current_marks(event_store: KafkaEventStore, cut: Cut) -> dict[TopicPartition
     return {tp: tail_mark(value) for tp, value in values.items()}
 
 
-def snapshot_hydrated(replay: Replay) -> set[str]:
-    """Keep the state at each row's version where that is the checkpointed version, once the tail first
-    changes the entity (`Replay.hydrated`): most entities the tail never touches, and copying each one
-    up front cost every resume a state per row. Return the ids whose row is below it (they need the
-    second pass)."""
-    replay.hydrated = True
+def rows_below_checkpoint(replay: Replay) -> set[str]:
+    """The ids whose projection row sits below their checkpointed version: they need the second pass.
+    (A row at the checkpointed version needs nothing here: see `Replay.hydrated`.)"""
     older: set[str] = set()
     for entity_type, aggregates, wanted in (("account", replay.accounts, replay.account_versions),
                                             ("transaction", replay.transactions, replay.transaction_versions)):

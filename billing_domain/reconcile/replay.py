@@ -115,8 +115,9 @@ class Replay:
         self.partition_of: dict[tuple[str, str], tuple[str, int]] = {}
         # Set when resuming from a checkpoint: the entities the tail changed, to save only those.
         self.touched: set[tuple[str, str]] | None = None
-        # Set once checkpointed states are loaded: an aggregate may then sit at its projection row's
-        # version before the tail moves it, so that state is kept when the tail first changes it.
+        # Set by `checkpoint.load_entities`: an aggregate may then sit at its projection row's version
+        # before the tail moves it, so that state is kept when the tail first changes the entity. Most
+        # entities the tail never touches; a copy for every row up front cost each resume a state per row.
         self.hydrated = False
 
     # --- pickling (the parallel replay ships partial replays between processes) ----------------------------
@@ -153,6 +154,7 @@ class Replay:
             self.cut_time = other.cut_time
         self.events_read += other.events_read
         self.duplicates += other.duplicates
+        self.hydrated = self.hydrated or other.hydrated
 
     # --- feeding ------------------------------------------------------------------------------------
     def feed(self, messages: Iterable[Message]) -> None:

@@ -120,7 +120,7 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
         resumed = (incremental.resume(event_store, checkpoints, replay, entity_types)
                    if checkpoints is not None and not full
                    else incremental.Resumed(None, "full replay" + (" (asked for)" if full else "")))
-        older = incremental.snapshot_hydrated(replay) if resumed.start is not None else set()
+        older = incremental.rows_below_checkpoint(replay) if resumed.start is not None else set()
         loaded = time.perf_counter()
         if resumed.start is None and only_ids is None and options.workers > 1:
             cut = replay_in_parallel(event_store, replay, options.workers, options.stop, progress)

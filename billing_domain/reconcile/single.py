@@ -102,7 +102,7 @@ def _from_checkpoint(event_store: KafkaEventStore, projections: ProjectionStore,
     except CheckpointUnreadableError as exc:
         log.warning("not using the checkpoint for %s %s: %s", entity_type, entity_id, exc)
         return None  # read this entity's keys from the start instead
-    if incremental.snapshot_hydrated(replay):
+    if incremental.rows_below_checkpoint(replay):
         return None  # the projection is below the checkpoint: needs the older state
     partitions = _partitions(event_store, rows, entity_type)
     start = {tp: header.cut.end.get(tp, 0) for tp in partitions}
