@@ -129,7 +129,7 @@ def rebuild(event_store: KafkaEventStore, projections: ProjectionStore, recon_st
     """
     validate_rebuild_request(entity_type, selection, reason, actor)
     # Planning and verifying build an object per entity while the replayed state is retained: with the
-    # collector on, its passes over that state were most of planning's time (measured: 0.44 s of 0.84).
+    # collector on, its passes over that state were half of planning's time (profiled: 0.42 s of 0.84).
     with collector_paused():
         return _rebuild(event_store, projections, recon_store, entity_type=entity_type, selection=selection,
                         dry_run=dry_run, reason=reason, actor=actor, delete_orphans=delete_orphans,
@@ -302,7 +302,7 @@ def _verify_against_events(event_store: KafkaEventStore, projections: Projection
 
 
 # One C-level tuple comparison per row; the fields are listed only for a row that differs. Comparing
-# field by field in Python was a third of planning and verifying a rebuild of every account.
+# field by field in Python was about half of planning and verifying a rebuild (profiled, 10k accounts).
 _COMPARED_FIELDS: dict[type, tuple[str, ...]] = {
     state_type: tuple(f for f in state_type.__struct_fields__ if f not in ("updated_at", "last_event_id"))
     for state_type in (AccountState, TransactionState)}
