@@ -56,6 +56,11 @@ class Services:
         self.projections.engine.dispose()
 
 
+def uses_configured_servers() -> bool:
+    """Both servers named in the environment: the bench then runs on them, not on the embedded stack."""
+    return bool(os.environ.get("BILLING_KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("BILLING_DATABASE_URL"))
+
+
 @contextmanager
 def bench_target(stack_dir: Path, *, keep: bool = False, partitions: int = PARTITIONS) -> Iterator[BenchTarget]:
     """Configured servers (both env vars set) or the embedded stack under `stack_dir`; a fresh database
