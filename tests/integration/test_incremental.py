@@ -39,6 +39,12 @@ def _project(projections: ProjectionStore, streams: dict[str, list[Event]]) -> N
     project([e for stream in streams.values() for e in stream], projections)
 
 
+def _append_and_project(event_store: KafkaEventStore, projections: ProjectionStore,
+                        streams: dict[str, list[Event]]) -> None:
+    event_store.append([e for stream in streams.values() for e in stream])
+    _project(projections, streams)
+
+
 @pytest.fixture
 def checkpoints(projection_store: ProjectionStore) -> CheckpointStore:
     ReconStore(projection_store.engine).migrate()
@@ -52,8 +58,7 @@ def _keys(report: object) -> set[tuple[str, str, str]]:
 def test_the_incremental_run_reads_only_the_tail_and_reports_like_a_full_one(
         event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore) -> None:
     streams = _accounts(40, 3)
-    event_store.append([e for s in streams.values() for e in s])
-    _project(projection_store, streams)
+    _append_and_project(event_store, projection_store, streams)
     first = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
     assert first.stats["replay_mode"] == "full" and first.findings == []
 
@@ -82,8 +87,7 @@ def test_a_recreated_topic_or_another_code_version_means_a_full_replay(
         event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore,
         monkeypatch: pytest.MonkeyPatch) -> None:
     streams = _accounts(5, 2)
-    event_store.append([e for s in streams.values() for e in s])
-    _project(projection_store, streams)
+    _append_and_project(event_store, projection_store, streams)
     reconcile_all(event_store, projection_store, checkpoints=checkpoints)
 
     monkeypatch.setattr(checkpoint, "CHECKPOINT_FORMAT", 999)
@@ -108,9 +112,8 @@ def test_a_recreated_topic_or_another_code_version_means_a_full_replay(
 def test_a_poison_event_before_the_checkpoint_is_still_reported_after_it(
         event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore) -> None:
     streams = _accounts(3, 1)
-    event_store.append([e for s in streams.values() for e in s])
+    _append_and_project(event_store, projection_store, streams)
     event_store.append_raw([RawRecord(event_store.topics.accounts, b"acc-0", b"garbage")])
-    _project(projection_store, streams)
     first = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
     again = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
     assert again.stats["replay_mode"] == "incremental"
@@ -122,8 +125,7 @@ def test_a_poison_event_before_the_checkpoint_is_still_reported_after_it(
 def test_single_entity_reconcile(event_store: KafkaEventStore, projection_store: ProjectionStore,
                                  checkpoints: CheckpointStore, with_checkpoint: bool) -> None:
     streams = _accounts(10, 2)
-    event_store.append([e for s in streams.values() for e in s])
-    _project(projection_store, streams)
+    _append_and_project(event_store, projection_store, streams)
     if with_checkpoint:
         reconcile_all(event_store, projection_store, checkpoints=checkpoints)
     late = _event("acc-3", 4, AccountCredited(5, None, "deposit"))
@@ -148,8 +150,7 @@ def test_a_rebuild_from_the_checkpoint_writes_the_same_rows_as_one_from_the_star
 
     recon = ReconStore(projection_store.engine)
     streams = _accounts(12, 3)
-    event_store.append([e for s in streams.values() for e in s])
-    _project(projection_store, streams)
+    _append_and_project(event_store, projection_store, streams)
     reconcile_all(event_store, projection_store, checkpoints=checkpoints)
     late = _event("acc-2", 5, AccountCredited(9, None, "deposit"))  # after the checkpoint
     event_store.append([late])
@@ -214,8 +215,7 @@ def test_a_failed_checkpoint_load_closes_its_cursor_before_the_transaction_ends(
     """The states stream through a server-side cursor. Left suspended (the traceback keeps it alive), it
     would send its CLOSE later on a pooled connection that another caller may be using."""
     streams = _accounts(5, 2)
-    event_store.append([e for s in streams.values() for e in s])
-    _project(projection_store, streams)
+    _append_and_project(event_store, projection_store, streams)
     reconcile_all(event_store, projection_store, checkpoints=checkpoints)
     opened: list[Generator[object, None, None]] = []
     entities = CheckpointView.entities
@@ -248,8 +248,7 @@ def _resumed_like_full(event_store: KafkaEventStore, projection_store: Projectio
 def test_a_row_at_version_0_of_an_account_the_tail_opens_is_reported_as_a_full_replay_does(
         event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore) -> None:
     streams = _accounts(3, 1)
-    event_store.append([e for s in streams.values() for e in s])
-    _project(projection_store, streams)
+    _append_and_project(event_store, projection_store, streams)
     reconcile_all(event_store, projection_store, checkpoints=checkpoints)
     event_store.append([_event("acc-new", 1, AccountOpened("o", "EUR", 0, 10**9)),
                         _event("acc-new", 2, AccountCredited(100, None, "deposit"))])
@@ -263,24 +262,26 @@ def test_a_row_at_version_0_of_an_account_the_tail_opens_is_reported_as_a_full_r
 def test_a_corrupt_account_moved_on_by_the_tail_is_reported_as_a_full_replay_does(
         event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore) -> None:
     streams = _accounts(3, 2)
-    event_store.append([e for s in streams.values() for e in s])
+    _append_and_project(event_store, projection_store, streams)
     event_store.append_raw([RawRecord(event_store.topics.accounts, b"acc-0", b"garbage")])
-    _project(projection_store, streams)
     reconcile_all(event_store, projection_store, checkpoints=checkpoints)
     event_store.append([_event("acc-0", 4, AccountCredited(5, None, "deposit"))])  # the row stays at v3
     full = _resumed_like_full(event_store, projection_store, checkpoints)
     assert ("account", "acc-0", "stream_corrupt") in _keys(full)
 
 
+def _damage_checkpointed_state(projections: ProjectionStore, entity_type: str, entity_id: str) -> None:
+    with projections.engine.begin() as conn:  # 0xc1 is never valid MessagePack
+        conn.exec_driver_sql("UPDATE billing_recon.checkpoint_entity SET state = '\\xc1ff'::bytea "
+                             "WHERE entity_type = %(t)s AND entity_id = %(i)s", {"t": entity_type, "i": entity_id})
+
+
 def test_a_damaged_checkpoint_state_means_a_full_replay_that_names_the_entity(
         event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore) -> None:
     streams = _accounts(5, 2)
-    event_store.append([e for s in streams.values() for e in s])
-    _project(projection_store, streams)
+    _append_and_project(event_store, projection_store, streams)
     reconcile_all(event_store, projection_store, checkpoints=checkpoints)
-    with projection_store.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE billing_recon.checkpoint_entity SET state = '\\xc1ff'::bytea "
-                             "WHERE entity_type = 'account' AND entity_id = 'acc-3'")
+    _damage_checkpointed_state(projection_store, "account", "acc-3")
     streams["acc-3"].append(_event("acc-3", 4, AccountCredited(5, None, "deposit")))  # the tail touches it
     event_store.append(streams["acc-3"][-1:])
     _project(projection_store, streams)
@@ -290,8 +291,6 @@ def test_a_damaged_checkpoint_state_means_a_full_replay_that_names_the_entity(
     assert "the checkpointed state of account 'acc-3' does not decode" in report.stats["replay_mode_reason"]
     assert report.findings == []
     # That run wrote a whole new checkpoint; damage it again for the single-entity path.
-    with projection_store.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE billing_recon.checkpoint_entity SET state = '\\xc1ff'::bytea "
-                             "WHERE entity_type = 'account' AND entity_id = 'acc-3'")
+    _damage_checkpointed_state(projection_store, "account", "acc-3")
     single = reconcile_entity(event_store, projection_store, "account", "acc-3", checkpoints=checkpoints)
     assert single.stats["replay_mode"] == "full" and single.findings == []
