@@ -121,7 +121,8 @@ def _dump(replay: Replay, entity_type: str, entity_id: str) -> bytes:
 def load_entities(replay: Replay, rows: Iterable[EntityRow]) -> None:
     """Put checkpointed state back into a fresh replay. Raises `CheckpointUnreadableError` naming the
     entity whose state does not decode; the replay is then partly loaded and must be discarded."""
-    replay.hydrated = True
+    if replay.touched is None:
+        replay.touched = set()  # from here on the replay is a resumed one (see `Replay.touched`)
     for row in rows:
         try:
             _load_entity(replay, row)

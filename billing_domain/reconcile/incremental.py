@@ -103,7 +103,7 @@ def current_marks(event_store: KafkaEventStore, cut: Cut) -> dict[TopicPartition
 
 def rows_below_checkpoint(replay: Replay) -> set[str]:
     """The ids whose projection row sits below their checkpointed version: they need the second pass.
-    (A row at the checkpointed version needs nothing here: see `Replay.hydrated`.)"""
+    (A row at the checkpointed version needs nothing here: see `Replay.touched`.)"""
     older: set[str] = set()
     for entity_type, aggregates, wanted in (("account", replay.accounts, replay.account_versions),
                                             ("transaction", replay.transactions, replay.transaction_versions)):

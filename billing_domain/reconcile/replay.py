@@ -113,12 +113,11 @@ class Replay:
         self.duplicates = 0
         # Where each aggregate's events live, for checkpoints and single-entity reads.
         self.partition_of: dict[tuple[str, str], tuple[str, int]] = {}
-        # Set when resuming from a checkpoint: the entities the tail changed, to save only those.
+        # Set once checkpointed states are loaded (`checkpoint.load_entities`): the entities the tail
+        # changed, to save only those. An aggregate may then sit at its projection row's version until
+        # the tail moves it, so that state is kept when the tail changes the entity: most entities the
+        # tail never touches, and a copy for every row up front cost each resume a state per row.
         self.touched: set[tuple[str, str]] | None = None
-        # Set by `checkpoint.load_entities`: an aggregate may then sit at its projection row's version
-        # before the tail moves it, so that state is kept when the tail first changes the entity. Most
-        # entities the tail never touches; a copy for every row up front cost each resume a state per row.
-        self.hydrated = False
 
     # --- pickling (the parallel replay ships partial replays between processes) ----------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -154,7 +153,6 @@ class Replay:
             self.cut_time = other.cut_time
         self.events_read += other.events_read
         self.duplicates += other.duplicates
-        self.hydrated = self.hydrated or other.hydrated
 
     # --- feeding ------------------------------------------------------------------------------------
     def feed(self, messages: Iterable[Message]) -> None:
@@ -215,8 +213,8 @@ class Replay:
             self.partition_of[("account", event.aggregate_id)] = (message.topic() or "", message.partition() or 0)
         if self.touched is not None:
             self.touched.add(("account", event.aggregate_id))
-        if self.hydrated and account.version and self.account_versions.get(event.aggregate_id) == account.version:
-            self.account_snapshots[event.aggregate_id] = account.state()
+            if account.version and self.account_versions.get(event.aggregate_id) == account.version:
+                self.account_snapshots[event.aggregate_id] = account.state()
         violations_before = len(account.violations)
         if not self._apply(account, "account", event, message):
             return
@@ -237,8 +235,8 @@ class Replay:
                                                                       message.partition() or 0)
         if self.touched is not None:
             self.touched.add(("transaction", event.aggregate_id))
-        if self.hydrated and saga.version and self.transaction_versions.get(event.aggregate_id) == saga.version:
-            self.transaction_snapshots[event.aggregate_id] = saga.state()
+            if saga.version and self.transaction_versions.get(event.aggregate_id) == saga.version:
+                self.transaction_snapshots[event.aggregate_id] = saga.state()
         if not self._apply(saga, "transaction", event, message):
             return
         if self.transaction_versions.get(event.aggregate_id) == saga.version:
