@@ -6,6 +6,7 @@ Names are the contract's (`BILLING_KAFKA_BOOTSTRAP_SERVERS`, `BILLING_DATABASE_U
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,10 @@ class Settings:
     slack_channel: str | None = None
     slack_api_url: str | None = None
     stuck_after_minutes: float = 5.0
+    # The contract's lag window: an event younger than this when the projections were read may not be
+    # applied yet. The projector's consumer group, when known, decides exactly instead.
+    lag_window_seconds: float = 60.0
+    projector_group: str | None = None
     ui_base_url: str = "http://127.0.0.1:3000"
 
     @classmethod
@@ -63,6 +68,8 @@ class Settings:
             slack_channel=env.get("BILLING_SLACK_CHANNEL") or None,
             slack_api_url=env.get("BILLING_SLACK_API_URL") or None,
             stuck_after_minutes=_number(env, "BILLING_STUCK_AFTER_MINUTES", "5"),
+            lag_window_seconds=_number(env, "BILLING_LAG_WINDOW_SECONDS", "60", minimum_zero=True),
+            projector_group=env.get("BILLING_PROJECTOR_GROUP") or None,
             ui_base_url=env.get("BILLING_DAGSTER_UI_URL", "http://127.0.0.1:3000"),
         )
 
@@ -75,14 +82,16 @@ class Settings:
         return replace(self, kafka_bootstrap_servers=kafka_bootstrap_servers, database_url=database_url)
 
 
-def _number(env: Mapping[str, str], name: str, default: str) -> float:
+def _number(env: Mapping[str, str], name: str, default: str, *, minimum_zero: bool = False) -> float:
     value = env.get(name) or default
     try:
         number = float(value)
     except ValueError:
         raise ConfigurationError(f"{name}: {value!r} is not a number") from None
-    if number <= 0:
-        raise ConfigurationError(f"{name}: {value!r} must be above zero")
+    if not math.isfinite(number):
+        raise ConfigurationError(f"{name}: {value!r} must be a finite number")
+    if number < 0 or (number == 0 and not minimum_zero):
+        raise ConfigurationError(f"{name}: {value!r} must be {'zero or more' if minimum_zero else 'above zero'}")
     return number
 
 

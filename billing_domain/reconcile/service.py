@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -24,6 +25,7 @@ from billing_domain.adapters.checkpoint_store import CheckpointStore
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.adapters.postgres import ProjectionStore
 from billing_domain.adapters.projection_changes import ReadMark, read_mark
+from billing_domain.config import Settings
 from billing_domain.cut import Cut
 from billing_domain.findings import Finding, LedgerIdentity, ReconciliationReport
 from billing_domain.reconcile import incremental
@@ -39,11 +41,26 @@ ProgressCallback = Callable[[int], None]
 log = logging.getLogger(__name__)
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class ReconcileOptions:
     stuck_after: timedelta = timedelta(minutes=5)
     stop: dict[tuple[str, int], int] | None = None  # read the log only up to these offsets
     workers: int = 1  # processes for a full replay; partitions are dealt among them
+    lag_window: timedelta = timedelta(seconds=60)  # the contract's lag window (see reconcile.lag)
+    projector_group: str | None = None  # the live projector's consumer group: its offsets decide exactly
+    clock: Callable[[], datetime] = utc_now  # the run's clock: `stuck` and the lag window are judged by it
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> ReconcileOptions:
+        """The options every entry point uses: the thresholds of the settings, unless overridden."""
+        values: dict[str, Any] = {"stuck_after": timedelta(minutes=settings.stuck_after_minutes),
+                                  "lag_window": timedelta(seconds=settings.lag_window_seconds),
+                                  "projector_group": settings.projector_group}
+        return cls(**(values | overrides))
 
 
 @dataclass(slots=True)
