@@ -91,7 +91,7 @@ class Reads:
                                   identities=identities, findings=[finding_out(f) for f in report.findings])
 
     def stuck(self, minutes: float) -> StuckTransactions:
-        report, outcome = self._full("stuck", ("transaction",), ReconcileOptions(timedelta(minutes=minutes)),
+        report, outcome = self._full("stuck", ("transaction",), ReconcileOptions.from_settings(self.services.settings, stuck_after=timedelta(minutes=minutes)),
                                      save=False)
         stuck = [finding_out(f) for f in report.findings if f.kind == Kind.STUCK]
         cut_time = outcome.replay.cut_time
@@ -116,7 +116,7 @@ class Reads:
         return report, outcome
 
     def _options(self) -> ReconcileOptions:
-        return ReconcileOptions(stuck_after=timedelta(minutes=self.services.settings.stuck_after_minutes))
+        return ReconcileOptions.from_settings(self.services.settings)
 
 
 def _known(report: ReconciliationReport, entity_type: str) -> bool:

@@ -220,7 +220,9 @@ def report_from(outcome: ReplayOutcome, cut: AsOfCut, *, run_id: str, started_at
     findings: list[Finding] = [c.finding() for c in replay.corrupt.values()]
     findings += [f for f in diff_accounts(replay, {}) if f.kind == Kind.INVARIANT_VIOLATION]
     findings += saga_findings(replay)
-    findings += [f for f in diff_transactions(replay, {}, stuck_after) if f.kind == Kind.STUCK]
+    # As of a point in time, "now" is that point: pending for longer than the threshold by then.
+    as_of = replay.cut_time or cut.at or outcome.read_at
+    findings += [f for f in diff_transactions(replay, {}, stuck_after, as_of) if f.kind == Kind.STUCK]
     # Identity 1 compares projections, which exist only for today; 2 and 3 are the events' own.
     identities = [i for i in ledger_identities(replay, {}) if i.identity != BALANCES_MATCH_EVENTS]
     findings += ledger_findings(identities)

@@ -19,7 +19,7 @@ events second. Every plan, execution and refusal is audited (operation `saga_rec
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,7 +43,7 @@ from billing_domain.events import (
 from billing_domain.exceptions import ConcurrentOperationError, ConfigurationError
 from billing_domain.reconcile.diff import is_stuck
 from billing_domain.reconcile.replay import MoneyMove, Replay
-from billing_domain.reconcile.service import ReconcileOptions, new_run_id, replay_all
+from billing_domain.reconcile.service import ReconcileOptions, new_run_id, replay_all, utc_now
 from billing_domain.transactions import PENDING, TransactionAggregate
 
 OPERATION = "saga_recovery"
@@ -148,10 +148,11 @@ def validate_request(reason: str, actor: str, max_sagas: int | None = None) -> N
 # --- planning -------------------------------------------------------------------------------------
 def plan_recovery(event_store: KafkaEventStore, projections: ProjectionStore, recon_store: ReconStore, *,
                   reason: str, actor: str, ids: Sequence[str] = (), max_sagas: int | None = None,
-                  stuck_after: timedelta = timedelta(minutes=5), run_id: str | None = None) -> RecoveryPlan:
+                  stuck_after: timedelta = timedelta(minutes=5), run_id: str | None = None,
+                  clock: Callable[[], datetime] = utc_now) -> RecoveryPlan:
     """Replay one cut, find the stuck sagas (of `ids`, if given) and decide each one. Audited as a dry run."""
     validate_request(reason, actor, max_sagas)
-    outcome = replay_all(event_store, projections, options=ReconcileOptions(stuck_after=stuck_after))
+    outcome = replay_all(event_store, projections, options=ReconcileOptions(stuck_after=stuck_after, clock=clock))
     replay = outcome.replay
     plan = RecoveryPlan(run_id or new_run_id("saga-recovery"), datetime.now(UTC).isoformat(),
                         replay.cut_time.isoformat() if replay.cut_time else None, stuck_after.total_seconds() / 60)
@@ -162,7 +163,7 @@ def plan_recovery(event_store: KafkaEventStore, projections: ProjectionStore, re
     stuck.sort(key=lambda s: (s.initiated_at or datetime.min.replace(tzinfo=UTC), s.aggregate_id))
     acted = 0
     for saga in stuck:
-        if not is_stuck(replay, saga, stuck_after):
+        if not is_stuck(saga, stuck_after, outcome.read_at):
             if wanted:  # asked for by id: say why it is left alone
                 plan.actions.append(SagaAction(saga.aggregate_id, "refused",
                                                f"refused: not stuck ({saga.status or 'corrupt'}); never touched"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from billing_domain.accounts import AccountState
@@ -70,7 +70,7 @@ def _diff_account(replay: Replay, account_id: str, row: AccountState) -> list[Fi
 
 
 def diff_transactions(replay: Replay, rows: Mapping[str, TransactionState],
-                      stuck_after: timedelta) -> list[Finding]:
+                      stuck_after: timedelta, now: datetime) -> list[Finding]:
     findings: list[Finding] = []
     for transaction_id, row in rows.items():
         findings.extend(_diff_transaction(replay, transaction_id, row))
@@ -81,7 +81,7 @@ def diff_transactions(replay: Replay, rows: Mapping[str, TransactionState],
             findings.append(Finding.of("transaction", transaction_id, Kind.MISSING_PROJECTION,
                                        f"events up to v{saga.version}, no projection row",
                                        expected=state_json(saga.state()), actual=None))
-        stuck = _stuck(replay, saga, stuck_after)
+        stuck = _stuck(replay, saga, stuck_after, now)
         if stuck:
             findings.append(stuck)
     return findings
@@ -124,26 +124,28 @@ def _state_at_row(entity_type: str, entity_id: str, row: Any, head: Any,
     return expected, None
 
 
-def is_stuck(replay: Replay, saga: TransactionAggregate, stuck_after: timedelta) -> bool:
-    """The one definition of `stuck`: pending for longer than `stuck_after` at the time of the cut."""
-    if saga.status != PENDING or replay.cut_time is None or saga.initiated_at is None:
+def is_stuck(saga: TransactionAggregate, stuck_after: timedelta, now: datetime) -> bool:
+    """The one definition of `stuck`: pending for longer than `stuck_after` at `now`, the run's clock when
+    it read the projections. Not the cut's newest event: a quiet engine (after a crash, say) stops time."""
+    if saga.status != PENDING or saga.initiated_at is None:
         return False
-    return replay.cut_time - saga.initiated_at > stuck_after
+    return now - saga.initiated_at > stuck_after
 
 
-def _stuck(replay: Replay, saga: TransactionAggregate, stuck_after: timedelta) -> Finding | None:
-    if not is_stuck(replay, saga, stuck_after):
+def _stuck(replay: Replay, saga: TransactionAggregate, stuck_after: timedelta, now: datetime) -> Finding | None:
+    if not is_stuck(saga, stuck_after, now):
         return None
-    assert replay.cut_time is not None and saga.initiated_at is not None
-    pending_for = replay.cut_time - saga.initiated_at
-    minutes = pending_for.total_seconds() / 60
+    assert saga.initiated_at is not None
+    minutes = (now - saga.initiated_at).total_seconds() / 60
+    cut_time = replay.cut_time.isoformat() if replay.cut_time else None
     return Finding.of("transaction", saga.aggregate_id, Kind.STUCK,
-                      f"pending for {minutes:.1f} min at the time of the cut (threshold "
-                      f"{stuck_after.total_seconds() / 60:g} min)",
+                      f"pending for {minutes:.1f} min when the projections were read at {now:%Y-%m-%d %H:%M:%S} UTC "
+                      f"(threshold {stuck_after.total_seconds() / 60:g} min)",
                       expected={"status": "completed|failed|compensated",
                                 "within_minutes": stuck_after.total_seconds() / 60},
                       actual={"status": PENDING, "initiated_at": saga.initiated_at.isoformat(),
-                              "pending_minutes": round(minutes, 1), "cut_time": replay.cut_time.isoformat()})
+                              "pending_minutes": round(minutes, 1), "judged_at": now.isoformat(),
+                              "cut_time": cut_time})
 
 
 def _field_mismatch(entity_type: str, entity_id: str, version: int, expected: Any, row: Any,

@@ -78,6 +78,8 @@ class ReplayOutcome:
     delta: DeltaResult | None = None  # set in delta mode: the rows and replay hold only the entities diffed again
     entity_types: tuple[str, ...] = AGGREGATE_TYPES  # whose rows and checkpointed state were loaded
     resumed_from: str | None = None  # the run whose checkpoint this replay continued
+    # The run's clock when it began reading the projections: `stuck` and the lag window are judged at it.
+    read_at: datetime = field(default_factory=utc_now)
 
 
 @contextmanager
@@ -126,6 +128,7 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
         log.info("diffing every entity: %s", attempt)
         why_not_delta = f" (every entity diffed: {attempt})"
     started = time.perf_counter()
+    read_at = options.clock()
     mark = read_mark(projections.engine)
     ids = sorted(only_ids) if only_ids is not None else None
     account_rows = projections.read_accounts(ids) if "account" in entity_types else {}
@@ -153,7 +156,7 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
                "replay_s": finished - loaded}
     return ReplayOutcome(replay, cut, account_rows, transaction_rows, timings,
                          "incremental" if resumed.start is not None else "full", resumed.reason + why_not_delta,
-                         mark, entity_types=entity_types, resumed_from=resumed.run_id)
+                         mark, entity_types=entity_types, resumed_from=resumed.run_id, read_at=read_at)
 
 
 ALL_ENTITY_TYPES = ("account", "transaction", "ledger")
@@ -176,7 +179,7 @@ def _build_report(outcome: ReplayOutcome, run_id: str, scope: str, started_at: d
         findings += diff_accounts(replay, outcome.account_rows)
         findings += [c.finding() for (kind, _), c in replay.corrupt.items() if kind == "account"]
     if "transaction" in entity_types:
-        findings += diff_transactions(replay, outcome.transaction_rows, options.stuck_after)
+        findings += diff_transactions(replay, outcome.transaction_rows, options.stuck_after, outcome.read_at)
         findings += saga_findings(replay)
         findings += [c.finding() for (kind, _), c in replay.corrupt.items() if kind == "transaction"]
     identities: list[LedgerIdentity] = []
