@@ -91,8 +91,8 @@ class Reads:
                                   identities=identities, findings=[finding_out(f) for f in report.findings])
 
     def stuck(self, minutes: float) -> StuckTransactions:
-        report, outcome = self._full("stuck", ("transaction",), ReconcileOptions.from_settings(self.services.settings, stuck_after=timedelta(minutes=minutes)),
-                                     save=False)
+        options = ReconcileOptions.from_settings(self.services.settings, stuck_after=timedelta(minutes=minutes))
+        report, outcome = self._full("stuck", ("transaction",), options, save=False)
         stuck = [finding_out(f) for f in report.findings if f.kind == Kind.STUCK]
         cut_time = outcome.replay.cut_time
         return StuckTransactions(threshold_minutes=minutes, count=len(stuck), transactions=stuck,
