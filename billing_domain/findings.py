@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -79,6 +79,25 @@ class Finding:
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def merge_lagging(findings: list[Finding]) -> list[Finding]:
+    """The findings sorted by key, with one `lagging` finding per entity: a transfer can be behind both in
+    its row and in what its two topics showed, and each part says why."""
+    merged: list[Finding] = []
+    lagging_at: dict[tuple[str, str, str], int] = {}
+    for finding in sorted(findings, key=lambda f: f.key):
+        at = lagging_at.get(finding.key) if finding.kind == Kind.LAGGING else None
+        if at is None:
+            if finding.kind == Kind.LAGGING:
+                lagging_at[finding.key] = len(merged)
+            merged.append(finding)
+            continue
+        seen = merged[at]
+        merged[at] = replace(seen, detail=f"{seen.detail}; {finding.detail}",
+                             expected=(seen.expected or {}) | (finding.expected or {}),
+                             actual=(seen.actual or {}) | (finding.actual or {}))
+    return merged
 
 
 @dataclass(slots=True)

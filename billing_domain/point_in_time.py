@@ -34,6 +34,7 @@ from billing_domain.exceptions import ConfigurationError
 from billing_domain.findings import Finding, Kind, ReconciliationReport
 from billing_domain.rebuild import EntityType, RebuildResult, plan_changes
 from billing_domain.reconcile.diff import diff_accounts, diff_transactions
+from billing_domain.reconcile.lag import LagJudge
 from billing_domain.reconcile.ledger import BALANCES_MATCH_EVENTS, ledger_findings, ledger_identities
 from billing_domain.reconcile.replay import Replay
 from billing_domain.reconcile.sagas import saga_findings
@@ -217,12 +218,13 @@ def report_from(outcome: ReplayOutcome, cut: AsOfCut, *, run_id: str, started_at
     """What the events themselves say was wrong at that point: corrupt streams, broken invariants,
     sagas whose money does not match, stuck transfers, and the events-only ledger identities."""
     replay = outcome.replay
+    # As of a point in time, "now" is that point (pending for longer than the threshold by then), and both
+    # topics are cut at it by the events' own times: no lag window.
+    judge = LagJudge.strict(replay.cut_time or cut.at or outcome.read_at)
     findings: list[Finding] = [c.finding() for c in replay.corrupt.values()]
-    findings += [f for f in diff_accounts(replay, {}) if f.kind == Kind.INVARIANT_VIOLATION]
-    findings += saga_findings(replay)
-    # As of a point in time, "now" is that point: pending for longer than the threshold by then.
-    as_of = replay.cut_time or cut.at or outcome.read_at
-    findings += [f for f in diff_transactions(replay, {}, stuck_after, as_of) if f.kind == Kind.STUCK]
+    findings += [f for f in diff_accounts(replay, {}, judge) if f.kind == Kind.INVARIANT_VIOLATION]
+    findings += saga_findings(replay, judge)
+    findings += [f for f in diff_transactions(replay, {}, stuck_after, judge) if f.kind == Kind.STUCK]
     # Identity 1 compares projections, which exist only for today; 2 and 3 are the events' own.
     identities = [i for i in ledger_identities(replay, {}) if i.identity != BALANCES_MATCH_EVENTS]
     findings += ledger_findings(identities)

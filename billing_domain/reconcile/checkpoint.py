@@ -24,7 +24,8 @@ from billing_domain.exceptions import CheckpointUnreadableError, EventPosition
 from billing_domain.reconcile.replay import Corruption, InvariantBreak, MoneyMove, Replay
 from billing_domain.transactions import TransactionAggregate
 
-CHECKPOINT_FORMAT = 2  # 2: a stream's problems in log order, the first one not stored apart
+# 2: a stream's problems in log order, the first one not stored apart; 3: a saga leg keeps its occurred_at
+CHECKPOINT_FORMAT = 3
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 # What a damaged or hand-edited blob raises: bad msgpack, or the wrong shape for its fields.
@@ -106,7 +107,8 @@ def dump_entities(replay: Replay, only: set[tuple[str, str]] | None = None) -> I
 def _dump(replay: Replay, entity_type: str, entity_id: str) -> bytes:
     if entity_type == "money":
         moves = replay.saga_money.get(entity_id, [])
-        return _encoder.encode([(m.account_id, m.reason, m.amount_minor, m.currency, m.event_id) for m in moves])
+        return _encoder.encode([(m.account_id, m.reason, m.amount_minor, m.currency, m.event_id, m.occurred_at)
+                                for m in moves])
     aggregate: Aggregate | None = (replay.accounts if entity_type == "account" else replay.transactions).get(entity_id)
     slots = _ACCOUNT_SLOTS if entity_type == "account" else _TRANSACTION_SLOTS
     corruption = replay.corrupt.get((entity_type, entity_id))

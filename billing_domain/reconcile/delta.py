@@ -6,7 +6,9 @@ delta run diffs only the set D of entities that can have changed since the check
 
 - those the tail touched (their events, a poison event or a transfer's money on an account stream);
 - those whose projection row was written or deleted since that run read it (`projection_changes`);
-- the transfers pending at its cut, because `stuck` is judged at each cut's time.
+- the transfers pending at its cut, because `stuck` is judged by each run's clock;
+- the entities that run found `lagging`: whether a row may still be behind, or a transfer in flight, is
+  judged by the lag window at each run's own read, so that judgement is never carried over.
 
 Every other entity has the same events and the same row as then, so its findings are the previous
 report's: they are carried over. The accounting identities are kept as sums: the projection side from
@@ -38,7 +40,7 @@ from billing_domain.adapters.recon_store import ReconStore
 from billing_domain.cut import Cut, TopicPartitionKey
 from billing_domain.events import decode_event
 from billing_domain.exceptions import CheckpointUnreadableError, EventDecodeError
-from billing_domain.findings import Finding
+from billing_domain.findings import Finding, Kind
 from billing_domain.reconcile import incremental
 from billing_domain.reconcile.checkpoint import CheckpointHeader, load_entities, load_ledger, topics_key
 from billing_domain.reconcile.ledger import LedgerTotals
@@ -170,7 +172,7 @@ def try_delta(event_store: KafkaEventStore, projections_engine: Engine,
             if isinstance(previous, str):
                 return previous
             start = incremental.start_after(event_store, previous.header)
-            gathered = _gather(event_store, projections_engine, previous.memo, start)
+            gathered = _gather(event_store, projections_engine, previous.memo, start, _rejudged(previous.findings))
             if isinstance(gathered, str):
                 return gathered
             replay = Replay(event_store.topics,
@@ -191,8 +193,9 @@ def try_delta(event_store: KafkaEventStore, projections_engine: Engine,
     memo = previous.memo
     memo_now = _next_memo(memo, replay, gathered.account_rows, gathered.accounts, hydrated, gathered.rows.ids,
                           gathered.mark)
-    carried = [f for f in previous.findings if (f.entity_type == "account" and f.entity_id not in gathered.accounts)
-               or (f.entity_type == "transaction" and f.entity_id not in gathered.transactions)]
+    carried = [f for f in previous.findings if f.kind != Kind.LAGGING and (
+        (f.entity_type == "account" and f.entity_id not in gathered.accounts)
+        or (f.entity_type == "transaction" and f.entity_id not in gathered.transactions))]
     timings = {"read_projections_s": gathered.read_s, "read_tail_s": read - began - gathered.read_s,
                "load_checkpoint_s": 0.0, "replay_s": time.perf_counter() - read}
     diffed = len(gathered.accounts) + len(gathered.transactions)
@@ -240,8 +243,17 @@ class _Gathered:
     read_s: float
 
 
+def _rejudged(findings: list[Finding]) -> dict[str, set[str]]:
+    """The entities whose previous findings said `lagging`: judged again at this run's read, never carried."""
+    ids: dict[str, set[str]] = {"account": set(), "transaction": set()}
+    for finding in findings:
+        if finding.kind == Kind.LAGGING and finding.entity_type in ids:
+            ids[finding.entity_type].add(finding.entity_id)
+    return ids
+
+
 def _gather(event_store: KafkaEventStore, projections_engine: Engine, memo: DeltaMemo,
-            start: dict[TopicPartitionKey, int]) -> _Gathered | str:
+            start: dict[TopicPartitionKey, int], rejudged: dict[str, set[str]]) -> _Gathered | str:
     began = time.perf_counter()
     # Rows first, then the log (see service.py): a row can then only be behind the events we read.
     with projection_snapshot(projections_engine) as snapshot:
@@ -255,8 +267,9 @@ def _gather(event_store: KafkaEventStore, projections_engine: Engine, memo: Delt
             return tail
         batches, cut = tail
         touched = _touched(event_store, batches)
-        accounts = touched["account"] | rows.changed["account"]
-        transactions = touched["transaction"] | rows.changed["transaction"] | set(memo.pending)
+        accounts = touched["account"] | rows.changed["account"] | rejudged["account"]
+        transactions = (touched["transaction"] | rows.changed["transaction"] | set(memo.pending)
+                        | rejudged["transaction"])
         return _Gathered(snapshot.mark, rows, batches, cut, accounts, transactions,
                          snapshot.read_accounts(sorted(accounts & rows.ids["account"])),
                          snapshot.read_transactions(sorted(transactions & rows.ids["transaction"])), read_s)

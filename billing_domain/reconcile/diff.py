@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from billing_domain.accounts import AccountState
-from billing_domain.aggregate import state_json
+from billing_domain.aggregate import Aggregate, state_json
 from billing_domain.findings import Finding, Kind
+from billing_domain.reconcile.lag import LagJudge
 from billing_domain.reconcile.replay import Replay
 from billing_domain.transactions import PENDING, TransactionAggregate, TransactionState
 
@@ -26,15 +27,13 @@ _account_fields = operator.attrgetter(*ACCOUNT_FIELDS)
 _transaction_fields = operator.attrgetter(*TRANSACTION_FIELDS)
 
 
-def diff_accounts(replay: Replay, rows: Mapping[str, AccountState]) -> list[Finding]:
+def diff_accounts(replay: Replay, rows: Mapping[str, AccountState], judge: LagJudge) -> list[Finding]:
     findings: list[Finding] = []
     for account_id, row in rows.items():
-        findings.extend(_diff_account(replay, account_id, row))
+        findings.extend(_diff_account(replay, account_id, row, judge))
     for account_id, account in replay.accounts.items():
         if account_id not in rows and account.version > 0 and not replay.is_corrupt("account", account_id):
-            findings.append(Finding.of("account", account_id, Kind.MISSING_PROJECTION,
-                                       f"events up to v{account.version}, no projection row",
-                                       expected=state_json(account.state()), actual=None))
+            findings.append(_missing_row(replay, judge, "account", account, account.state()))
     for account_id, broken in replay.invariant_breaks.items():
         findings.append(Finding.of(
             "account", account_id, Kind.INVARIANT_VIOLATION, f"v{broken.version}: {broken.rule}",
@@ -44,7 +43,7 @@ def diff_accounts(replay: Replay, rows: Mapping[str, AccountState]) -> list[Find
     return findings
 
 
-def _diff_account(replay: Replay, account_id: str, row: AccountState) -> list[Finding]:
+def _diff_account(replay: Replay, account_id: str, row: AccountState, judge: LagJudge) -> list[Finding]:
     if replay.is_corrupt("account", account_id):
         return []
     account = replay.accounts.get(account_id)
@@ -65,29 +64,27 @@ def _diff_account(replay: Replay, account_id: str, row: AccountState) -> list[Fi
     if differing:
         findings.append(_field_mismatch("account", account_id, row.version, expected, row, differing))
     if not findings and row.version < account.version:
-        findings.append(_lagging("account", account_id, row.version, account.version))
+        findings.append(_behind(replay, judge, "account", account_id, row.version, account.version))
     return findings
 
 
 def diff_transactions(replay: Replay, rows: Mapping[str, TransactionState],
-                      stuck_after: timedelta, now: datetime) -> list[Finding]:
+                      stuck_after: timedelta, judge: LagJudge) -> list[Finding]:
     findings: list[Finding] = []
     for transaction_id, row in rows.items():
-        findings.extend(_diff_transaction(replay, transaction_id, row))
+        findings.extend(_diff_transaction(replay, transaction_id, row, judge))
     for transaction_id, saga in replay.transactions.items():
         if replay.is_corrupt("transaction", transaction_id) or saga.version == 0:
             continue
         if transaction_id not in rows:
-            findings.append(Finding.of("transaction", transaction_id, Kind.MISSING_PROJECTION,
-                                       f"events up to v{saga.version}, no projection row",
-                                       expected=state_json(saga.state()), actual=None))
-        stuck = _stuck(replay, saga, stuck_after, now)
+            findings.append(_missing_row(replay, judge, "transaction", saga, saga.state()))
+        stuck = _stuck(replay, saga, stuck_after, judge.read_at)
         if stuck:
             findings.append(stuck)
     return findings
 
 
-def _diff_transaction(replay: Replay, transaction_id: str, row: TransactionState) -> list[Finding]:
+def _diff_transaction(replay: Replay, transaction_id: str, row: TransactionState, judge: LagJudge) -> list[Finding]:
     if replay.is_corrupt("transaction", transaction_id):
         return []
     saga = replay.transactions.get(transaction_id)
@@ -102,7 +99,7 @@ def _diff_transaction(replay: Replay, transaction_id: str, row: TransactionState
     if differing:
         return [_field_mismatch("transaction", transaction_id, row.version, expected, row, differing)]
     if row.version < saga.version:
-        return [_lagging("transaction", transaction_id, row.version, saga.version)]
+        return [_behind(replay, judge, "transaction", transaction_id, row.version, saga.version)]
     return []
 
 
@@ -156,8 +153,43 @@ def _field_mismatch(entity_type: str, entity_id: str, version: int, expected: An
                       actual={f: getattr(row, f) for f in fields} | {"version": version})
 
 
-def _lagging(entity_type: str, entity_id: str, version: int, head: int) -> Finding:
+def _missing_row(replay: Replay, judge: LagJudge, entity_type: str, head: Aggregate, state: Any) -> Finding:
+    """No row: `lagging` while its first event may not be applied yet, else `missing_projection`."""
+    unapplied = replay.unapplied.get((entity_type, head.aggregate_id))
+    if unapplied is not None and judge.may_be_unapplied(*unapplied):
+        occurred_at, position = unapplied
+        return Finding.of(entity_type, head.aggregate_id, Kind.LAGGING,
+                          f"not projected yet: its first event occurred {judge.age(occurred_at)} "
+                          f"({judge.basis()}); events up to v{head.version}",
+                          expected={"version": head.version, "first_event_at": occurred_at.isoformat()},
+                          actual=None, topic=position.topic, partition=position.partition, offset=position.offset)
+    return Finding.of(entity_type, head.aggregate_id, Kind.MISSING_PROJECTION,
+                      f"events up to v{head.version}, no projection row"
+                      + (f"; its first event occurred {judge.age(unapplied[0])}" if unapplied else ""),
+                      expected=state_json(state), actual=None)
+
+
+def _behind(replay: Replay, judge: LagJudge, entity_type: str, entity_id: str, version: int, head: int) -> Finding:
+    """A row right for its version but behind the log: `lagging`, unless the projector's group has committed
+    past the event it lacks, which the row should then hold (a lost write)."""
+    unapplied = replay.unapplied.get((entity_type, entity_id))
+    behind = f"behind by {head - version} event(s)"
+    if unapplied is None:
+        return Finding.of(entity_type, entity_id, Kind.LAGGING,
+                          f"projection at v{version} is right for its version, {behind}",
+                          expected={"version": head}, actual={"version": version})
+    occurred_at, position = unapplied
+    if judge.applied is not None and not judge.may_be_unapplied(occurred_at, position):
+        return Finding.of(entity_type, entity_id, Kind.FIELD_MISMATCH,
+                          f"version differs: projection at v{version} lacks v{version + 1} at {position}, which "
+                          f"projector group {judge.group} committed (offset "
+                          f"{judge.applied.get((position.topic, position.partition), 0)})",
+                          expected={"version": head}, actual={"version": version}, topic=position.topic,
+                          partition=position.partition, offset=position.offset)
     return Finding.of(entity_type, entity_id, Kind.LAGGING,
-                      f"projection at v{version} is right for its version, {head - version} event(s) behind",
-                      expected={"version": head}, actual={"version": version})
+                      f"projection at v{version} is right for its version, {behind}; the first it lacks, "
+                      f"v{version + 1}, occurred {judge.age(occurred_at)}",
+                      expected={"version": head, "first_unapplied_at": occurred_at.isoformat()},
+                      actual={"version": version}, topic=position.topic, partition=position.partition,
+                      offset=position.offset)
 

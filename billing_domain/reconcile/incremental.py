@@ -102,8 +102,10 @@ def current_marks(event_store: KafkaEventStore, cut: Cut) -> dict[TopicPartition
 
 
 def rows_below_checkpoint(replay: Replay) -> set[str]:
-    """The ids whose projection row sits below their checkpointed version: they need the second pass.
-    (A row at the checkpointed version needs nothing here: see `Replay.touched`.)"""
+    """The ids whose projection row sits below their checkpointed version, or that have no row: they need
+    the second pass, for the state at the row's version and for the first event the row lacks (the lag-aware
+    diff judges a row behind, or missing, by when that event occurred). A row at the checkpointed version
+    needs nothing here (see `Replay.touched`)."""
     older: set[str] = set()
     for entity_type, aggregates, wanted in (("account", replay.accounts, replay.account_versions),
                                             ("transaction", replay.transactions, replay.transaction_versions)):
@@ -112,6 +114,11 @@ def rows_below_checkpoint(replay: Replay) -> set[str]:
             if aggregate is not None and version < aggregate.version and not replay.is_corrupt(entity_type,
                                                                                                  entity_id):
                 older.add(entity_id)
+        if replay.rows_read[entity_type]:
+            older.update(entity_id for entity_id, aggregate in aggregates.items()
+                         if aggregate.version > 0 and entity_id not in wanted
+                         and (entity_type, entity_id) not in replay.unapplied
+                         and not replay.is_corrupt(entity_type, entity_id))
     return older
 
 
@@ -122,13 +129,17 @@ def fill_older_snapshots(event_store: KafkaEventStore, replay: Replay, ids: set[
         return
     log.info("%d projection rows are below the checkpoint: replaying those entities from the start", len(ids))
     earlier = Replay(event_store.topics, account_versions={i: replay.account_versions[i] for i in ids
-                                                           if i in replay.account_versions},
+                                                           if i in replay.account_versions}
+                     if replay.rows_read["account"] else None,
                      transaction_versions={i: replay.transaction_versions[i] for i in ids
-                                           if i in replay.transaction_versions}, only_ids=ids)
+                                           if i in replay.transaction_versions}
+                     if replay.rows_read["transaction"] else None, only_ids=ids)
     for batch in event_store.read_cut(stop=stop):
         earlier.feed(batch)
     replay.account_snapshots.update(earlier.account_snapshots)
     replay.transaction_snapshots.update(earlier.transaction_snapshots)
+    for key, unapplied in earlier.unapplied.items():
+        replay.unapplied.setdefault(key, unapplied)  # the tail's record of the same event is the same
 
 
 def save_checkpoint(event_store: KafkaEventStore, checkpoints: CheckpointStore, replay: Replay, cut: Cut,

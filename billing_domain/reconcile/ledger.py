@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from billing_domain.accounts import AccountState
@@ -25,13 +25,14 @@ TRANSFERS_CONSERVE_MONEY = "transfers_conserve_money"
 LEDGER_BALANCES = "ledger_balances"
 
 
-def ledger_identities(replay: Replay, rows: Mapping[str, AccountState]) -> list[LedgerIdentity]:
+def ledger_identities(replay: Replay, rows: Mapping[str, AccountState],
+                      seen_apart: Collection[str] = ()) -> list[LedgerIdentity]:
     projection_total, events_total = _balance_totals(replay, rows)
     head_total: dict[str, int] = defaultdict(int)
     for account in replay.accounts.values():
         if account.version > 0:
             head_total[account.currency] += account.balance_minor
-    return identities_from_totals(LedgerTotals(projection_total, events_total, head_total), replay)
+    return identities_from_totals(LedgerTotals(projection_total, events_total, head_total), replay, seen_apart)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +44,11 @@ class LedgerTotals:
     head: Mapping[str, int]  # Σ event balances at each account's head
 
 
-def identities_from_totals(totals: LedgerTotals, replay: Replay) -> list[LedgerIdentity]:
-    in_flight = _in_flight(replay)
+def identities_from_totals(totals: LedgerTotals, replay: Replay,
+                           seen_apart: Collection[str] = ()) -> list[LedgerIdentity]:
+    """`seen_apart`: the transfers the saga check found in flight across the two topics' reads
+    (`sagas.SagaCheck`); their money counts as in flight, as a pending transfer's does."""
+    in_flight = _in_flight(replay, seen_apart)
     currencies = sorted(set(totals.projection) | set(totals.events) | set(replay.credits) | set(replay.debits))
     identities = []
     for currency in currencies:
@@ -98,12 +102,14 @@ def _balance_totals(replay: Replay, rows: Mapping[str, AccountState]) -> tuple[d
     return projection_total, events_total
 
 
-def _in_flight(replay: Replay) -> dict[str, int]:
-    """Money debited from the source of a pending transfer and not yet credited or refunded."""
+def _in_flight(replay: Replay, seen_apart: Collection[str]) -> dict[str, int]:
+    """Money debited from the source of a pending transfer and not yet credited or refunded; and the money
+    of transfers seen in flight across the two topics' reads (their status and legs a moment apart)."""
     in_flight: dict[str, int] = defaultdict(int)
     for transaction_id, moves in replay.saga_money.items():
         saga = replay.transactions.get(transaction_id)
-        if saga is None or saga.status != PENDING:
+        pending = saga is not None and saga.status == PENDING
+        if not pending and transaction_id not in seen_apart:
             continue
         for move in moves:
             in_flight[move.currency] += move.amount_minor if move.reason == "transfer_out" else -move.amount_minor

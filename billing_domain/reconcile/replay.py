@@ -41,6 +41,12 @@ class MoneyMove:
     amount_minor: int
     currency: str
     event_id: str
+    occurred_at: datetime  # a leg read moments apart from its transfer's status is judged by it (see lag.py)
+
+
+# The first event a projection row lacks (the one after the row's version; the first one when there is
+# no row): when it occurred and where it sits. The lag-aware diff judges a row behind, or missing, by it.
+Unapplied = tuple[datetime, EventPosition]
 
 
 @dataclass(slots=True)
@@ -97,6 +103,9 @@ class Replay:
         self.topics = topics
         self.account_versions = account_versions or {}
         self.transaction_versions = transaction_versions or {}
+        # Only a replay diffed against rows of a type knows which of its entities have no row.
+        self.rows_read = {"account": account_versions is not None, "transaction": transaction_versions is not None}
+        self.unapplied: dict[tuple[str, str], Unapplied] = {}
         self.only_ids = only_ids
         self.accounts: dict[str, AccountAggregate] = {}
         self.transactions: dict[str, TransactionAggregate] = {}
@@ -143,6 +152,7 @@ class Replay:
         self.corrupt.update(other.corrupt)
         self.invariant_breaks.update(other.invariant_breaks)
         self.partition_of.update(other.partition_of)
+        self.unapplied.update(other.unapplied)
         for transaction_id, moves in other.saga_money.items():
             self.saga_money[transaction_id].extend(moves)
         for mine, theirs in ((self.credits, other.credits), (self.debits, other.debits)):
@@ -211,20 +221,24 @@ class Replay:
         if account is None:
             account = self.accounts[event.aggregate_id] = AccountAggregate(event.aggregate_id)
             self.partition_of[("account", event.aggregate_id)] = (message.topic() or "", message.partition() or 0)
+        row_version = self.account_versions.get(event.aggregate_id)
+        before = account.version
         if self.touched is not None:
             self.touched.add(("account", event.aggregate_id))
-            if account.version and self.account_versions.get(event.aggregate_id) == account.version:
+            if before and row_version == before:
                 self.account_snapshots[event.aggregate_id] = account.state()
         violations_before = len(account.violations)
         if not self._apply(account, "account", event, message):
             return
+        if before == (row_version or 0) and (row_version is not None or self.rows_read["account"]):
+            self.unapplied[("account", event.aggregate_id)] = (event.occurred_at, position_of(message))
         payload = event.payload
         if type(payload) is AccountCredited or type(payload) is AccountDebited:
             self._count_money(account, event, payload)
         if len(account.violations) != violations_before and account.aggregate_id not in self.invariant_breaks:
             self.invariant_breaks[account.aggregate_id] = InvariantBreak(
                 event.aggregate_version, account.violations[-1], event.event_id, position_of(message))
-        if self.account_versions.get(event.aggregate_id) == account.version:
+        if row_version == account.version:
             self.account_snapshots[event.aggregate_id] = account.state()
 
     def _apply_transaction(self, event: Event, message: Message) -> None:
@@ -233,13 +247,17 @@ class Replay:
             saga = self.transactions[event.aggregate_id] = TransactionAggregate(event.aggregate_id)
             self.partition_of[("transaction", event.aggregate_id)] = (message.topic() or "",
                                                                       message.partition() or 0)
+        row_version = self.transaction_versions.get(event.aggregate_id)
+        before = saga.version
         if self.touched is not None:
             self.touched.add(("transaction", event.aggregate_id))
-            if saga.version and self.transaction_versions.get(event.aggregate_id) == saga.version:
+            if before and row_version == before:
                 self.transaction_snapshots[event.aggregate_id] = saga.state()
         if not self._apply(saga, "transaction", event, message):
             return
-        if self.transaction_versions.get(event.aggregate_id) == saga.version:
+        if before == (row_version or 0) and (row_version is not None or self.rows_read["transaction"]):
+            self.unapplied[("transaction", event.aggregate_id)] = (event.occurred_at, position_of(message))
+        if row_version == saga.version:
             self.transaction_snapshots[event.aggregate_id] = saga.state()
 
     def _apply(self, aggregate: Aggregate, entity_type: str, event: Event, message: Message) -> bool:
@@ -272,7 +290,8 @@ class Replay:
             if self.touched is not None:
                 self.touched.add(("money", payload.transaction_id))
             self.saga_money[payload.transaction_id].append(MoneyMove(
-                account.aggregate_id, payload.reason, payload.amount_minor, account.currency, event.event_id))
+                account.aggregate_id, payload.reason, payload.amount_minor, account.currency, event.event_id,
+                event.occurred_at))
 
     # --- poison -------------------------------------------------------------------------------------
     def _poison(self, message: Message, exc: EventDecodeError) -> None:

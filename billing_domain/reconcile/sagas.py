@@ -8,34 +8,111 @@ no money; pending ⇒ at most the transfer_out.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+from itertools import combinations
 
 from billing_domain.findings import Finding, Kind
+from billing_domain.reconcile.lag import LagJudge
 from billing_domain.reconcile.replay import MoneyMove, Replay
 from billing_domain.transactions import COMPENSATED, COMPLETED, FAILED, PENDING, TransactionAggregate
 
+# A saga seen in flight has a few legs inside the window; past this many, only the two extreme views are tried.
+MAX_RECENT_LEGS_COMBINED = 4
 
-def saga_findings(replay: Replay) -> list[Finding]:
-    findings = []
+
+@dataclass(frozen=True, slots=True)
+class SagaCheck:
+    findings: list[Finding]
+    # Transfers whose status and money disagree only by events inside the lag window: in flight across the
+    # two topics' reads. The ledger counts their money as in flight too (see `ledger._in_flight`).
+    seen_apart: frozenset[str]
+
+
+def check_sagas(replay: Replay, judge: LagJudge) -> SagaCheck:
+    """Every transfer's money against its status. A disagreement that some view of the two topics inside the
+    lag window explains (the status before a recent change; without recent legs) is `lagging`, not a fault."""
+    findings: list[Finding] = []
+    seen_apart: set[str] = set()
     for transaction_id, saga in replay.transactions.items():
         if replay.is_corrupt("transaction", transaction_id) or saga.version == 0:
             continue
-        moves = replay.saga_money.get(transaction_id, [])
-        problems = saga_problems(saga, moves)
-        if (problems or saga.violations) and len(moves) > 1:  # sorted only when reported: the finding
-            moves = _in_order(moves)                          # must not depend on the read order
-            problems = saga_problems(saga, moves) if problems else problems
-        if saga.violations:
-            problems.extend(saga.violations)
-        if problems:
-            findings.append(_finding(saga, moves, problems))
+        finding = _judge_saga(saga, replay.saga_money.get(transaction_id, []), judge)
+        if finding is not None:
+            findings.append(finding)
+            seen_apart.update([transaction_id] if finding.kind == Kind.LAGGING else [])
     for transaction_id, unordered in replay.saga_money.items():
         if transaction_id not in replay.transactions and not replay.is_corrupt("transaction", transaction_id):
             moves = _in_order(unordered)
-            findings.append(Finding.of(
+            recent = all(judge.seen_apart(m.occurred_at) for m in moves)
+            seen_apart.update([transaction_id] if recent else [])
+            findings.append(_no_saga(transaction_id, moves, judge) if recent else Finding.of(
                 "transaction", transaction_id, Kind.SAGA_MISMATCH,
                 f"{len(moves)} account event(s) name this transaction, which has no events",
                 expected={"status": None}, actual={"money": [_move_json(m) for m in moves]}))
-    return findings
+    return SagaCheck(findings, frozenset(seen_apart))
+
+
+def saga_findings(replay: Replay, judge: LagJudge) -> list[Finding]:
+    return check_sagas(replay, judge).findings
+
+
+def _judge_saga(saga: TransactionAggregate, moves: list[MoneyMove], judge: LagJudge) -> Finding | None:
+    problems = saga_problems(saga, moves)
+    if (problems or saga.violations) and len(moves) > 1:  # sorted only when reported: the finding
+        moves = _in_order(moves)                          # must not depend on the read order
+        problems = saga_problems(saga, moves) if problems else problems
+    if problems and not saga.violations and _explained_by_lag(saga, moves, judge):
+        return _in_flight_finding(saga, moves, judge)
+    if saga.violations:
+        problems.extend(saga.violations)
+    return _finding(saga, moves, problems) if problems else None
+
+
+def _explained_by_lag(saga: TransactionAggregate, moves: list[MoneyMove], judge: LagJudge) -> bool:
+    """Does the money match the status in some view the two reads could have given? A status changed inside
+    the window may have been read before (or after) its legs; a leg inside the window may be on one side only."""
+    statuses = [saga.status]
+    if saga.version > 1 and saga.updated_at is not None and judge.seen_apart(saga.updated_at):
+        statuses.append(PENDING)  # the only status a legal move leaves
+    settled = [m for m in moves if not judge.seen_apart(m.occurred_at)]
+    recent = [m for m in moves if judge.seen_apart(m.occurred_at)]
+    if not recent and len(statuses) == 1:
+        return False
+    subsets = ([list(c) for n in range(len(recent) + 1) for c in combinations(recent, n)]
+               if len(recent) <= MAX_RECENT_LEGS_COMBINED else [[], recent])
+    return any(not _status_problems(status, saga, settled + subset) for status in statuses for subset in subsets)
+
+
+def _status_problems(status: str, saga: TransactionAggregate, moves: list[MoneyMove]) -> list[str]:
+    """`saga_problems` as if the saga were at `status`."""
+    if status == saga.status:
+        return saga_problems(saga, moves)
+    earlier = TransactionAggregate(saga.aggregate_id)
+    for name in ("source_account_id", "destination_account_id", "amount_minor", "currency"):
+        setattr(earlier, name, getattr(saga, name))
+    earlier.status = status
+    return saga_problems(earlier, moves)
+
+
+def _in_flight_finding(saga: TransactionAggregate, moves: list[MoneyMove], judge: LagJudge) -> Finding:
+    recent = [f"{m.reason} on {m.account_id} {judge.age(m.occurred_at)}" for m in moves
+              if judge.seen_apart(m.occurred_at)]
+    if saga.updated_at is not None and judge.seen_apart(saga.updated_at):
+        recent.insert(0, f"status {saga.status} {judge.age(saga.updated_at)}")
+    return Finding.of(
+        "transaction", saga.aggregate_id, Kind.LAGGING,
+        f"in flight: its status and money legs, read from two topics a moment apart, differ only by events "
+        f"inside the {judge.window.total_seconds():g} s lag window ({', '.join(recent)})",
+        expected={"status": saga.status}, actual={"money": [_move_json(m) for m in moves]})
+
+
+def _no_saga(transaction_id: str, moves: list[MoneyMove], judge: LagJudge) -> Finding:
+    legs = ", ".join(f"{m.reason} on {m.account_id} {judge.age(m.occurred_at)}" for m in moves)
+    return Finding.of(
+        "transaction", transaction_id, Kind.LAGGING,
+        f"in flight: {len(moves)} account event(s) name this transaction, whose own events were not read yet; "
+        f"all inside the {judge.window.total_seconds():g} s lag window ({legs})",
+        expected={"status": None}, actual={"money": [_move_json(m) for m in moves]})
 
 
 def _in_order(moves: list[MoneyMove]) -> list[MoneyMove]:
@@ -90,4 +167,4 @@ def _finding(saga: TransactionAggregate, moves: list[MoneyMove], problems: list[
 
 def _move_json(move: MoneyMove) -> dict[str, object]:
     return {"account_id": move.account_id, "reason": move.reason, "amount_minor": move.amount_minor,
-            "currency": move.currency, "event_id": move.event_id}
+            "currency": move.currency, "event_id": move.event_id, "occurred_at": move.occurred_at.isoformat()}

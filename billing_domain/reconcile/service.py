@@ -23,18 +23,20 @@ import msgspec
 from billing_domain.accounts import AccountState
 from billing_domain.adapters.checkpoint_store import CheckpointStore
 from billing_domain.adapters.kafka import KafkaEventStore
+from billing_domain.adapters.kafka_offsets import all_partitions, committed_offsets
 from billing_domain.adapters.postgres import ProjectionStore
 from billing_domain.adapters.projection_changes import ReadMark, read_mark
 from billing_domain.config import Settings
-from billing_domain.cut import Cut
-from billing_domain.findings import Finding, LedgerIdentity, ReconciliationReport
+from billing_domain.cut import Cut, TopicPartitionKey
+from billing_domain.findings import Finding, LedgerIdentity, ReconciliationReport, merge_lagging
 from billing_domain.reconcile import incremental
 from billing_domain.reconcile.delta import DeltaResult, encode_memo, memo_of, try_delta
 from billing_domain.reconcile.diff import diff_accounts, diff_transactions
+from billing_domain.reconcile.lag import LagJudge
 from billing_domain.reconcile.ledger import identities_from_totals, ledger_findings, ledger_identities
 from billing_domain.reconcile.parallel import replay_in_parallel
 from billing_domain.reconcile.replay import AGGREGATE_TYPES, Replay
-from billing_domain.reconcile.sagas import saga_findings
+from billing_domain.reconcile.sagas import check_sagas
 from billing_domain.transactions import TransactionState
 
 ProgressCallback = Callable[[int], None]
@@ -80,6 +82,10 @@ class ReplayOutcome:
     resumed_from: str | None = None  # the run whose checkpoint this replay continued
     # The run's clock when it began reading the projections: `stuck` and the lag window are judged at it.
     read_at: datetime = field(default_factory=utc_now)
+    projector_applied: dict[TopicPartitionKey, int] | None = None  # the projector group's offsets, read first
+
+    def lag_judge(self, options: ReconcileOptions) -> LagJudge:
+        return LagJudge(self.read_at, options.lag_window, options.projector_group, self.projector_applied)
 
 
 @contextmanager
@@ -96,6 +102,19 @@ def collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def projector_offsets(event_store: KafkaEventStore, group: str | None) -> dict[TopicPartitionKey, int] | None:
+    """The offsets the projector's group has committed on every partition (0 where none), read before the
+    projections so that every event below them is in the rows read; None without a group, or when the group
+    has committed nothing at all (a misnamed group would call every row lagging: the window decides then)."""
+    if group is None:
+        return None
+    committed = committed_offsets(event_store, group, all_partitions(event_store))
+    if all(offset is None for offset in committed.values()):
+        log.warning("projector group %s has committed no offsets: judging lag by the window", group)
+        return None
+    return {tp: offset or 0 for tp, offset in committed.items()}
 
 
 def new_run_id(prefix: str = "cli") -> str:
@@ -120,22 +139,29 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
     if (delta and checkpoints is not None and not full and only_ids is None and options.stop is None
             and set(entity_types) == set(AGGREGATE_TYPES)):
         with collector_paused():
+            read_at = options.clock()
+            applied = projector_offsets(event_store, options.projector_group)
             attempt = try_delta(event_store, projections.engine, checkpoints)
         if not isinstance(attempt, str):
             return ReplayOutcome(attempt.replay, attempt.cut, attempt.account_rows, attempt.transaction_rows,
                                  attempt.timings, "delta", attempt.reason, attempt.mark,
-                                 attempt.result, resumed_from=attempt.resumed_from)
+                                 attempt.result, resumed_from=attempt.resumed_from, read_at=read_at,
+                                 projector_applied=applied)
         log.info("diffing every entity: %s", attempt)
         why_not_delta = f" (every entity diffed: {attempt})"
     started = time.perf_counter()
     read_at = options.clock()
+    applied = projector_offsets(event_store, options.projector_group)
     mark = read_mark(projections.engine)
     ids = sorted(only_ids) if only_ids is not None else None
     account_rows = projections.read_accounts(ids) if "account" in entity_types else {}
     transaction_rows = projections.read_transactions(ids) if "transaction" in entity_types else {}
     read_projections = time.perf_counter()
-    replay = Replay(event_store.topics, account_versions={k: r.version for k, r in account_rows.items()},
-                    transaction_versions={k: r.version for k, r in transaction_rows.items()}, only_ids=only_ids)
+    replay = Replay(event_store.topics,
+                    account_versions={k: r.version for k, r in account_rows.items()}
+                    if "account" in entity_types else None,
+                    transaction_versions={k: r.version for k, r in transaction_rows.items()}
+                    if "transaction" in entity_types else None, only_ids=only_ids)
     with collector_paused():
         resumed = (incremental.resume(event_store, checkpoints, replay, entity_types)
                    if checkpoints is not None and not full
@@ -156,7 +182,8 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
                "replay_s": finished - loaded}
     return ReplayOutcome(replay, cut, account_rows, transaction_rows, timings,
                          "incremental" if resumed.start is not None else "full", resumed.reason + why_not_delta,
-                         mark, entity_types=entity_types, resumed_from=resumed.run_id, read_at=read_at)
+                         mark, entity_types=entity_types, resumed_from=resumed.run_id, read_at=read_at,
+                         projector_applied=applied)
 
 
 ALL_ENTITY_TYPES = ("account", "transaction", "ledger")
@@ -174,32 +201,36 @@ def _build_report(outcome: ReplayOutcome, run_id: str, scope: str, started_at: d
                   entity_types: tuple[str, ...]) -> ReconciliationReport:
     began = time.perf_counter()
     replay = outcome.replay
+    judge = outcome.lag_judge(options)
     findings: list[Finding] = []
     if "account" in entity_types:
-        findings += diff_accounts(replay, outcome.account_rows)
+        findings += diff_accounts(replay, outcome.account_rows, judge)
         findings += [c.finding() for (kind, _), c in replay.corrupt.items() if kind == "account"]
+    sagas = check_sagas(replay, judge)
     if "transaction" in entity_types:
-        findings += diff_transactions(replay, outcome.transaction_rows, options.stuck_after, outcome.read_at)
-        findings += saga_findings(replay)
+        findings += diff_transactions(replay, outcome.transaction_rows, options.stuck_after, judge)
+        findings += sagas.findings
         findings += [c.finding() for (kind, _), c in replay.corrupt.items() if kind == "transaction"]
     identities: list[LedgerIdentity] = []
     if "ledger" in entity_types:
-        identities = (identities_from_totals(outcome.delta.totals, replay) if outcome.delta is not None
-                      else ledger_identities(replay, outcome.account_rows))
+        identities = (identities_from_totals(outcome.delta.totals, replay, sagas.seen_apart)
+                      if outcome.delta is not None
+                      else ledger_identities(replay, outcome.account_rows, sagas.seen_apart))
     findings += ledger_findings(identities)
     if outcome.delta is not None:
         findings += [f for f in outcome.delta.carried if f.entity_type in entity_types]
     diff_s = time.perf_counter() - began
     replay_s = outcome.timings.get("replay_s", 0.0)
-    stats = {**outcome.timings, "diff_s": diff_s, "events_read": replay.events_read,
+    stats: dict[str, Any] = {**outcome.timings, "diff_s": diff_s, "events_read": replay.events_read,
              "duplicates_ignored": replay.duplicates, **entity_counts(outcome),
              "events_per_s": replay.events_read / replay_s if replay_s > 0 else 0.0,
              "replay_mode": outcome.mode, "replay_mode_reason": outcome.mode_reason,
              "cut_time": replay.cut_time.isoformat() if replay.cut_time else None}
     if outcome.delta is not None:
         stats["findings_carried"] = len(outcome.delta.carried)
+    stats |= judge.describe()
     return ReconciliationReport(run_id=run_id, scope=scope, started_at=started_at, finished_at=datetime.now(UTC),
-                                cut=outcome.cut, findings=sorted(findings, key=lambda f: f.key), ledger=identities,
+                                cut=outcome.cut, findings=merge_lagging(findings), ledger=identities,
                                 stats=stats, entity_types=entity_types)
 
 

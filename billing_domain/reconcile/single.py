@@ -28,6 +28,7 @@ from billing_domain.reconcile.service import (
     build_report,
     collector_paused,
     new_run_id,
+    projector_offsets,
 )
 from billing_domain.transactions import TransactionState
 
@@ -39,11 +40,15 @@ def reconcile_entity(event_store: KafkaEventStore, projections: ProjectionStore,
                      checkpoints: CheckpointStore | None = None) -> ReconciliationReport:
     """One account or one transaction: its events against its projection row."""
     started_at = datetime.now(UTC)
+    options = options or ReconcileOptions()
+    # The clock and the projector's offsets before the row (see the service): the lag is judged at them.
+    read_at, applied = options.clock(), projector_offsets(event_store, options.projector_group)
     outcome = None
     if checkpoints is not None:
         outcome = _from_checkpoint(event_store, projections, checkpoints, entity_type, entity_id)
     if outcome is None:
         outcome = _from_the_start(event_store, projections, entity_type, entity_id)
+    outcome.read_at, outcome.projector_applied = read_at, applied
     report = build_report(outcome, run_id=run_id or new_run_id(), scope=f"{entity_type}:{entity_id}",
                           started_at=started_at, options=options, entity_types=(entity_type,))
     report.findings = [f for f in report.findings if f.entity_type == entity_type and f.entity_id == entity_id]
@@ -58,11 +63,20 @@ def _read_rows(projections: ProjectionStore, entity_type: str, entity_id: str
     return {}, projections.read_transactions([entity_id])
 
 
+def _replay_for(event_store: KafkaEventStore, entity_type: str, accounts: dict[str, AccountState],
+                transactions: dict[str, TransactionState], entity_id: str) -> Replay:
+    """A replay that knows the rows of the entity's own type only (a transfer's accounts are folded for
+    their money, not diffed: they are not missing rows)."""
+    return Replay(event_store.topics,
+                  account_versions={k: r.version for k, r in accounts.items()} if entity_type == "account" else None,
+                  transaction_versions={k: r.version for k, r in transactions.items()}
+                  if entity_type == "transaction" else None, only_ids={entity_id})
+
+
 def _from_the_start(event_store: KafkaEventStore, projections: ProjectionStore, entity_type: str,
                     entity_id: str) -> ReplayOutcome:
     accounts, transactions = _read_rows(projections, entity_type, entity_id)
-    replay = Replay(event_store.topics, account_versions={k: r.version for k, r in accounts.items()},
-                    transaction_versions={k: r.version for k, r in transactions.items()}, only_ids={entity_id})
+    replay = _replay_for(event_store, entity_type, accounts, transactions, entity_id)
     topic = event_store.topics.accounts if entity_type == "account" else event_store.topics.transactions
     with collector_paused():
         reader = event_store.read_cut(topics=[topic])
@@ -88,9 +102,7 @@ def _from_checkpoint(event_store: KafkaEventStore, projections: ProjectionStore,
                 return None
             wanted = [(entity_type, entity_id)] + ([("money", entity_id)] if entity_type == "transaction" else [])
             rows = view.entity_rows(key, wanted)
-            replay = Replay(event_store.topics, account_versions={k: r.version for k, r in accounts.items()},
-                            transaction_versions={k: r.version for k, r in transactions.items()},
-                            only_ids={entity_id})
+            replay = _replay_for(event_store, entity_type, accounts, transactions, entity_id)
             load_entities(replay, rows)
             saga = replay.transactions.get(entity_id)
             if saga is not None:

@@ -28,6 +28,7 @@ from billing_domain.events import (
 from billing_domain.exceptions import EventPosition
 from billing_domain.reconcile.ledger import ledger_findings, ledger_identities
 from billing_domain.reconcile.replay import Replay
+from billing_domain.reconcile.lag import LagJudge
 from billing_domain.reconcile.sagas import saga_findings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -154,7 +155,7 @@ class LedgerMachine(RuleBasedStateMachine):
         identities = ledger_identities(replay, rows)
         assert all(i.holds for i in identities), [i for i in identities if not i.holds]
         assert ledger_findings(identities) == []
-        assert saga_findings(replay) == []
+        assert saga_findings(replay, LagJudge.strict(datetime.now(UTC))) == []
         in_flight = sum(t.amount for t in self.transfers.values() if t.status == "pending" and t.debited)
         assert sum(m.balance for m in self.model.values()) + in_flight == sum(
             sum(v for r, v in replay.credits[c].items() if r in ("deposit", "adjustment")) for c in replay.credits

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 
 from billing_domain.config import Topics
 from billing_domain.exceptions import EventPosition
+from billing_domain.reconcile.lag import LagJudge
 from billing_domain.reconcile.replay import MAX_PROBLEMS_LISTED, Corruption, MoneyMove, Replay
 from billing_domain.reconcile.sagas import saga_findings
 from billing_domain.transactions import COMPLETED, TransactionAggregate
 
+LEG_AT = datetime(2026, 3, 1, tzinfo=UTC)
+SETTLED = LagJudge(LEG_AT + timedelta(hours=1))  # every leg long outside the lag window
 PROBLEMS = [("gap", EventPosition("t.account-events", 2, 40), "e1"),
             ("wrong topic", EventPosition("t.transaction-events", 0, 7), "e2"),
             ("undecodable", EventPosition("t.account-events", 2, 12), "e3")]
@@ -45,7 +49,7 @@ def _saga_findings_read_both_ways(moves: list[MoneyMove], saga: TransactionAggre
         if saga is not None:
             replay.transactions[saga.aggregate_id] = saga
         replay.saga_money[saga.aggregate_id if saga else "tx-unknown"] = list(ordered)
-        reports.append([f.to_json() for f in saga_findings(replay)])
+        reports.append([f.to_json() for f in saga_findings(replay, SETTLED)])
     return reports
 
 
@@ -57,13 +61,13 @@ def _completed_transfer(version: int) -> TransactionAggregate:
 
 
 def test_a_transfers_money_is_listed_in_one_order() -> None:
-    moves = [MoneyMove("acc-b", "transfer_in", 5, "EUR", "e2"), MoneyMove("acc-a", "transfer_out", 7, "EUR", "e1")]
+    moves = [MoneyMove("acc-b", "transfer_in", 5, "EUR", "e2", LEG_AT), MoneyMove("acc-a", "transfer_out", 7, "EUR", "e1", LEG_AT)]
     reports = _saga_findings_read_both_ways(moves)
     assert reports[0] == reports[1] and reports[0][0]["actual"]["money"][0]["account_id"] == "acc-a"
 
 
 def test_a_known_transfers_wrong_money_is_reported_in_one_order() -> None:
-    moves = [MoneyMove("acc-b", "transfer_in", 6, "EUR", "e2"), MoneyMove("acc-a", "transfer_out", 7, "EUR", "e1")]
+    moves = [MoneyMove("acc-b", "transfer_in", 6, "EUR", "e2", LEG_AT), MoneyMove("acc-a", "transfer_out", 7, "EUR", "e1", LEG_AT)]
     reports = _saga_findings_read_both_ways(moves, _completed_transfer(version=2))
     assert reports[0] == reports[1]
     detail = str(reports[0][0]["detail"])
@@ -73,6 +77,6 @@ def test_a_known_transfers_wrong_money_is_reported_in_one_order() -> None:
 def test_a_transfer_reported_only_for_an_illegal_move_lists_its_money_in_one_order() -> None:
     saga = _completed_transfer(version=3)
     saga.violations = ["v3: illegal move completed -> completed"]
-    moves = [MoneyMove("acc-b", "transfer_in", 5, "EUR", "e2"), MoneyMove("acc-a", "transfer_out", 5, "EUR", "e1")]
+    moves = [MoneyMove("acc-b", "transfer_in", 5, "EUR", "e2", LEG_AT), MoneyMove("acc-a", "transfer_out", 5, "EUR", "e1", LEG_AT)]
     reports = _saga_findings_read_both_ways(moves, saga)
     assert reports[0] == reports[1] and len(reports[0]) == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -23,6 +24,7 @@ from billing_domain.transactions import COMPENSATED, COMPLETED, FAILED, PENDING,
 
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "billing-recon-hypothesis")
 SOURCE, DESTINATION, OTHER = "acc-src", "acc-dst", "acc-other"
+LEG_AT = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def oracle(saga: TransactionAggregate, moves: list[MoneyMove]) -> list[str]:
@@ -64,7 +66,7 @@ moves_strategy = st.lists(st.builds(
     reason=st.sampled_from(("transfer_out", "transfer_in", "refund")),
     amount_minor=st.sampled_from((2_500, 2_500, 2_499)),
     currency=st.sampled_from(("EUR", "EUR", "USD")),
-    event_id=st.sampled_from(("e1", "e2", "e3"))), max_size=4)
+    event_id=st.sampled_from(("e1", "e2", "e3")), occurred_at=st.just(LEG_AT)), max_size=4)
 
 
 @settings(max_examples=400, deadline=None, database=None)
@@ -75,8 +77,8 @@ def test_saga_problems_match_the_rules(status: str, moves: list[MoneyMove]) -> N
 
 
 def test_a_completed_transfer_with_its_two_legs_in_any_order_has_no_problem() -> None:
-    legs = [MoneyMove(DESTINATION, "transfer_in", 2_500, "EUR", "e2"),
-            MoneyMove(SOURCE, "transfer_out", 2_500, "EUR", "e1")]
+    legs = [MoneyMove(DESTINATION, "transfer_in", 2_500, "EUR", "e2", LEG_AT),
+            MoneyMove(SOURCE, "transfer_out", 2_500, "EUR", "e1", LEG_AT)]
     assert saga_problems(a_saga(COMPLETED), legs) == []
     assert saga_problems(a_saga(COMPLETED), legs[::-1]) == []
     assert saga_problems(a_saga(COMPLETED), legs[1:]) == [f"missing transfer_in on {DESTINATION}"]
