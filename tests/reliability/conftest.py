@@ -3,85 +3,91 @@ PostgreSQL, and helpers to dump and compare tables.
 
 Tests that kill a server use `crash_stack` (its own EmbeddedStack in a temporary folder), never the
 session `servers` fixture, so the rest of the suite is unaffected.
+
+Figures (tests/support/figures.py): each test asking for `figures` gets its own record, marked passed
+or not from its own report; the run prints the totals, and with BILLING_FIGURES_JSON set writes every
+record and how the run was invoked, which is what the README's table is made from.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Generator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from reliability_helpers import create_database
+from support.figures import RELIABILITY, RunRecord, TestFigures, terminal_rows
 
 from billing_domain.stack import EmbeddedStack, StackInfo
 
-FIGURES_KEY = pytest.StashKey["Figures"]()
+RECORDS_KEY = pytest.StashKey[dict[str, TestFigures]]()
+COUNTS_KEY = pytest.StashKey[dict[str, int]]()
 SOAK_SECONDS = float(os.environ.get("BILLING_SOAK_SECONDS", "20"))
 RACE_SECONDS = float(os.environ.get("BILLING_RACE_SECONDS", "20"))
 
 
-@dataclass
-class Figures:
-    """What the run did to the system and what the system did about it."""
-
-    faults_injected: dict[str, int] = field(default_factory=dict)
-    faults_survived: dict[str, int] = field(default_factory=dict)
-    bad_inputs_tried: int = 0
-    bad_inputs_refused: int = 0
-    rows_checked_after_races: int = 0
-    rows_lost_or_moved_backwards: int = 0
-    version_samples: int = 0
-
-    def injected(self, fault: str, n: int = 1) -> None:
-        self.faults_injected[fault] = self.faults_injected.get(fault, 0) + n
-
-    def survived(self, fault: str, n: int = 1) -> None:
-        self.faults_survived[fault] = self.faults_survived.get(fault, 0) + n
-
-    def bad_input(self, refused: bool) -> None:
-        self.bad_inputs_tried += 1
-        self.bad_inputs_refused += int(refused)
-
-    def table(self) -> list[tuple[str, str]]:
-        rows = [(f"fault: {name}", f"{self.faults_survived.get(name, 0)} survived / {n} injected")
-                for name, n in sorted(self.faults_injected.items())]
-        rows += [
-            ("faults injected (total)", str(sum(self.faults_injected.values()))),
-            ("faults survived (total)", str(sum(self.faults_survived.values()))),
-            ("bad inputs tried", str(self.bad_inputs_tried)),
-            ("bad inputs refused", str(self.bad_inputs_refused)),
-            ("version samples taken during races", str(self.version_samples)),
-            ("rows checked after the races", str(self.rows_checked_after_races)),
-            ("rows lost or moved backwards (must be 0)", str(self.rows_lost_or_moved_backwards)),
-        ]
-        return rows
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[FIGURES_KEY] = Figures()
+    config.stash[RECORDS_KEY] = {}
+    config.stash[COUNTS_KEY] = {"collected": 0, "deselected": 0}
 
 
-@pytest.fixture(scope="session")
-def figures(request: pytest.FixtureRequest) -> Figures:
-    return request.config.stash[FIGURES_KEY]
+def _in_suite(item: pytest.Item) -> bool:
+    return Path(item.path).is_relative_to(RELIABILITY)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        counts = items[0].config.stash[COUNTS_KEY]
+        counts["deselected"] += sum(1 for item in items if _in_suite(item))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    session.config.stash[COUNTS_KEY]["collected"] = sum(1 for item in session.items if _in_suite(item))
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> TestFigures:
+    """This test's own figures; its good outcomes are published only if it passes."""
+    records = request.config.stash[RECORDS_KEY]
+    record = records[request.node.nodeid] = TestFigures(request.node.nodeid)
+    return record
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    record = item.config.stash[RECORDS_KEY].get(item.nodeid)
+    if record is not None:
+        if report.when == "call":
+            record.passed = report.passed
+        elif report.failed:  # a failed teardown undoes a passed call
+            record.passed = False
+    return report
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
                             config: pytest.Config) -> None:
-    figures = config.stash.get(FIGURES_KEY, None)
-    if figures is None or not (figures.faults_injected or figures.bad_inputs_tried
-                               or figures.rows_checked_after_races):
+    records = config.stash.get(RECORDS_KEY, {})
+    if not records:
         return
+    counts = config.stash[COUNTS_KEY]
+    run = RunRecord(finished_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), args=list(config.args),
+                    markexpr=config.option.markexpr or "", keyword=config.option.keyword or "",
+                    collected=counts["collected"], deselected=counts["deselected"], exit_status=int(exitstatus),
+                    tests=dict(sorted(records.items())))
+    totals = run.totals()
+    totals.check()
     terminalreporter.section("reliability figures")
-    width = max(len(name) for name, _ in figures.table())
-    for name, value in figures.table():
+    rows = terminal_rows(totals)
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
         terminalreporter.write_line(f"{name:<{width}}  {value}")
     out = os.environ.get("BILLING_FIGURES_JSON")
     if out:
-        Path(out).write_text(json.dumps(asdict(figures), indent=2) + "\n")
+        Path(out).write_text(run.to_json())
 
 
 # --- a private stack for tests that kill PostgreSQL --------------------------------------------------

@@ -148,20 +148,45 @@ def dump_projections(engine: Engine) -> tuple[bytes, bytes]:
             dump_table(engine, "billing.transaction_projection", "transaction_id"))
 
 
+class ThreadDiedError(AssertionError):
+    """A helper thread ended on an exception: what it was watching or doing stopped, so the test is void."""
+
+
 class _StoppableThread:
-    """A daemon thread running `_run` until `stop()`; `_run` watches `self._stop`."""
+    """A daemon thread running `_run` until `stop()`; `_run` watches `self._stop`.
+
+    An exception in `_run` is kept (`error`) and raised again by `stop()` and `check()`: a sampler or
+    a traffic thread that died would otherwise leave the test passing on what it never saw.
+    """
 
     def __init__(self, name: str) -> None:
+        self.name = name
+        self.error: BaseException | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
+        self._thread = threading.Thread(target=self._guarded, daemon=True, name=name)
 
     def start(self) -> Self:
         self._thread.start()
         return self
 
+    def _guarded(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # raised again in the test's thread by check() and stop()
+            self.error = exc
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise ThreadDiedError(f"the {self.name} thread died: {self.error!r}") from self.error
+        if self._thread.ident is not None and not self._thread.is_alive() and not self._stop.is_set():
+            raise ThreadDiedError(f"the {self.name} thread ended before it was stopped")
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
+        if self._thread.is_alive():
+            raise ThreadDiedError(f"the {self.name} thread did not stop within 30 s")
+        self.check()
 
     def _run(self) -> None:
         raise NotImplementedError
@@ -207,12 +232,17 @@ class Traffic(_StoppableThread):
 
 
 class VersionSampler(_StoppableThread):
-    """Reads every projection row's version over and over; counts rows that moved backwards or vanished."""
+    """Reads every projection row's version over and over; counts rows that moved backwards or vanished.
+
+    `samples` counts full reads, `comparisons` the row versions compared with an earlier read: a test
+    asserts both, so a sampler that read nothing (or only empty tables) cannot pass for a watchful one.
+    """
 
     def __init__(self, engine: Engine, interval_s: float = 0.05) -> None:
         self.engine = engine
         self.interval_s = interval_s
         self.samples = 0
+        self.comparisons = 0
         self.backwards: list[tuple[str, int, int]] = []
         self.vanished: list[str] = []
         self._seen: dict[str, int] = {}
@@ -225,25 +255,25 @@ class VersionSampler(_StoppableThread):
                     "SELECT 'a:' || account_id, version FROM billing.account_projection UNION ALL "
                     "SELECT 't:' || transaction_id, version FROM billing.transaction_projection").all())
                 conn.rollback()
-                for key, version in self._seen.items():
-                    now = rows.get(key)
-                    if now is None:
-                        self.vanished.append(key)
-                    elif now < version:
-                        self.backwards.append((key, version, now))
-                self._seen = {**self._seen, **rows}
+                self._compare(rows)
                 self.samples += 1
                 time.sleep(self.interval_s)
+
+    def _compare(self, rows: dict[str, int]) -> None:
+        for key, version in self._seen.items():
+            now = rows.get(key)
+            self.comparisons += 1
+            if now is None:
+                self.vanished.append(key)
+            elif now < version:
+                self.backwards.append((key, version, now))
+        self._seen = {**self._seen, **rows}
 
 
 class ProjectorThread(_StoppableThread):
     def __init__(self, projector: LiveProjector) -> None:
         self.projector = projector
-        self.error: BaseException | None = None
         super().__init__("projector")
 
     def _run(self) -> None:
-        try:
-            self.projector.run(self._stop)
-        except BaseException as exc:  # reported by the test
-            self.error = exc
+        self.projector.run(self._stop)

@@ -1,5 +1,6 @@
 """Fault 10: bad run config and bad command-line input. The error names the field; nothing is written
-(CLI exit code 2; the Dagster run fails before any write)."""
+(CLI exit code 2; the Dagster run fails before any write). Each input counts as tried when sent and as
+refused only once every assertion about its refusal held (`figures.refusal()`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import dagster as dg
 import pytest
 from reliability_helpers import Damaged, damaged_history, dump_projections
+from support.figures import TestFigures
 from typer.testing import CliRunner
 
 from billing_domain.cli import app
@@ -51,14 +53,13 @@ def _writes(damaged: Damaged) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize(("args", "field"), CLI_CASES, ids=[" ".join(a)[:40] for a, _ in CLI_CASES])
 def test_bad_command_line_input_names_the_field_and_writes_nothing(damaged: Damaged, args: list[str], field: str,
-                                                                   figures: Any) -> None:
+                                                                   figures: TestFigures) -> None:
     before = _writes(damaged)
-    result = CliRunner().invoke(app, args, env=_env(damaged))
-    refused = result.exit_code == 2 and field in (result.output + (result.stderr or "")) and _writes(damaged) == before
-    figures.bad_input(refused)
-    assert result.exit_code == 2, result.output
-    assert field in result.output + (result.stderr or ""), result.output
-    assert _writes(damaged) == before
+    with figures.refusal():
+        result = CliRunner().invoke(app, args, env=_env(damaged))
+        assert result.exit_code == 2, result.output
+        assert field in result.output + (result.stderr or ""), result.output
+        assert _writes(damaged) == before
 
 
 def _job(damaged: Damaged) -> tuple[dg.JobDefinition, dg.DagsterInstance]:
@@ -80,32 +81,32 @@ RUNTIME_CASES = [({"reason": "", "all": True, "dry_run": False}, "reason"),
 
 @pytest.mark.parametrize(("config", "field"), SCHEMA_CASES)
 def test_run_config_of_the_wrong_shape_is_refused_before_the_run(damaged: Damaged, config: dict[str, Any],
-                                                                 field: str, figures: Any) -> None:
+                                                                 field: str, figures: TestFigures) -> None:
     job, instance = _job(damaged)
     before = _writes(damaged)
-    with pytest.raises(dg.DagsterInvalidConfigError, match=field) as refused:
-        job.execute_in_process(instance=instance, run_config={
-            "ops": {"rebuild_account_projections": {"config": config}}})
-    figures.bad_input(refused is not None and _writes(damaged) == before)
-    assert _writes(damaged) == before
+    with figures.refusal():
+        with pytest.raises(dg.DagsterInvalidConfigError, match=field):
+            job.execute_in_process(instance=instance, run_config={
+                "ops": {"rebuild_account_projections": {"config": config}}})
+        assert _writes(damaged) == before
 
 
 @pytest.mark.parametrize(("config", "field"), RUNTIME_CASES)
 def test_run_config_that_cannot_be_right_fails_the_run_before_any_write(damaged: Damaged, config: dict[str, Any],
-                                                                        field: str, figures: Any) -> None:
+                                                                        field: str, figures: TestFigures) -> None:
     job, instance = _job(damaged)
     before = _writes(damaged)
-    result = job.execute_in_process(instance=instance, raise_on_error=False, run_config={
-        "ops": {"rebuild_account_projections": {"config": config}}})
-    failure = next((e for e in result.all_events if e.is_step_failure), None)
-    message = failure.step_failure_data.error.message if failure else ""  # type: ignore[union-attr]
-    figures.bad_input(not result.success and field in message and _writes(damaged) == before)
-    assert not result.success and field in message and "Nothing was written" in message
-    assert _writes(damaged) == before
+    with figures.refusal():
+        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config={
+            "ops": {"rebuild_account_projections": {"config": config}}})
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        message = failure.step_failure_data.error.message if failure else ""  # type: ignore[union-attr]
+        assert not result.success and field in message and "Nothing was written" in message
+        assert _writes(damaged) == before
 
 
 @pytest.mark.parametrize("variable", ["BILLING_TOPIC_PARTITIONS", "BILLING_STUCK_AFTER_MINUTES"])
-def test_a_non_numeric_setting_names_the_variable(damaged: Damaged, variable: str, figures: Any) -> None:
-    result = CliRunner().invoke(app, ["reconcile", "all"], env={**_env(damaged), variable: "four"})
-    figures.bad_input(result.exit_code == 2 and variable in result.output)
-    assert result.exit_code == 2 and variable in result.output
+def test_a_non_numeric_setting_names_the_variable(damaged: Damaged, variable: str, figures: TestFigures) -> None:
+    with figures.refusal():
+        result = CliRunner().invoke(app, ["reconcile", "all"], env={**_env(damaged), variable: "four"})
+        assert result.exit_code == 2 and variable in result.output

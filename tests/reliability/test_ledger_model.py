@@ -26,9 +26,9 @@ from billing_domain.events import (
     TransactionInitiated,
 )
 from billing_domain.exceptions import EventPosition
+from billing_domain.reconcile.lag import LagJudge
 from billing_domain.reconcile.ledger import ledger_findings, ledger_identities
 from billing_domain.reconcile.replay import Replay
-from billing_domain.reconcile.lag import LagJudge
 from billing_domain.reconcile.sagas import saga_findings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

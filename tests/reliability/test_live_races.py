@@ -25,6 +25,7 @@ from reliability_helpers import (
     damaged_history,
     rebuild_all_accounts,
 )
+from support.figures import TestFigures
 
 from billing_domain.adapters.checkpoint_store import CheckpointStore
 from billing_domain.projector import LiveProjector
@@ -39,10 +40,15 @@ def _live(damaged: Damaged, seed: int) -> tuple[Traffic, ProjectorThread, Versio
     return Traffic(damaged.event_store, heads, seed), ProjectorThread(projector), VersionSampler(damaged.engine)
 
 
+def _alive(*threads: Traffic | ProjectorThread | VersionSampler) -> None:
+    """Fail at once if a helper thread died: the race would go on without what it was doing."""
+    for thread in threads:
+        thread.check()
+
+
 def _settle(damaged: Damaged, traffic: Traffic, projector: ProjectorThread, sampler: VersionSampler) -> None:
-    traffic.stop()
+    traffic.stop()  # each stop() raises if its thread died on the way
     projector.stop()
-    assert projector.error is None, projector.error
     projector.projector.run_until_caught_up(120)
     projector.projector.close()
     sampler.stop()
@@ -51,7 +57,7 @@ def _settle(damaged: Damaged, traffic: Traffic, projector: ProjectorThread, samp
 @pytest.mark.slow
 @pytest.mark.timeout(RACE_SECONDS + 150)
 def test_rebuilds_racing_the_projector_never_move_a_row_back_or_lose_an_event(
-        servers: Any, database_url: str, figures: Any) -> None:
+        servers: Any, database_url: str, figures: TestFigures) -> None:
     damaged = damaged_history(servers.bootstrap_servers, database_url, seed=81, accounts=150)
     traffic, projector, sampler = _live(damaged, seed=81)
     figures.injected("rebuilds racing the live projector")
@@ -63,6 +69,7 @@ def test_rebuilds_racing_the_projector_never_move_a_row_back_or_lose_an_event(
     while time.monotonic() < deadline:
         rebuild_all_accounts(damaged, "race")
         rebuilds += 1
+        _alive(traffic, projector, sampler)
     _settle(damaged, traffic, projector, sampler)
     rebuild_all_accounts(damaged, "after the race: repairs a damaged row the projector kept moving past us")
 
@@ -71,7 +78,7 @@ def test_rebuilds_racing_the_projector_never_move_a_row_back_or_lose_an_event(
     figures.version_samples += sampler.samples
     figures.rows_checked_after_races += rows
     figures.rows_lost_or_moved_backwards += len(sampler.backwards) + len(sampler.vanished)
-    assert rebuilds >= 2 and traffic.appended > 0 and sampler.samples > 10
+    assert rebuilds >= 2 and traffic.appended > 0 and sampler.samples > 10 and sampler.comparisons > 0
     assert sampler.backwards == [] and sampler.vanished == []
     assert report.findings == [], [f.to_json() for f in report.findings[:5]]
     assert rows == len(damaged.projections.read_accounts()) + len(damaged.projections.read_transactions())
@@ -85,7 +92,8 @@ def _rss_mb() -> float:
 
 @pytest.mark.slow
 @pytest.mark.timeout(SOAK_SECONDS + 150)
-def test_a_bounded_soak_finds_only_lag_and_keeps_memory_flat(servers: Any, database_url: str, figures: Any) -> None:
+def test_a_bounded_soak_finds_only_lag_and_keeps_memory_flat(servers: Any, database_url: str,
+                                                             figures: TestFigures) -> None:
     damaged = damaged_history(servers.bootstrap_servers, database_url, seed=91, accounts=150)
     rebuild_all_accounts(damaged, "soak: start from correct projections")
     traffic, projector, sampler = _live(damaged, seed=91)
@@ -106,6 +114,7 @@ def test_a_bounded_soak_finds_only_lag_and_keeps_memory_flat(servers: Any, datab
         unexpected += [f.to_json() for f in report.findings if f.kind.value != "lagging"]
         rebuild_all_accounts(damaged, "soak")
         rounds += 1
+        _alive(traffic, projector, sampler)
         if rounds == 1:
             baseline = _rss_mb()  # after the first round: imports, pools and caches are warm
     growth = _rss_mb() - baseline
@@ -121,6 +130,8 @@ def test_a_bounded_soak_finds_only_lag_and_keeps_memory_flat(servers: Any, datab
     assert "delta" in modes[1:], modes
     assert final.findings == [] and settled.findings == []
     assert settled.stats["replay_mode"] == "delta" and settled.ledger == final.ledger
+    # The sampler watched the whole soak: it read the tables many times and compared what it had seen.
+    assert sampler.samples > 10 and sampler.comparisons > 0, (sampler.samples, sampler.comparisons)
     assert sampler.backwards == [] and sampler.vanished == []
     assert growth < RSS_GROWTH_LIMIT_MB, f"RSS grew {growth:.0f} MB over {rounds} rounds"
     figures.survived("soak: traffic, projector, reconciles and rebuilds")
