@@ -53,8 +53,11 @@ class LagJudge:
         return occurred_at > self.horizon
 
     def age(self, occurred_at: datetime) -> str:
-        """'3.2 s before the read' (or after it: an event appended while the run read)."""
+        """'3.2 s before the read' inside the window (or after it: appended while the run read); the time
+        itself outside it, where an age would only change from run to run."""
         seconds = (self.read_at - occurred_at).total_seconds()
+        if occurred_at <= self.horizon:
+            return f"at {occurred_at:%Y-%m-%d %H:%M:%S} UTC"
         return f"{seconds:.1f} s before the read" if seconds >= 0 else f"{-seconds:.1f} s after the read began"
 
     def basis(self) -> str:
