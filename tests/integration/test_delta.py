@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from support.clock import TestClock
 from support.histories import EventFactory
 
 from billing_domain.adapters.checkpoint_store import CheckpointStore
@@ -24,9 +25,14 @@ from billing_domain.adapters.recon_store import ReconStore
 from billing_domain.events import AccountCredited, AccountDebited
 from billing_domain.findings import ReconciliationReport
 from billing_domain.reconcile.checkpoint import topics_key
-from billing_domain.reconcile.service import build_report, reconcile_all, replay_all, save_checkpoint
+from billing_domain.reconcile.service import ReconcileOptions, build_report, reconcile_all, replay_all, save_checkpoint
 from billing_domain.simulate import SimulationConfig, simulate
 from billing_domain.transactions import PENDING
+
+# The run's clock, moved by the tests to the newest event they wrote: `stuck` is judged by it, and a full
+# replay and a delta run must be judged at the same moment to give the same report.
+CLOCK = TestClock(datetime(2026, 1, 1, tzinfo=UTC))
+OPTIONS = ReconcileOptions(clock=CLOCK)
 
 
 @pytest.fixture
@@ -38,14 +44,14 @@ def recon(projection_store: ProjectionStore) -> ReconStore:
 
 def _daily(event_store: KafkaEventStore, projections: ProjectionStore, recon: ReconStore) -> ReconciliationReport:
     """What the daily job does: reconcile from the checkpoint, store the report."""
-    report = reconcile_all(event_store, projections, checkpoints=CheckpointStore(recon.engine))
+    report = reconcile_all(event_store, projections, checkpoints=CheckpointStore(recon.engine), options=OPTIONS)
     recon.save_report(report, source="test")
     return report
 
 
 def _from_scratch(event_store: KafkaEventStore, projections: ProjectionStore) -> ReconciliationReport:
-    outcome = replay_all(event_store, projections, full=True)
-    return build_report(outcome, run_id="full", scope="all", started_at=datetime.now(UTC))
+    outcome = replay_all(event_store, projections, full=True, options=OPTIONS)
+    return build_report(outcome, run_id="full", scope="all", started_at=datetime.now(UTC), options=OPTIONS)
 
 
 def _assert_same(delta: ReconciliationReport, full: ReconciliationReport) -> None:
@@ -113,18 +119,21 @@ def _change_everything(rng: random.Random, event_store: KafkaEventStore, project
 def test_a_delta_run_reports_exactly_what_a_full_replay_reports(
         seed: int, event_store: KafkaEventStore, projection_store: ProjectionStore, recon: ReconStore) -> None:
     simulate(event_store, projection_store, SimulationConfig(seed=seed, accounts=80, days=1))
+    CLOCK.set_to_newest_event(event_store, projection_store)
     first = _daily(event_store, projection_store, recon)
     assert first.stats["replay_mode"] == "full"
     rng = random.Random(seed)
     broken: str | None = None
     for round_no in range(3):
         broken = _change_everything(rng, event_store, projection_store, round_no, broken)
+        CLOCK.set_to_newest_event(event_store, projection_store)
         _assert_same(_daily(event_store, projection_store, recon), _from_scratch(event_store, projection_store))
 
 
 def test_with_nothing_changed_a_delta_run_carries_the_whole_report(
         event_store: KafkaEventStore, projection_store: ProjectionStore, recon: ReconStore) -> None:
     simulate(event_store, projection_store, SimulationConfig(seed=5, accounts=60, days=1))
+    CLOCK.set_to_newest_event(event_store, projection_store)
     first = _daily(event_store, projection_store, recon)
     again = _daily(event_store, projection_store, recon)
     _assert_same(again, first)
@@ -136,7 +145,9 @@ def test_with_nothing_changed_a_delta_run_carries_the_whole_report(
 def test_without_the_previous_report_every_entity_is_diffed_and_says_why(
         event_store: KafkaEventStore, projection_store: ProjectionStore, recon: ReconStore) -> None:
     simulate(event_store, projection_store, SimulationConfig(seed=5, accounts=40, days=1))
-    reconcile_all(event_store, projection_store, checkpoints=CheckpointStore(recon.engine))  # report not stored
+    CLOCK.set_to_newest_event(event_store, projection_store)
+    reconcile_all(event_store, projection_store, checkpoints=CheckpointStore(recon.engine),
+                  options=OPTIONS)  # report not stored
     again = _daily(event_store, projection_store, recon)
     assert again.stats["replay_mode"] == "incremental"
     assert "is not stored" in again.stats["replay_mode_reason"]

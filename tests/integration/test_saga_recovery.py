@@ -22,11 +22,16 @@ from billing_domain.events import (
 )
 from billing_domain.exceptions import ConfigurationError
 from billing_domain.projector import LiveProjector
-from billing_domain.reconcile.service import reconcile_all
+from billing_domain.reconcile.service import ReconcileOptions, reconcile_all
 from billing_domain.saga_recovery import execute_plan, load_plan, plan_recovery
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+NOW = T0 + timedelta(minutes=30)  # the run's clock, injected: a minute after tx-fresh began, 26+ after the rest
 _event = EventFactory(T0)
+
+
+def _clock() -> datetime:
+    return NOW
 
 
 def stuck_history() -> list[Event]:
@@ -63,7 +68,8 @@ def _stream(event_store: KafkaEventStore, aggregate_id: str) -> list[Event]:
 
 def test_the_plan_fails_compensates_completes_and_never_touches_a_fresh_saga(
         event_store: KafkaEventStore, projection_store: ProjectionStore, seeded: ReconStore) -> None:
-    plan = plan_recovery(event_store, projection_store, seeded, reason="stuck since the outage", actor="alice")
+    plan = plan_recovery(event_store, projection_store, seeded, reason="stuck since the outage", actor="alice",
+                         clock=_clock)
     by_id = {a.transaction_id: a for a in plan.actions}
     assert set(by_id) == {"tx-nomoney", "tx-debited", "tx-both"}  # tx-fresh is pending, not stuck
     assert by_id["tx-nomoney"].action == "fail"
@@ -80,16 +86,17 @@ def test_the_plan_fails_compensates_completes_and_never_touches_a_fresh_saga(
     [audit] = seeded.audit_records()
     assert (audit["operation"], audit["dry_run"], audit["outcome"]) == ("saga_recovery", True, "dry_run")
 
-    asked = plan_recovery(event_store, projection_store, seeded, reason="r", actor="a", ids=["tx-fresh"])
+    asked = plan_recovery(event_store, projection_store, seeded, reason="r", actor="a", ids=["tx-fresh"], clock=_clock)
     [fresh] = asked.actions
     assert fresh.action == "refused" and "not stuck" in fresh.reason and fresh.appends == []
     with pytest.raises(ConfigurationError, match="reason"):
-        plan_recovery(event_store, projection_store, seeded, reason=" ", actor="a")
+        plan_recovery(event_store, projection_store, seeded, reason=" ", actor="a", clock=_clock)
 
 
 def test_a_saga_that_moved_since_the_plan_is_refused_and_nothing_is_appended(
         event_store: KafkaEventStore, projection_store: ProjectionStore, seeded: ReconStore) -> None:
-    plan = plan_recovery(event_store, projection_store, seeded, reason="r", actor="alice", ids=["tx-debited"])
+    plan = plan_recovery(event_store, projection_store, seeded, reason="r", actor="alice", ids=["tx-debited"],
+                         clock=_clock)
     # the engine finishes the transfer meanwhile
     engine_events = [_event("acc-b", 4, AccountCredited(200, "tx-debited", "transfer_in"), 31, "tx-debited"),
                      _event("tx-debited", 2, TransactionCompleted(), 31)]
@@ -105,9 +112,10 @@ def test_a_saga_that_moved_since_the_plan_is_refused_and_nothing_is_appended(
 
 def test_after_recovery_and_projection_the_sagas_reconcile_and_the_equation_holds(
         event_store: KafkaEventStore, projection_store: ProjectionStore, seeded: ReconStore) -> None:
-    before = {f.key for f in reconcile_all(event_store, projection_store).findings}
+    options = ReconcileOptions(clock=_clock)
+    before = {f.key for f in reconcile_all(event_store, projection_store, options=options).findings}
     assert ("transaction", "tx-debited", "stuck") in before
-    plan = plan_recovery(event_store, projection_store, seeded, reason="outage", actor="alice")
+    plan = plan_recovery(event_store, projection_store, seeded, reason="outage", actor="alice", clock=_clock)
     result = execute_plan(event_store, projection_store, seeded, plan, reason="outage", actor="alice")
     assert result.appended == 4
     assert set(result.outcome.values()) == {"appended"}
@@ -120,7 +128,7 @@ def test_after_recovery_and_projection_the_sagas_reconcile_and_the_equation_hold
         projector.run_until_caught_up(timeout_s=60)
     finally:
         projector.close()
-    report = reconcile_all(event_store, projection_store)
+    report = reconcile_all(event_store, projection_store, options=options)
     recovered = {"tx-nomoney", "tx-debited", "tx-both"}
     assert not [f for f in report.findings if f.entity_id in recovered]
     assert all(identity.holds for identity in report.ledger)
