@@ -220,13 +220,13 @@ def report_from(outcome: ReplayOutcome, cut: AsOfCut, *, run_id: str, started_at
     replay = outcome.replay
     # As of a point in time, "now" is that point (pending for longer than the threshold by then), and both
     # topics are cut at it by the events' own times: no lag window.
-    judge = LagJudge.strict(replay.cut_time or cut.at or outcome.read_at)
+    judge = LagJudge.strict(replay.cut_time or cut.at or outcome.judge.read_at)
     findings: list[Finding] = [c.finding() for c in replay.corrupt.values()]
     findings += [f for f in diff_accounts(replay, {}, judge) if f.kind == Kind.INVARIANT_VIOLATION]
     findings += saga_findings(replay, judge)
     findings += [f for f in diff_transactions(replay, {}, stuck_after, judge) if f.kind == Kind.STUCK]
     # Identity 1 compares projections, which exist only for today; 2 and 3 are the events' own.
-    identities = [i for i in ledger_identities(replay, {}) if i.identity != BALANCES_MATCH_EVENTS]
+    identities = [i for i in ledger_identities(replay, {}, judge) if i.identity != BALANCES_MATCH_EVENTS]
     findings += ledger_findings(identities)
     stats = {**outcome.timings, "events_read": replay.events_read, "duplicates_ignored": replay.duplicates,
              "accounts": len(replay.accounts), "transactions": len(replay.transactions),

@@ -163,7 +163,7 @@ def plan_recovery(event_store: KafkaEventStore, projections: ProjectionStore, re
     stuck.sort(key=lambda s: (s.initiated_at or datetime.min.replace(tzinfo=UTC), s.aggregate_id))
     acted = 0
     for saga in stuck:
-        if not is_stuck(saga, stuck_after, outcome.read_at):
+        if not is_stuck(saga, stuck_after, outcome.judge.read_at):
             if wanted:  # asked for by id: say why it is left alone
                 plan.actions.append(SagaAction(saga.aggregate_id, "refused",
                                                f"refused: not stuck ({saga.status or 'corrupt'}); never touched"))

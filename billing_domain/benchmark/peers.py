@@ -29,7 +29,7 @@ from billing_domain.adapters.postgres import ACCOUNT_COLUMNS
 from billing_domain.benchmark.environment import BenchTarget
 from billing_domain.events import decode_event
 from billing_domain.reconcile.diff import diff_accounts
-from billing_domain.reconcile.service import ReconcileOptions, replay_all
+from billing_domain.reconcile.service import replay_all
 
 Figures = dict[str, Any]
 COMPARED = ("owner_id", "currency", "balance_minor", "min_balance_minor", "max_balance_minor", "status", "version")
@@ -130,7 +130,7 @@ def diff_vs_datacompy_stage(target: BenchTarget) -> Figures:
         services.close()
     replay, rows = outcome.replay, outcome.account_rows
     began = time.perf_counter()
-    findings = diff_accounts(replay, rows, outcome.lag_judge(ReconcileOptions()))
+    findings = diff_accounts(replay, rows, outcome.judge)
     ours_s = time.perf_counter() - began
 
     began = time.perf_counter()

@@ -24,8 +24,9 @@ from billing_domain.exceptions import CheckpointUnreadableError, EventPosition
 from billing_domain.reconcile.replay import Corruption, InvariantBreak, MoneyMove, Replay
 from billing_domain.transactions import TransactionAggregate
 
-# 2: a stream's problems in log order, the first one not stored apart; 3: a saga leg keeps its occurred_at
-CHECKPOINT_FORMAT = 3
+# 2: a stream's problems in log order, the first one not stored apart; 3: a saga leg keeps its occurred_at;
+# 4: an aggregate's event ids without placeholders for a gap (`runs`), and the partition its stream is on
+CHECKPOINT_FORMAT = 4
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 # What a damaged or hand-edited blob raises: bad msgpack, or the wrong shape for its fields.

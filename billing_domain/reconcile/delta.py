@@ -43,7 +43,8 @@ from billing_domain.exceptions import CheckpointUnreadableError, EventDecodeErro
 from billing_domain.findings import Finding, Kind
 from billing_domain.reconcile import incremental
 from billing_domain.reconcile.checkpoint import CheckpointHeader, load_entities, load_ledger, topics_key
-from billing_domain.reconcile.ledger import LedgerTotals
+from billing_domain.reconcile.lag import LagJudge
+from billing_domain.reconcile.ledger import LedgerTotals, events_balance
 from billing_domain.reconcile.replay import Replay, poison_entity_id
 from billing_domain.transactions import PENDING, TransactionState
 
@@ -105,31 +106,29 @@ class DeltaReplay:
 
 # --- the memo of a complete run ---------------------------------------------------------------------------
 def memo_of(replay: Replay, account_rows: Mapping[str, AccountState], transaction_rows: Mapping[str, TransactionState],
-            mark: ReadMark, run_id: str) -> DeltaMemo:
+            mark: ReadMark, run_id: str, judge: LagJudge) -> DeltaMemo:
     head: dict[str, int] = defaultdict(int)
     misattributed: dict[str, tuple[str, str, int]] = {}
     lag: dict[str, tuple[str, int]] = {}
     for account_id, account in replay.accounts.items():
-        _account_sums(replay, account_id, account, account_rows.get(account_id), head, misattributed, lag)
+        _account_sums(replay, judge, account_id, account, account_rows.get(account_id), head, misattributed, lag)
     return DeltaMemo(run_id, mark.xmin, mark.database, sorted(account_rows), sorted(transaction_rows),
                      sorted(t for t, saga in replay.transactions.items() if saga.status == PENDING),
                      dict(head), misattributed, lag, len(replay.accounts), len(replay.transactions))
 
 
-def _account_sums(replay: Replay, account_id: str, account: AccountAggregate, row: AccountState | None,
-                  head: dict[str, int], misattributed: dict[str, tuple[str, str, int]],
+def _account_sums(replay: Replay, judge: LagJudge, account_id: str, account: AccountAggregate,
+                  row: AccountState | None, head: dict[str, int], misattributed: dict[str, tuple[str, str, int]],
                   lag: dict[str, tuple[str, int]]) -> None:
     """Add one account to the sums, as `ledger._balance_totals` counts it."""
     if account.version == 0:
         return
     head[account.currency] += account.balance_minor
-    if row is None:
-        return
-    if row.currency != account.currency:
+    if row is not None and row.currency != account.currency:
         misattributed[account_id] = (row.currency, account.currency, row.balance_minor)
-    at_row = replay.account_at(account_id, row.version)
-    if at_row is not None and at_row.balance_minor != account.balance_minor:
-        lag[account_id] = (account.currency, account.balance_minor - at_row.balance_minor)
+    counted = events_balance(replay, judge, account_id, account, row)
+    if counted != account.balance_minor:  # (a lagging entity is always diffed again: see `_rejudged`)
+        lag[account_id] = (account.currency, account.balance_minor - counted)
 
 
 def totals_of(memo: DeltaMemo, row_sums: Mapping[str, tuple[int, int]]) -> LedgerTotals:
@@ -162,8 +161,8 @@ class _RowChanges:
     row_sums: dict[str, tuple[int, int]]
 
 
-def try_delta(event_store: KafkaEventStore, projections_engine: Engine,
-              checkpoints: CheckpointStore) -> DeltaReplay | str:
+def try_delta(event_store: KafkaEventStore, projections_engine: Engine, checkpoints: CheckpointStore,
+              judge: LagJudge) -> DeltaReplay | str:
     """Replay and read only what changed since the checkpointed run; or the reason that cannot be done."""
     began = time.perf_counter()
     try:
@@ -191,8 +190,8 @@ def try_delta(event_store: KafkaEventStore, projections_engine: Engine,
     if strays:  # the pre-scan missed an entity the replay changed: never carry a finding it may have changed
         return f"the tail changed entities the pre-scan did not name: {', '.join(strays[:5])}"
     memo = previous.memo
-    memo_now = _next_memo(memo, replay, gathered.account_rows, gathered.accounts, hydrated, gathered.rows.ids,
-                          gathered.mark)
+    memo_now = _next_memo(memo, replay, judge, gathered.account_rows, gathered.accounts, hydrated,
+                          gathered.rows.ids, gathered.mark)
     carried = [f for f in previous.findings if f.kind != Kind.LAGGING and (
         (f.entity_type == "account" and f.entity_id not in gathered.accounts)
         or (f.entity_type == "transaction" and f.entity_id not in gathered.transactions))]
@@ -343,8 +342,8 @@ def _touched(event_store: KafkaEventStore, batches: list[list[Message]]) -> dict
     return touched
 
 
-def _next_memo(memo: DeltaMemo, replay: Replay, account_rows: Mapping[str, AccountState], accounts: set[str],
-               hydrated: _Hydrated, ids: Mapping[str, set[str]], mark: ReadMark) -> DeltaMemo:
+def _next_memo(memo: DeltaMemo, replay: Replay, judge: LagJudge, account_rows: Mapping[str, AccountState],
+               accounts: set[str], hydrated: _Hydrated, ids: Mapping[str, set[str]], mark: ReadMark) -> DeltaMemo:
     """The memo updated for D: the other accounts kept their head, row and exceptions."""
     head: dict[str, int] = defaultdict(int, memo.head_total)
     for currency, balance in hydrated.old_heads.values():
@@ -354,7 +353,8 @@ def _next_memo(memo: DeltaMemo, replay: Replay, account_rows: Mapping[str, Accou
     for account_id in accounts:
         account = replay.accounts.get(account_id)
         if account is not None:
-            _account_sums(replay, account_id, account, account_rows.get(account_id), head, misattributed, lag)
+            _account_sums(replay, judge, account_id, account, account_rows.get(account_id), head, misattributed,
+                          lag)
     pending = sorted(t for t, saga in replay.transactions.items() if saga.status == PENDING)
     return DeltaMemo("", mark.xmin, mark.database, sorted(ids["account"]), sorted(ids["transaction"]), pending,
                      dict(head), misattributed, lag, memo.accounts + len(set(replay.accounts) - hydrated.accounts),

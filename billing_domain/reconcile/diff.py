@@ -156,7 +156,7 @@ def _field_mismatch(entity_type: str, entity_id: str, version: int, expected: An
 def _missing_row(replay: Replay, judge: LagJudge, entity_type: str, head: Aggregate, state: Any) -> Finding:
     """No row: `lagging` while its first event may not be applied yet, else `missing_projection`."""
     unapplied = replay.unapplied.get((entity_type, head.aggregate_id))
-    if unapplied is not None and judge.may_be_unapplied(*unapplied):
+    if unapplied is not None and judge.not_projected_yet(unapplied):
         occurred_at, position = unapplied
         return Finding.of(entity_type, head.aggregate_id, Kind.LAGGING,
                           f"not projected yet: its first event occurred {judge.age(occurred_at)} "

@@ -48,6 +48,10 @@ class LagJudge:
             return position.offset >= self.applied.get((position.topic, position.partition), 0)
         return occurred_at > self.horizon
 
+    def not_projected_yet(self, unapplied: tuple[datetime, EventPosition] | None) -> bool:
+        """An entity with no row whose first event (`Replay.unapplied`) may not be applied yet."""
+        return unapplied is not None and self.may_be_unapplied(*unapplied)
+
     def seen_apart(self, occurred_at: datetime) -> bool:
         """Could this event be on one topic's read and not the other's (a status against its legs)?"""
         return occurred_at > self.horizon

@@ -1,8 +1,9 @@
 """The accounting equation, per currency, from the events and from the projections.
 
 1. balances_match_events: Σ projection balances = Σ of the events' balances, each account taken
-   at its projection's own version (lag-aware; accounts with no row count on the events side
-   at their head, rows with no events on the projection side).
+   at its projection's own version (lag-aware; an account with no row counts on the events side
+   at its head, or at nothing while it is not projected yet (see lag.py); rows with no events on
+   the projection side).
 2. transfers_conserve_money (events): Σ transfer_out = Σ transfer_in + Σ refund + in flight.
 3. ledger_balances (events): Σ balances + in flight = deposits + adjustments in − withdrawals
    − fees − adjustments out. It follows from 2 for any fold; it is reported as a finding only if
@@ -15,8 +16,9 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from billing_domain.accounts import AccountState
+from billing_domain.accounts import AccountAggregate, AccountState
 from billing_domain.findings import Finding, Kind, LedgerIdentity
+from billing_domain.reconcile.lag import LagJudge
 from billing_domain.reconcile.replay import Replay
 from billing_domain.transactions import PENDING
 
@@ -25,9 +27,9 @@ TRANSFERS_CONSERVE_MONEY = "transfers_conserve_money"
 LEDGER_BALANCES = "ledger_balances"
 
 
-def ledger_identities(replay: Replay, rows: Mapping[str, AccountState],
+def ledger_identities(replay: Replay, rows: Mapping[str, AccountState], judge: LagJudge,
                       seen_apart: Collection[str] = ()) -> list[LedgerIdentity]:
-    projection_total, events_total = _balance_totals(replay, rows)
+    projection_total, events_total = _balance_totals(replay, rows, judge)
     head_total: dict[str, int] = defaultdict(int)
     for account in replay.accounts.values():
         if account.version > 0:
@@ -86,7 +88,8 @@ def ledger_findings(identities: list[LedgerIdentity]) -> list[Finding]:
     return findings
 
 
-def _balance_totals(replay: Replay, rows: Mapping[str, AccountState]) -> tuple[dict[str, int], dict[str, int]]:
+def _balance_totals(replay: Replay, rows: Mapping[str, AccountState],
+                    judge: LagJudge) -> tuple[dict[str, int], dict[str, int]]:
     projection_total: dict[str, int] = defaultdict(int)
     events_total: dict[str, int] = defaultdict(int)
     for account_id, row in rows.items():
@@ -96,10 +99,18 @@ def _balance_totals(replay: Replay, rows: Mapping[str, AccountState]) -> tuple[d
     for account_id, account in replay.accounts.items():
         if account.version == 0:
             continue
-        row_version = rows[account_id].version if account_id in rows else None
-        at_row = replay.account_at(account_id, row_version) if row_version is not None else None
-        events_total[account.currency] += at_row.balance_minor if at_row is not None else account.balance_minor
+        events_total[account.currency] += events_balance(replay, judge, account_id, account, rows.get(account_id))
     return projection_total, events_total
+
+
+def events_balance(replay: Replay, judge: LagJudge, account_id: str, account: AccountAggregate,
+                   row: AccountState | None) -> int:
+    """What identity 1 counts for one account on the events side: its balance at its row's version; with no
+    row, nothing while it is not projected yet (the projection side has nothing either), else its head."""
+    if row is None:
+        return 0 if judge.not_projected_yet(replay.unapplied.get(("account", account_id))) else account.balance_minor
+    at_row = replay.account_at(account_id, row.version)
+    return at_row.balance_minor if at_row is not None else account.balance_minor
 
 
 def _in_flight(replay: Replay, seen_apart: Collection[str]) -> dict[str, int]:

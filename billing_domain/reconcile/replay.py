@@ -22,7 +22,7 @@ from confluent_kafka import Message
 from billing_domain.accounts import AccountAggregate, AccountState
 from billing_domain.aggregate import Aggregate
 from billing_domain.config import Topics
-from billing_domain.events import AccountCredited, AccountDebited, Event, decode_event
+from billing_domain.events import MAX_VERSION, AccountCredited, AccountDebited, Event, decode_event
 from billing_domain.exceptions import EventDecodeError, EventPosition, StreamCorruptionError
 from billing_domain.findings import Finding, Kind
 from billing_domain.transactions import TransactionAggregate, TransactionState
@@ -30,6 +30,7 @@ from billing_domain.transactions import TransactionAggregate, TransactionState
 MAX_PROBLEMS_LISTED = 20
 AGGREGATE_TYPES = ("account", "transaction")  # what a replay folds; a narrower replay is a partial one
 SAGA_REASONS = frozenset({"transfer_out", "transfer_in", "refund"})
+UNDECODABLE, NO_KEY = "undecodable event", "no message key"  # reasons that do not depend on the read order
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +184,10 @@ class Replay:
                 if only is None or key is not None:  # a keyless poison event names no entity we were asked for
                     self._poison(message, exc)
                 continue
-            if only is not None and key is None and event.aggregate_id not in only:
-                continue  # a keyless event is filtered by the aggregate it names
+            if key is None:  # every message is keyed by its aggregate id: a keyless one is never applied
+                if only is None or event.aggregate_id in only:  # filtered by the aggregate it names
+                    self._keyless(message, event)
+                continue
             if message.topic() == accounts_topic:
                 if event.aggregate_type != "account":
                     self._wrong_topic(message, event)
@@ -203,6 +206,13 @@ class Replay:
     def _wrong_topic(self, message: Message, event: Event) -> None:
         self._corrupt_at(message, event.aggregate_type, event.aggregate_id,
                          f"{event.event_type} on topic {message.topic()}", event.event_id)
+
+    def _keyless(self, message: Message, event: Event) -> None:
+        # Not applied: where a keyless message lands is up to its producer's partitioner, so applying it
+        # would make the fold depend on the order partitions are read in.
+        self._corrupt_at(message, event.aggregate_type, event.aggregate_id,
+                         f"{NO_KEY}: {event.event_type} v{event.aggregate_version} (every message is keyed by "
+                         "its aggregate id)", event.event_id, "key")
 
     def feed_events(self, events: Iterable[tuple[Event, EventPosition]]) -> None:
         """Fold already decoded events (tests and single-entity paths)."""
@@ -261,21 +271,63 @@ class Replay:
             self.transaction_snapshots[event.aggregate_id] = saga.state()
 
     def _apply(self, aggregate: Aggregate, entity_type: str, event: Event, message: Message) -> bool:
-        """Apply with the stream rules; False when the event changed nothing (redelivery or refused)."""
+        """Apply with the stream rules; False when the event changed nothing (redelivery or refused).
+
+        One aggregate, one partition: only events on the partition its stream started on are applied
+        (one compare per event); the rest, and a stream's start, take `_apply_off_home`."""
+        if message.partition() != aggregate.partition:
+            return self._apply_off_home(aggregate, entity_type, event, message)
+        return self._apply_in_order(aggregate, entity_type, event, message)
+
+    def _apply_in_order(self, aggregate: Aggregate, entity_type: str, event: Event, message: Message) -> bool:
         try:
             if aggregate.apply(event):
                 return True
             self.duplicates += 1
             return False
         except StreamCorruptionError as exc:
-            self._corrupt_at(message, entity_type, event.aggregate_id, exc.reason, event.event_id)
+            self._corrupt_at(message, entity_type, event.aggregate_id, exc.reason, event.event_id, exc.field)
             if exc.got_version > exc.expected_version and aggregate.version > 0:
                 return self._apply_across_gap(aggregate, event)
             return False
 
+    def _apply_off_home(self, aggregate: Aggregate, entity_type: str, event: Event, message: Message) -> bool:
+        """An event of a stream not started yet, or off its stream's partition.
+
+        The order across partitions is not defined, so whatever is read first must not decide the fold:
+        an event off the stream's partition is never applied, read before the stream started or after.
+        One read before the start was refused as the fold saw it then (a version gap, mostly); once the
+        stream starts, `_restate_off_home` names it for what it is, as if read after the start."""
+        topic, partition = message.topic() or "", message.partition()
+        if aggregate.partition is not None:
+            self._corrupt_at(message, entity_type, event.aggregate_id, _off_home(partition, aggregate.partition),
+                             event.event_id, "partition")
+            return False
+        applied = self._apply_in_order(aggregate, entity_type, event, message)
+        key = (entity_type, aggregate.aggregate_id)
+        if aggregate.version > 0:  # the stream starts here (or a state without a partition adopts this one)
+            aggregate.partition = partition
+            self.partition_of[key] = (topic, partition or 0)
+            self._restate_off_home(key, topic, partition)
+        elif (topic, partition or 0) < self.partition_of.get(key, (topic, partition or 0)):
+            self.partition_of[key] = (topic, partition or 0)  # never started: the lowest partition, in any order
+        return applied
+
+    def _restate_off_home(self, key: tuple[str, str], topic: str, home: int | None) -> None:
+        """Name the events refused before the stream started on `home` that sit on another partition."""
+        corruption = self.corrupt.get(key)
+        for problem in corruption.problems if corruption is not None else ():
+            if (problem["topic"] == topic and problem["partition"] != home
+                    and not problem["reason"].startswith((UNDECODABLE, NO_KEY))):
+                problem["reason"], problem["field"] = _off_home(problem["partition"], home), "partition"
+
     @staticmethod
     def _apply_across_gap(aggregate: Aggregate, event: Event) -> bool:
-        """Keep folding past a gap already reported, so one gap does not hide the rest of the stream."""
+        """Keep folding past a gap already reported, so one gap does not hide the rest of the stream.
+        Not past `MAX_VERSION` (only pre-decoded events get there: the decoder refuses them), so no
+        aggregate stands at a version no projection row, checkpoint or rebuild could hold."""
+        if event.aggregate_version > MAX_VERSION:
+            return False
         try:
             aggregate.apply_across_gap(event)
         except StreamCorruptionError:
@@ -297,7 +349,7 @@ class Replay:
     def _poison(self, message: Message, exc: EventDecodeError) -> None:
         entity_type = "account" if message.topic() == self.topics.accounts else "transaction"
         entity_id = poison_entity_id(exc, message)
-        self._corrupt_at(message, entity_type, entity_id, f"undecodable event: {exc.reason}", exc.event_id,
+        self._corrupt_at(message, entity_type, entity_id, f"{UNDECODABLE}: {exc.reason}", exc.event_id,
                          exc.field)
 
     def _corrupt_at(self, message: Message, entity_type: str, entity_id: str, reason: str,
@@ -350,6 +402,10 @@ class _PositionedMessage:
 
 def _sums(plain: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     return defaultdict(lambda: defaultdict(int), {c: defaultdict(int, r) for c, r in plain.items()})
+
+
+def _off_home(partition: int | None, home: int | None) -> str:
+    return f"on partition {partition}, but the stream is on partition {home} (one aggregate, one partition)"
 
 
 def poison_entity_id(exc: EventDecodeError, message: Message) -> str:

@@ -80,12 +80,9 @@ class ReplayOutcome:
     delta: DeltaResult | None = None  # set in delta mode: the rows and replay hold only the entities diffed again
     entity_types: tuple[str, ...] = AGGREGATE_TYPES  # whose rows and checkpointed state were loaded
     resumed_from: str | None = None  # the run whose checkpoint this replay continued
-    # The run's clock when it began reading the projections: `stuck` and the lag window are judged at it.
-    read_at: datetime = field(default_factory=utc_now)
-    projector_applied: dict[TopicPartitionKey, int] | None = None  # the projector group's offsets, read first
-
-    def lag_judge(self, options: ReconcileOptions) -> LagJudge:
-        return LagJudge(self.read_at, options.lag_window, options.projector_group, self.projector_applied)
+    # The run's clock and the projector's offsets as the run began reading the projections: `stuck`, rows
+    # behind and sagas across the two topics are judged by them (see reconcile.lag).
+    judge: LagJudge = field(default_factory=lambda: LagJudge(utc_now()))
 
 
 @contextmanager
@@ -117,6 +114,13 @@ def projector_offsets(event_store: KafkaEventStore, group: str | None) -> dict[T
     return {tp: offset or 0 for tp, offset in committed.items()}
 
 
+def judge_from_here(event_store: KafkaEventStore, options: ReconcileOptions) -> LagJudge:
+    """The run's clock, then the projector's offsets: taken right before the projections are read."""
+    read_at = options.clock()
+    return LagJudge(read_at, options.lag_window, options.projector_group,
+                    projector_offsets(event_store, options.projector_group))
+
+
 def new_run_id(prefix: str = "cli") -> str:
     return f"{prefix}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
@@ -139,19 +143,16 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
     if (delta and checkpoints is not None and not full and only_ids is None and options.stop is None
             and set(entity_types) == set(AGGREGATE_TYPES)):
         with collector_paused():
-            read_at = options.clock()
-            applied = projector_offsets(event_store, options.projector_group)
-            attempt = try_delta(event_store, projections.engine, checkpoints)
+            judge = judge_from_here(event_store, options)
+            attempt = try_delta(event_store, projections.engine, checkpoints, judge)
         if not isinstance(attempt, str):
             return ReplayOutcome(attempt.replay, attempt.cut, attempt.account_rows, attempt.transaction_rows,
                                  attempt.timings, "delta", attempt.reason, attempt.mark,
-                                 attempt.result, resumed_from=attempt.resumed_from, read_at=read_at,
-                                 projector_applied=applied)
+                                 attempt.result, resumed_from=attempt.resumed_from, judge=judge)
         log.info("diffing every entity: %s", attempt)
         why_not_delta = f" (every entity diffed: {attempt})"
     started = time.perf_counter()
-    read_at = options.clock()
-    applied = projector_offsets(event_store, options.projector_group)
+    judge = judge_from_here(event_store, options)
     mark = read_mark(projections.engine)
     ids = sorted(only_ids) if only_ids is not None else None
     account_rows = projections.read_accounts(ids) if "account" in entity_types else {}
@@ -182,8 +183,7 @@ def replay_all(event_store: KafkaEventStore, projections: ProjectionStore, *, op
                "replay_s": finished - loaded}
     return ReplayOutcome(replay, cut, account_rows, transaction_rows, timings,
                          "incremental" if resumed.start is not None else "full", resumed.reason + why_not_delta,
-                         mark, entity_types=entity_types, resumed_from=resumed.run_id, read_at=read_at,
-                         projector_applied=applied)
+                         mark, entity_types=entity_types, resumed_from=resumed.run_id, judge=judge)
 
 
 ALL_ENTITY_TYPES = ("account", "transaction", "ledger")
@@ -201,7 +201,7 @@ def _build_report(outcome: ReplayOutcome, run_id: str, scope: str, started_at: d
                   entity_types: tuple[str, ...]) -> ReconciliationReport:
     began = time.perf_counter()
     replay = outcome.replay
-    judge = outcome.lag_judge(options)
+    judge = outcome.judge
     findings: list[Finding] = []
     if "account" in entity_types:
         findings += diff_accounts(replay, outcome.account_rows, judge)
@@ -215,7 +215,7 @@ def _build_report(outcome: ReplayOutcome, run_id: str, scope: str, started_at: d
     if "ledger" in entity_types:
         identities = (identities_from_totals(outcome.delta.totals, replay, sagas.seen_apart)
                       if outcome.delta is not None
-                      else ledger_identities(replay, outcome.account_rows, sagas.seen_apart))
+                      else ledger_identities(replay, outcome.account_rows, judge, sagas.seen_apart))
     findings += ledger_findings(identities)
     if outcome.delta is not None:
         findings += [f for f in outcome.delta.carried if f.entity_type in entity_types]
@@ -291,4 +291,4 @@ def _memo_for_next_run(outcome: ReplayOutcome, run_id: str, report: Reconciliati
     if outcome.delta is not None:
         return encode_memo(msgspec.structs.replace(outcome.delta.memo, run_id=run_id))
     return encode_memo(memo_of(outcome.replay, outcome.account_rows, outcome.transaction_rows,
-                               outcome.read_mark, run_id))
+                               outcome.read_mark, run_id, outcome.judge))

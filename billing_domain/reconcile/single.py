@@ -27,8 +27,8 @@ from billing_domain.reconcile.service import (
     ReplayOutcome,
     build_report,
     collector_paused,
+    judge_from_here,
     new_run_id,
-    projector_offsets,
 )
 from billing_domain.transactions import TransactionState
 
@@ -42,13 +42,13 @@ def reconcile_entity(event_store: KafkaEventStore, projections: ProjectionStore,
     started_at = datetime.now(UTC)
     options = options or ReconcileOptions()
     # The clock and the projector's offsets before the row (see the service): the lag is judged at them.
-    read_at, applied = options.clock(), projector_offsets(event_store, options.projector_group)
+    judge = judge_from_here(event_store, options)
     outcome = None
     if checkpoints is not None:
         outcome = _from_checkpoint(event_store, projections, checkpoints, entity_type, entity_id)
     if outcome is None:
         outcome = _from_the_start(event_store, projections, entity_type, entity_id)
-    outcome.read_at, outcome.projector_applied = read_at, applied
+    outcome.judge = judge
     report = build_report(outcome, run_id=run_id or new_run_id(), scope=f"{entity_type}:{entity_id}",
                           started_at=started_at, options=options, entity_types=(entity_type,))
     report.findings = [f for f in report.findings if f.entity_type == entity_type and f.entity_id == entity_id]

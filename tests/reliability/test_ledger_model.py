@@ -152,7 +152,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert {k: (t.status, t.version) for k, t in replay.transactions.items()} == {
             k: (m.status, m.version) for k, m in self.transfers.items()}
         rows = {k: a.state() for k, a in replay.accounts.items()}
-        identities = ledger_identities(replay, rows)
+        identities = ledger_identities(replay, rows, LagJudge.strict(datetime.now(UTC)))
         assert all(i.holds for i in identities), [i for i in identities if not i.holds]
         assert ledger_findings(identities) == []
         assert saga_findings(replay, LagJudge.strict(datetime.now(UTC))) == []
