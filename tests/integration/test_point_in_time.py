@@ -3,11 +3,11 @@ equal a fold of exactly the events that occurred by then."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import confluent_kafka
 import dagster as dg
 import pytest
 from support.histories import EventFactory, fold, project
@@ -25,6 +25,7 @@ from billing_domain.events import (
     Event,
     TransactionInitiated,
     decode_event,
+    encode_event,
 )
 from billing_domain.exceptions import ConfigurationError
 from billing_domain.point_in_time import (
@@ -119,22 +120,37 @@ def test_the_csv_is_exact_and_explicit_offsets_give_the_same_balances(event_stor
         balances_as_of(event_store, datetime(2026, 1, 31))
 
 
-def test_the_stop_is_found_from_the_brokers_time_index_not_from_the_start(event_store: KafkaEventStore) -> None:
-    before = [_event(f"acc-{i}", 1, AccountOpened("o", "EUR", 0, 100), at=datetime.now(UTC)) for i in range(12)]
-    event_store.append(before)
-    time.sleep(1.2)
-    at = datetime.now(UTC)
-    time.sleep(0.3)
-    after = [_event(f"acc-{i}", 2, AccountCredited(5, None, "deposit"), at=datetime.now(UTC)) for i in range(12)]
-    event_store.append(after)
+def _append_stamped(event_store: KafkaEventStore, events: list[Event]) -> None:
+    """Append with each message's broker timestamp (CreateTime) set to its event's `occurred_at`, as the engine's
+    producer stamps its commit: the messages' times are the events' own, not when the test happened to run."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": event_store.bootstrap_servers})
+    for event in events:
+        producer.produce(event_store.topics.accounts, key=event.aggregate_id.encode(), value=encode_event(event),
+                         timestamp=int(event.occurred_at.timestamp() * 1000))
+    assert producer.flush(30) == 0, "every message delivered"
+
+
+def test_the_stop_is_found_by_the_events_own_times_whatever_the_brokers_time_index_answers(
+        event_store: KafkaEventStore) -> None:
+    # Explicit times a second either side of `at` (no sleeping to make the broker's clock move). The broker's time
+    # index only says where to start reading: the embedded broker indexes by append time, so it answers the start
+    # of each partition here, and the stop must still be exactly the first event that occurred after `at`.
+    at = T0 + timedelta(days=1)
+    before = [_event(f"acc-{i}", 1, AccountOpened("o", "EUR", 0, 100), at=at - timedelta(seconds=1, milliseconds=i))
+              for i in range(12)]
+    after = [_event(f"acc-{i}", 2, AccountCredited(5, None, "deposit"), at=at + timedelta(seconds=1, milliseconds=i))
+             for i in range(12)]
+    _append_stamped(event_store, before)
+    _append_stamped(event_store, after)
     messages = _all_messages(event_store)
     partitions = {(t, p) for t in event_store.topics.all() for p in range(3)}
 
     cut = cut_at(event_store, at, clock_skew=timedelta(milliseconds=100))
 
     assert cut.stop == _expected_stop(messages, at, partitions)
-    assert sum(cut.stop.values()) == len(before)
-    assert cut.scanned < len(messages) - len(before) + 3  # none of the earlier events was read
+    assert sum(cut.stop.values()) == len(before) and cut.late_events == {}
+    # Each partition is read up to its first event beyond the horizon, never to its end.
+    assert cut.scanned <= len(before) + len(partitions), cut.scanned
 
 
 def stuck_and_broken_history() -> list[Event]:
