@@ -94,8 +94,8 @@ class Engine:
 
 
 ENDINGS = ("completed", "failed", "compensated", "pending", "pending_unpaid")
-operations = st.lists(st.tuples(st.sampled_from(("deposit", "transfer", "transfer")), st.integers(0, 3), st.integers(0, 3),
-                                st.integers(1, 500), st.sampled_from(ENDINGS),
+operations = st.lists(st.tuples(st.sampled_from(("deposit", "transfer", "transfer")), st.integers(0, 3),
+                                st.integers(0, 3), st.integers(1, 500), st.sampled_from(ENDINGS),
                                 st.floats(0.0, 4.0)), min_size=1, max_size=25)
 
 
