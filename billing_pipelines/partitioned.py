@@ -8,16 +8,17 @@ machine the same job runs on the Kubernetes or Celery executor with an object-st
 """
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
 from billing_domain.config import Settings
 from billing_domain.cut import Cut
+from billing_domain.reconcile.lag import LagJudge
 from billing_domain.reconcile.parallel import GroupTask, fold_group, partition_groups
 from billing_domain.reconcile.replay import Replay
-from billing_domain.reconcile.service import ReconcileOptions, ReplayOutcome, build_report
+from billing_domain.reconcile.service import ReconcileOptions, ReplayOutcome, build_report, judge_from_here
 from billing_pipelines.constants import RECONCILE_TAGS, SOURCE
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource
 
@@ -33,7 +34,9 @@ def plan_partition_groups(context: dg.OpExecutionContext, event_store: EventStor
     """Read the projections (before any event) and plan the transaction topic's fold, which goes first:
     a completed transfer's money events are appended before it completes, so after it they are all there."""
     store = event_store.get_store()
-    rows = (projections.projection_store().read_accounts(), projections.projection_store().read_transactions())
+    # The run's clock and the projector's offsets first: the lag is judged as of this read (reconcile.lag).
+    judge = judge_from_here(store, ReconcileOptions.from_settings(Settings.from_env()))
+    rows = (projections.projection_store().read_accounts(), projections.projection_store().read_transactions(), judge)
     yield dg.Output(rows, "rows")
     topic = store.topics.transactions
     yield dg.Output(_task(store, {(topic, p) for p in store.partitions_of(topic)}, rows), "transactions")
@@ -41,7 +44,7 @@ def plan_partition_groups(context: dg.OpExecutionContext, event_store: EventStor
 
 @dg.op(out=dg.DynamicOut())
 def plan_account_groups(context: dg.OpExecutionContext, config: PartitionedConfig, event_store: EventStoreResource,
-                        rows: tuple[dict, dict], sagas: tuple[Replay, Cut]) -> Iterator[dg.DynamicOutput]:
+                        rows: tuple[dict, dict, LagJudge], sagas: tuple[Replay, Cut]) -> Iterator[dg.DynamicOutput]:
     """Deal the account partitions into groups, once the transactions are folded."""
     store = event_store.get_store()
     topic = store.topics.accounts
@@ -50,7 +53,7 @@ def plan_account_groups(context: dg.OpExecutionContext, config: PartitionedConfi
         yield dg.DynamicOutput(_task(store, group, rows), mapping_key=f"group_{index}")
 
 
-def _task(store: Any, group: set[tuple[str, int]], rows: tuple[dict, dict]) -> GroupTask:
+def _task(store: Any, group: set[tuple[str, int]], rows: tuple[dict, dict, LagJudge]) -> GroupTask:
     return GroupTask(store.bootstrap_servers, store.topics, frozenset(group), None,
                      {k: r.version for k, r in rows[0].items()}, {k: r.version for k, r in rows[1].items()})
 
@@ -63,7 +66,7 @@ def fold_partition_group(context: dg.OpExecutionContext, task: GroupTask) -> tup
 
 
 @dg.op
-def merge_and_report(context: dg.OpExecutionContext, rows: tuple[dict, dict], sagas: tuple[Replay, Cut],
+def merge_and_report(context: dg.OpExecutionContext, rows: tuple[dict, dict, LagJudge], sagas: tuple[Replay, Cut],
                      parts: list[tuple[Replay, Cut]], projections: ProjectionsResource) -> dg.Output[None]:
     """Join the groups, then diff, check sagas and the ledger exactly as a single pass would."""
     replay, cut = sagas
@@ -71,8 +74,9 @@ def merge_and_report(context: dg.OpExecutionContext, rows: tuple[dict, dict], sa
         replay.merge(other)
         cut.start.update(other_cut.start)
         cut.end.update(other_cut.end)
-    options = ReconcileOptions(stuck_after=timedelta(minutes=Settings.from_env().stuck_after_minutes))
-    outcome = ReplayOutcome(replay, cut, rows[0], rows[1], mode="full", mode_reason=f"{len(parts)} partition groups")
+    options = ReconcileOptions.from_settings(Settings.from_env())  # the thresholds, lag window, projector group
+    outcome = ReplayOutcome(replay, cut, rows[0], rows[1], mode="full", mode_reason=f"{len(parts)} partition groups",
+                            judge=rows[2])
     report = build_report(outcome, run_id=context.run.run_id, scope="all", started_at=datetime.now(UTC),
                           options=options)
     projections.recon_store().save_report(report, source=SOURCE)
