@@ -96,6 +96,7 @@ class Reads:
         stuck = [finding_out(f) for f in report.findings if f.kind == Kind.STUCK]
         cut_time = outcome.replay.cut_time
         return StuckTransactions(threshold_minutes=minutes, count=len(stuck), transactions=stuck,
+                                 judged_at=outcome.judge.read_at.isoformat(),
                                  cut_time=cut_time.isoformat() if cut_time else None)
 
     def _full(self, scope: str, entity_types: tuple[str, ...], options: ReconcileOptions, *, save: bool

@@ -72,7 +72,9 @@ class AccountingEquation(BaseModel):
 class StuckTransactions(BaseModel):
     threshold_minutes: float
     count: int
-    cut_time: str | None = Field(description="The time of the last event read: 'pending for' is measured to it.")
+    judged_at: str = Field(description="The run's clock when it read the projections: 'pending for' is measured "
+                                       "to it, so a quiet engine does not stop time.")
+    cut_time: str | None = Field(description="The time of the newest event read, for comparison.")
     transactions: list[FindingOut]
 
 
