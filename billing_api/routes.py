@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -142,6 +142,8 @@ async def _launch_rebuild(request: Request, entity_type: EntityType, selection: 
     actor = body.actor if body.actor is not None else DEFAULT_ACTOR
     note(request, reason=body.reason, dry_run=body.dry_run, actor=actor)
     try:  # the domain's own checks, before anything is launched
+        if not selection.all and not selection.ids:  # the API never asks for the default selection
+            raise ConfigurationError("ids: no id given; name an entity, or use rebuild-all")
         validate_rebuild_request(entity_type, selection, body.reason, actor)
     except ConfigurationError as exc:
         field = str(exc).split(":", 1)[0]
@@ -150,8 +152,10 @@ async def _launch_rebuild(request: Request, entity_type: EntityType, selection: 
         if not await run_in_threadpool(_reads(request).exists, entity_type, entity_id):
             raise ApiError(404, "not_found", f"no {entity_type} {entity_id!r}: no events and no projection row")
     delete_orphans = isinstance(body, RebuildAllRequest) and body.delete_orphans
-    config = {"reason": body.reason, "ids": list(selection.ids), "all": selection.all, "dry_run": body.dry_run,
-              "delete_orphans": delete_orphans, "actor": actor}
+    config: dict[str, Any] = {"reason": body.reason, "all": selection.all, "dry_run": body.dry_run,
+                              "delete_orphans": delete_orphans, "actor": actor}
+    if selection.ids:  # the job refuses an empty list (it is not "the default selection")
+        config["ids"] = list(selection.ids)
     client: DagsterClient = request.app.state.dagster
     settings: ApiSettings = request.app.state.api_settings
     job = JOBS[entity_type]

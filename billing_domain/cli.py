@@ -21,10 +21,13 @@ from billing_domain.cli_support import (
     EXIT_ERROR,
     EXIT_FINDINGS,
     ActorOption,
+    ErrorPathGroup,
     JsonOption,
     ReasonOption,
     cli_services,
     err,
+    id_list,
+    minutes_option,
     progress_bar,
 )
 from billing_domain.findings import ReconciliationReport
@@ -44,7 +47,7 @@ from billing_domain.stack import EmbeddedStack
 from billing_domain.wiring import Services
 
 app = typer.Typer(help="Reconcile and repair the billing engine's projections.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, cls=ErrorPathGroup)
 reconcile_app = typer.Typer(help="Compare projections with the events.", no_args_is_help=True)
 rebuild_app = typer.Typer(help="Rebuild projections from the events (guarded, audited).", no_args_is_help=True)
 stack_app = typer.Typer(help="The embedded PostgreSQL and broker.", no_args_is_help=True)
@@ -86,9 +89,11 @@ def reconcile_accounts(as_json: JsonOption = False, full: FullOption = False) ->
 
 @reconcile_app.command("transactions")
 def reconcile_transactions(as_json: JsonOption = False, full: FullOption = False,
-                           stuck_minutes: Annotated[float, typer.Option(help="Stuck threshold.")] = 5.0) -> None:
+                           stuck_minutes: Annotated[float | None, minutes_option(
+                               "--stuck-minutes", "Stuck threshold.")] = None) -> None:
     """Every transfer saga: status, fields, stuck transfers, money per transfer."""
-    _reconcile_scope("transactions", ("transaction",), as_json, timedelta(minutes=stuck_minutes), full=full)
+    overrides = {} if stuck_minutes is None else {"stuck_after": timedelta(minutes=stuck_minutes)}
+    _reconcile_scope("transactions", ("transaction",), as_json, full=full, **overrides)
 
 
 @reconcile_app.command("all")
@@ -96,17 +101,17 @@ def reconcile_everything(as_json: JsonOption = False, full: FullOption = False) 
     """Accounts, transactions and the accounting equation in one pass."""
     with cli_services() as services, progress_bar("reconciling", as_json, *_size(services, full)) as progress:
         report = reconcile_all(services.event_store, services.projections, progress=progress,
-                               options=ReconcileOptions(timedelta(minutes=services.settings.stuck_after_minutes)),
+                               options=ReconcileOptions.from_settings(services.settings),
                                checkpoints=services.checkpoints, full=full)
         _finish(report, services, as_json)
 
 
-def _reconcile_scope(scope: str, entity_types: tuple[str, ...], as_json: bool,
-                     stuck_after: timedelta = timedelta(minutes=5), *, full: bool = False) -> None:
+def _reconcile_scope(scope: str, entity_types: tuple[str, ...], as_json: bool, *, full: bool = False,
+                     **overrides: Any) -> None:
     with cli_services() as services, progress_bar(f"reconciling {scope}", as_json, *_size(services, full)) as progress:
         started = datetime.now(UTC)
         run_id = new_run_id()
-        options = ReconcileOptions(stuck_after=stuck_after)
+        options = ReconcileOptions.from_settings(services.settings, **overrides)
         outcome = replay_all(services.event_store, services.projections, options=options, progress=progress,
                              checkpoints=services.checkpoints, full=full)
         report = build_report(outcome, run_id=run_id, scope=scope, started_at=started, options=options,
@@ -130,6 +135,7 @@ def reconcile_one_transaction(transaction_id: str, as_json: JsonOption = False) 
 def _reconcile_one(entity_type: str, entity_id: str, as_json: bool) -> None:
     with cli_services() as services:
         report = reconcile_entity(services.event_store, services.projections, entity_type, entity_id,
+                                  options=ReconcileOptions.from_settings(services.settings),
                                   checkpoints=services.checkpoints)
         plural = f"{entity_type}s"
         if not report.stats.get(plural) and not report.stats.get(f"{entity_type}_rows") and not report.findings:
@@ -142,10 +148,11 @@ def _reconcile_one(entity_type: str, entity_id: str, as_json: bool) -> None:
 def accounting_equation(as_json: JsonOption = False) -> None:
     """The contract's accounting identities, per currency."""
     with cli_services() as services, progress_bar("replaying", as_json) as progress:
-        outcome = replay_all(services.event_store, services.projections, progress=progress,
+        options = ReconcileOptions.from_settings(services.settings)
+        outcome = replay_all(services.event_store, services.projections, options=options, progress=progress,
                              checkpoints=services.checkpoints)
         report = build_report(outcome, run_id=new_run_id(), scope="ledger", started_at=datetime.now(UTC),
-                              entity_types=("ledger",))
+                              options=options, entity_types=("ledger",))
         services.recon_store.save_report(report, source="cli")
         if as_json:
             sys.stdout.write(json.dumps(report.to_json()["ledger"], indent=2) + "\n")
@@ -155,12 +162,13 @@ def accounting_equation(as_json: JsonOption = False) -> None:
 
 
 @app.command("stuck")
-def stuck(minutes: Annotated[float, typer.Option(help="Pending longer than this is stuck.")] = 5.0,
+def stuck(minutes: Annotated[float | None, minutes_option("--minutes", "Pending longer than this is stuck.")] = None,
           as_json: JsonOption = False) -> None:
     """Transfers pending longer than the threshold at the time of the cut."""
     with cli_services() as services, progress_bar("replaying", as_json) as progress:
+        overrides = {} if minutes is None else {"stuck_after": timedelta(minutes=minutes)}
         report = reconcile_all(services.event_store, services.projections, progress=progress,
-                               options=ReconcileOptions(stuck_after=timedelta(minutes=minutes)),
+                               options=ReconcileOptions.from_settings(services.settings, **overrides),
                                checkpoints=services.checkpoints)
         stuck_findings = [f for f in report.findings if f.kind.value == "stuck"]
         if as_json:
@@ -245,8 +253,9 @@ def _register_rebuild(entity_type: str) -> None:
              from_report: Annotated[str | None, typer.Option("--from-report", help="A run id.")] = None,
              delete_orphans: Annotated[bool, typer.Option("--delete-orphans")] = False,
              actor: ActorOption = "", dry_run: DryRunOption = False, as_json: JsonOption = False) -> None:
-        id_list = tuple(i.strip() for value in (ids or []) for i in value.split(",") if i.strip())
-        _rebuild(entity_type, RebuildSelection(ids=id_list, all=all_, from_run=from_report), reason, actor, dry_run,
+        # --ids given but empty is an error (id_list): only no selection flag at all means the default.
+        chosen = id_list(ids) or ()
+        _rebuild(entity_type, RebuildSelection(ids=chosen, all=all_, from_run=from_report), reason, actor, dry_run,
                  delete_orphans, as_json)
 
 

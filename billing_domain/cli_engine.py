@@ -11,10 +11,9 @@ from typing import Annotated
 
 import typer
 
-from billing_domain.config import Settings
+from billing_domain.cli_support import cli_services
 from billing_domain.projector import LiveProjector
 from billing_domain.simulate import SimulationConfig, projector_group, simulate
-from billing_domain.wiring import open_services
 
 
 def register(app: typer.Typer) -> None:
@@ -30,12 +29,9 @@ def simulate_command(
         manifest: Annotated[Path, typer.Option(help="Where to write the JSON manifest.")] = Path("manifest.json"),
 ) -> None:
     """Append a deterministic billing history, fill the projections, inject faults; write the manifest."""
-    services = open_services(Settings.from_env())
-    try:
+    with cli_services() as services:  # its errors: one paragraph, exit 2
         result = simulate(services.event_store, services.projections,
                           SimulationConfig(seed=seed, accounts=accounts, days=days, faults=faults))
-    finally:
-        services.close()
     result.write(manifest)
     counts = result.counts
     sys.stdout.write(f"simulated {json.dumps(counts)}; projections written by the {result.projections_written}; "
@@ -50,17 +46,16 @@ def projector_command(
         group: Annotated[str | None, typer.Option(help="Consumer group (default: per topic set).")] = None,
 ) -> None:
     """Run the engine's live projector: apply events to the projections in order, idempotently."""
-    services = open_services(Settings.from_env())
-    projector = LiveProjector(services.event_store, services.projections.engine,
-                              group_id=group or projector_group(services.event_store.topics))
-    try:
-        if until_caught_up:
-            sys.stdout.write(f"applied {projector.run_until_caught_up()} event(s)\n")
-            return
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        projector.run(stop)
-    finally:
-        projector.close()
-        services.close()
+    with cli_services() as services:
+        projector = LiveProjector(services.event_store, services.projections.engine,
+                                  group_id=group or projector_group(services.event_store.topics))
+        try:
+            if until_caught_up:
+                sys.stdout.write(f"applied {projector.run_until_caught_up()} event(s)\n")
+                return
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
+            projector.run(stop)
+        finally:
+            projector.close()

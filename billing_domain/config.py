@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Self
@@ -16,6 +17,16 @@ from billing_domain.exceptions import ConfigurationError
 
 DEFAULT_ACCOUNT_TOPIC = "billing.account-events"
 DEFAULT_TRANSACTION_TOPIC = "billing.transaction-events"
+# Upper bounds of the numeric settings: past them a value is a typo, not a choice (a stuck threshold of a
+# year, as the admin API allows; a lag window of a day would hide every missing row for a day).
+MAX_STUCK_MINUTES = 525_600.0
+MAX_LAG_WINDOW_SECONDS = 86_400.0
+MAX_TOPIC_PARTITIONS = 10_000
+# psycopg 3 is the one driver: make_engine maps the plain schemes onto it, the retry policy knows its errors.
+POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+DATABASE_URL_FORM = "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_BOOTSTRAP_SERVER = re.compile(r"(?:[A-Za-z_]+://)?(\[[0-9A-Fa-f:.]+\]|[^\s:/,\[\]]+)(?::(\d+))?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,19 +69,21 @@ class Settings:
             topics = Topics.with_prefix(env["BILLING_TOPIC_PREFIX"])
         topics = Topics(env.get("BILLING_ACCOUNT_TOPIC", topics.accounts),
                         env.get("BILLING_TRANSACTION_TOPIC", topics.transactions))
+        _check_topics(env, topics)
         return cls(
-            kafka_bootstrap_servers=env.get("BILLING_KAFKA_BOOTSTRAP_SERVERS") or None,
-            database_url=env.get("BILLING_DATABASE_URL") or None,
-            recon_database_url=env.get("BILLING_RECON_DATABASE_URL") or None,
+            kafka_bootstrap_servers=_bootstrap_servers(env, "BILLING_KAFKA_BOOTSTRAP_SERVERS"),
+            database_url=_database_url(env, "BILLING_DATABASE_URL"),
+            recon_database_url=_database_url(env, "BILLING_RECON_DATABASE_URL"),
             topics=topics,
-            topic_partitions=int(_number(env, "BILLING_TOPIC_PARTITIONS", "4")),
+            topic_partitions=_integer(env, "BILLING_TOPIC_PARTITIONS", "4", maximum=MAX_TOPIC_PARTITIONS),
             slack_bot_token=env.get("BILLING_SLACK_BOT_TOKEN") or None,
             slack_channel=env.get("BILLING_SLACK_CHANNEL") or None,
-            slack_api_url=env.get("BILLING_SLACK_API_URL") or None,
-            stuck_after_minutes=_number(env, "BILLING_STUCK_AFTER_MINUTES", "5"),
-            lag_window_seconds=_number(env, "BILLING_LAG_WINDOW_SECONDS", "60", minimum_zero=True),
+            slack_api_url=_http_url(env, "BILLING_SLACK_API_URL", None),
+            stuck_after_minutes=_number(env, "BILLING_STUCK_AFTER_MINUTES", "5", maximum=MAX_STUCK_MINUTES),
+            lag_window_seconds=_number(env, "BILLING_LAG_WINDOW_SECONDS", "60", minimum_zero=True,
+                                       maximum=MAX_LAG_WINDOW_SECONDS),
             projector_group=env.get("BILLING_PROJECTOR_GROUP") or None,
-            ui_base_url=env.get("BILLING_DAGSTER_UI_URL", "http://127.0.0.1:3000"),
+            ui_base_url=_http_url(env, "BILLING_DAGSTER_UI_URL", "http://127.0.0.1:3000") or "http://127.0.0.1:3000",
         )
 
     @property
@@ -82,8 +95,9 @@ class Settings:
         return replace(self, kafka_bootstrap_servers=kafka_bootstrap_servers, database_url=database_url)
 
 
-def _number(env: Mapping[str, str], name: str, default: str, *, minimum_zero: bool = False) -> float:
-    value = env.get(name) or default
+def _number(env: Mapping[str, str], name: str, default: str, *, minimum_zero: bool = False,
+            maximum: float = math.inf) -> float:
+    value = (env.get(name) or default).strip()
     try:
         number = float(value)
     except ValueError:
@@ -92,7 +106,73 @@ def _number(env: Mapping[str, str], name: str, default: str, *, minimum_zero: bo
         raise ConfigurationError(f"{name}: {value!r} must be a finite number")
     if number < 0 or (number == 0 and not minimum_zero):
         raise ConfigurationError(f"{name}: {value!r} must be {'zero or more' if minimum_zero else 'above zero'}")
+    if number > maximum:
+        raise ConfigurationError(f"{name}: {value!r} is above the maximum of {maximum:g}")
     return number
+
+
+def _integer(env: Mapping[str, str], name: str, default: str, *, minimum: int = 1, maximum: int) -> int:
+    """A whole number in [minimum, maximum]; `2.5` or `4.0` is refused, not rounded."""
+    value = (env.get(name) or default).strip()
+    if not re.fullmatch(r"[+-]?\d+", value):
+        raise ConfigurationError(f"{name}: {value!r} must be a whole number")
+    number = int(value)
+    if not minimum <= number <= maximum:
+        raise ConfigurationError(f"{name}: {value!r} must be between {minimum} and {maximum}")
+    return number
+
+
+def _database_url(env: Mapping[str, str], name: str) -> str | None:
+    """A PostgreSQL URL, or None when unset or blank. The value is never echoed: it may hold a password."""
+    value = (env.get(name) or "").strip()
+    if not value:
+        return None
+    from sqlalchemy.engine import make_url  # deferred: sqlalchemy is slow to import for `--help`
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise ConfigurationError(f"{name}: not a database URL; expected {DATABASE_URL_FORM}") from None
+    if url.drivername not in POSTGRES_SCHEMES:
+        raise ConfigurationError(f"{name}: {url.drivername}:// is not PostgreSQL; expected {DATABASE_URL_FORM} "
+                                 "(or postgresql+psycopg://)")
+    if url.port is not None and not 1 <= url.port <= 65_535:
+        raise ConfigurationError(f"{name}: port {url.port} is not between 1 and 65535")
+    return value
+
+
+def _bootstrap_servers(env: Mapping[str, str], name: str) -> str | None:
+    """`host:port[,host:port...]`, or None when unset or blank."""
+    value = (env.get(name) or "").strip()
+    if not value:
+        return None
+    for server in value.split(","):
+        match = _BOOTSTRAP_SERVER.fullmatch(server.strip())
+        port = match.group(2) if match else None
+        if match is None or (port is not None and not 1 <= int(port) <= 65_535):
+            raise ConfigurationError(f"{name}: {server.strip()!r} is not HOST:PORT (a comma-separated list of them)")
+    return value
+
+
+def _http_url(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    value = (env.get(name) or "").strip()
+    if not value:
+        return default
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise ConfigurationError(f"{name}: {value!r} is not an http:// or https:// URL")
+    return value
+
+
+def _check_topics(env: Mapping[str, str], topics: Topics) -> None:
+    """Kafka's topic names: letters, digits, '.', '_', '-', at most 249 characters."""
+    for name, topic in (("BILLING_ACCOUNT_TOPIC", topics.accounts), ("BILLING_TRANSACTION_TOPIC", topics.transactions)):
+        source = name if env.get(name) else "BILLING_TOPIC_PREFIX"
+        if not _TOPIC_NAME.fullmatch(topic):
+            raise ConfigurationError(f"{source}: topic {topic!r} is not a Kafka topic name (letters, digits, "
+                                     "'.', '_', '-', at most 249)")
+    if topics.accounts == topics.transactions:
+        raise ConfigurationError(f"BILLING_ACCOUNT_TOPIC / BILLING_TRANSACTION_TOPIC: both are {topics.accounts!r}")
 
 
 def redact_url(url: str | None) -> str:
@@ -100,5 +180,9 @@ def redact_url(url: str | None) -> str:
     if not url:
         return "<unset>"
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # unparseable: it may still hold a password, so show none of it
+        return "<a malformed URL>"

@@ -21,6 +21,7 @@ from billing_domain.cli_support import (
     JsonOption,
     cli_services,
     err,
+    minutes_option,
     progress_bar,
 )
 from billing_domain.cut import TopicPartitionKey
@@ -51,21 +52,25 @@ def as_of(at: Annotated[str | None, typer.Option("--at", help="A UTC time, e.g. 
           offsets: Annotated[list[str] | None, typer.Option(
               "--offset", help="Instead of --at: TOPIC:PARTITION=OFFSET to stop before, one per partition.")] = None,
           csv_path: CsvOption = None, as_json: JsonOption = False,
-          stuck_minutes: Annotated[float, typer.Option(help="Stuck threshold at that time.")] = 5.0) -> None:
+          stuck_minutes: Annotated[float | None, minutes_option("--stuck-minutes", "Stuck threshold at that time.")]
+          = None) -> None:
     """Balances per account and currency, and what the events themselves got wrong, as of a time.
 
     Events count when their own occurred_at is at or before --at. Exit 1 when there are findings."""
+    if offsets is not None and not any(i.strip() for value in offsets for i in value.split(",")):
+        raise ConfigurationError("--offset: empty after trimming; give TOPIC:PARTITION=OFFSET, one per partition")
     if (at is None) == (not offsets):
         err.print("error: give either --at or --offset (one per partition)")
         raise typer.Exit(EXIT_ERROR)
     with cli_services() as services:
+        minutes = stuck_minutes if stuck_minutes is not None else services.settings.stuck_after_minutes
         cut = _resolve(services.event_store, at, offsets or [])
         started = datetime.now(UTC)
         with progress_bar(f"replaying as of {cut.label}", as_json, total=cut.events) as progress:
             outcome = replay_to(services.event_store, cut, progress)
         balances = balances_from(outcome, cut)
         report = report_from(outcome, cut, run_id=new_run_id("as-of"), started_at=started,
-                             stuck_after=timedelta(minutes=stuck_minutes))
+                             stuck_after=timedelta(minutes=minutes))
         _write_csv(balances, csv_path)
         if as_json:
             sys.stdout.write(json.dumps({"balances": balances.to_json(), "report": report.to_json()}, indent=2,

@@ -25,6 +25,8 @@ from billing_domain.cli_support import (
     JsonOption,
     ReasonOption,
     cli_services,
+    id_list,
+    minutes_option,
 )
 from billing_domain.lifecycle import STATUSES, acknowledge, list_findings, sync_latest
 from billing_domain.saga_recovery import RecoveryPlan, execute_plan, load_plan, plan_recovery
@@ -42,20 +44,21 @@ def _write_json(value: Any) -> None:
 def recover_sagas(reason: ReasonOption,
                   ids: Annotated[list[str] | None, typer.Option("--ids", help="Repeat or comma-separate.")] = None,
                   execute: Annotated[bool, typer.Option("--execute", help="Append the plan's events.")] = False,
-                  plan_audit: Annotated[int | None, typer.Option("--plan", help="Execute the plan a dry run stored "
-                                                                             "under this audit id.")] = None,
-                  max_sagas: Annotated[int | None, typer.Option("--max", help="At most this many sagas.")] = None,
-                  stuck_minutes: Annotated[float | None, typer.Option(help="Stuck threshold.")] = None,
+                  plan_audit: Annotated[int | None, typer.Option("--plan", min=1, help="Execute the plan a dry run "
+                                                                             "stored under this audit id.")] = None,
+                  max_sagas: Annotated[int | None, typer.Option("--max", min=1, help="At most this many sagas.")]
+                  = None,
+                  stuck_minutes: Annotated[float | None, minutes_option("--stuck-minutes", "Stuck threshold.")] = None,
                   actor: ActorOption = "", as_json: JsonOption = False) -> None:
     """Resolve stuck transfers: show the plan (default), or append it with --execute (re-read first)."""
-    id_list = [i.strip() for value in (ids or []) for i in value.split(",") if i.strip()]
+    chosen = list(id_list(ids) or ())  # --ids given but empty is an error, not every stuck saga
     with cli_services() as services:
         minutes = stuck_minutes if stuck_minutes is not None else services.settings.stuck_after_minutes
         if plan_audit is not None:
             plan = load_plan(services.recon_store, plan_audit)
         else:
             plan = plan_recovery(services.event_store, services.projections, services.recon_store, reason=reason,
-                                 actor=actor or "unknown", ids=id_list, max_sagas=max_sagas,
+                                 actor=actor or "unknown", ids=chosen, max_sagas=max_sagas,
                                  stuck_after=timedelta(minutes=minutes))
         if not execute and plan_audit is None:
             _print_plan(plan, as_json, executed=False, appended=0, audit_id=plan.audit_id)

@@ -6,17 +6,15 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from billing_domain.adapters.postgres import make_engine
+from billing_domain.cli_support import fail
 from billing_domain.config import Settings
-from billing_domain.exceptions import BillingError
+from billing_domain.exceptions import ConfigurationError
 from billing_domain.security import DEFAULT_REBUILD_ROLE, DEFAULT_RECON_ROLE, RoleSettings, create_roles
 from billing_domain.wiring import resolve_servers
 
-EXIT_ERROR = 2
 roles_app = typer.Typer(help="Least-privilege database roles for the pipeline.", no_args_is_help=True)
-err = Console(stderr=True)
 
 
 @roles_app.command("create")
@@ -26,19 +24,19 @@ def create(recon_role: Annotated[str, typer.Option(help="Role that reconciles (r
            = DEFAULT_REBUILD_ROLE) -> None:
     """Create or update both roles on BILLING_DATABASE_URL (idempotent). Passwords: BILLING_RECON_ROLE_PASSWORD,
     BILLING_REBUILD_ROLE_PASSWORD. Run it as the schemas' owner, after the migrations."""
+    settings: Settings | None = None
     try:
         role_settings = RoleSettings.from_env(recon_role=recon_role, rebuild_role=rebuild_role)
         settings = resolve_servers(Settings.from_env())
         if not settings.database_url:
-            raise BillingError("BILLING_DATABASE_URL: not set")
+            raise ConfigurationError("BILLING_DATABASE_URL: not set")
         engine = make_engine(settings.database_url)
         try:
             create_roles(engine, role_settings)
         finally:
             engine.dispose()
-    except BillingError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_ERROR) from exc
+    except Exception as exc:
+        fail(exc, settings)  # one paragraph naming the server, exit 2
     sys.stdout.write(f"roles {recon_role} and {rebuild_role} are in place\n")
 
 

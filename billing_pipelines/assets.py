@@ -10,7 +10,7 @@ plots them across runs.
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -67,7 +67,7 @@ def _spec(key: dg.AssetKey, description: str, deps: tuple[dg.AssetKey, ...] = ()
 def reconciliation(context: dg.AssetExecutionContext, config: ReconciliationConfig, event_store: EventStoreResource,
                    projections: ProjectionsResource) -> Iterator[dg.MaterializeResult]:
     started_at = datetime.now(UTC)
-    options = ReconcileOptions(stuck_after=timedelta(minutes=Settings.from_env().stuck_after_minutes))
+    options = ReconcileOptions.from_settings(Settings.from_env())  # the thresholds, lag window, projector group
     checkpoints = projections.checkpoints()
     outcome = replay_all(event_store.get_store(), projections.projection_store(), options=options,
                          progress=_progress_logger(context), checkpoints=checkpoints, full=config.full_replay,

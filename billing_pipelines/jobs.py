@@ -40,7 +40,9 @@ class RebuildConfig(dg.Config):
     """Launchpad config of a rebuild. With no ids, all or from_run: everything the latest report flagged."""
 
     reason: str = Field(description="Why you rebuild; goes to the audit trail. Required, not empty.")
-    ids: list[str] = Field(default=[], description="Entity ids to rebuild (not together with all).")
+    # None, not []: an empty list given on purpose is an error, never "what the latest report flagged".
+    ids: list[str] | None = Field(default=None, description="Entity ids to rebuild (not together with all). Leave "
+                                                            "it out (not []) for the default selection.")
     all: bool = Field(default=False, description="Rebuild every entity of this type.")
     from_run: str | None = Field(default=None, description="Rebuild what this reconciliation run flagged.")
     dry_run: bool = Field(default=True, description="Show before/after only; write nothing.")
@@ -50,10 +52,14 @@ class RebuildConfig(dg.Config):
 
 def selection_for(config: RebuildConfig, latest_run: str | None) -> RebuildSelection:
     """The rebuild's selection; the default (nothing chosen) is what the latest daily run flagged."""
+    if config.ids is not None and not any(i.strip() for i in config.ids):
+        raise ConfigurationError("ids: the list is empty; name at least one id, or leave ids out to rebuild what "
+                                 "the latest report flagged")
+    ids = tuple(config.ids or ())
     from_run = config.from_run
-    if not config.ids and not config.all and not from_run:
+    if not ids and not config.all and not from_run:
         from_run = latest_run
-    return RebuildSelection(ids=tuple(config.ids), all=config.all, from_run=from_run)
+    return RebuildSelection(ids=ids, all=config.all, from_run=from_run)
 
 
 def actor_for(config: RebuildConfig, run_tags: dict[str, str]) -> str:

@@ -38,7 +38,9 @@ def _config_failure(exc: ConfigurationError) -> dg.Failure:
 class RecoverSagasConfig(dg.Config):
     reason: str = Field(description="Why you recover these sagas; goes to the audit trail. Required.")
     dry_run: bool = Field(default=True, description="Show the plan only; append nothing.")
-    ids: list[str] = Field(default=[], description="Only these transactions (each must be stuck to be touched).")
+    # None, not []: an empty list given on purpose is an error, never "every stuck saga".
+    ids: list[str] | None = Field(default=None, description="Only these transactions (each must be stuck to be "
+                                                            "touched). Leave it out (not []) for every stuck saga.")
     max: int | None = Field(default=None, description="Act on at most this many sagas (oldest first).")
     actor: str | None = Field(default=None, description="Who asks; defaults to the launching user or 'dagster'.")
 
@@ -48,10 +50,10 @@ class RecoverSagasConfig(dg.Config):
 def recover_stuck_sagas_op(context: dg.OpExecutionContext, config: RecoverSagasConfig,
                            event_store: EventStoreResource, projections: ProjectionsResource) -> dg.Output[None]:
     recon, actor = projections.recon_store(), _actor(config.actor, context)
-    stuck_after = timedelta(minutes=Settings.from_env().stuck_after_minutes)
     try:
+        stuck_after = timedelta(minutes=Settings.from_env().stuck_after_minutes)
         plan = plan_recovery(event_store.get_store(), projections.projection_store(), recon, reason=config.reason,
-                             actor=actor, ids=config.ids, max_sagas=config.max, stuck_after=stuck_after,
+                             actor=actor, ids=_chosen_ids(config.ids), max_sagas=config.max, stuck_after=stuck_after,
                              run_id=context.run.run_id)
         appended, audit_id = 0, plan.audit_id
         if not config.dry_run:
@@ -70,6 +72,16 @@ def recover_stuck_sagas_op(context: dg.OpExecutionContext, config: RecoverSagasC
     }
     metadata |= {f"action/{a}": dg.MetadataValue.int(n) for a, n in sorted(plan.counts().items())}
     return dg.Output(None, metadata=metadata)
+
+
+def _chosen_ids(ids: list[str] | None) -> list[str]:
+    if ids is None:
+        return []  # no selection given: every stuck saga
+    chosen = [i.strip() for i in ids if i.strip()]
+    if not chosen:
+        raise ConfigurationError("ids: the list is empty; name at least one transaction, or leave ids out for "
+                                 "every stuck saga")
+    return chosen
 
 
 def plan_markdown(plan: RecoveryPlan) -> str:

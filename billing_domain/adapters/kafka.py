@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -23,7 +24,8 @@ from billing_domain.exceptions import EventStoreError, EventStoreUnavailableErro
 from billing_domain.retry import DEFAULT_RETRY, RetryPolicy
 
 log = logging.getLogger(__name__)
-ClientConfig = dict[str, str | int | float | bool]
+# `logger` is a logging.Logger, which confluent-kafka's stubs do not list among the config values.
+ClientConfig = dict[str, Any]
 BATCH_SIZE = 10_000
 # consume() waits this long whenever fewer than a batch of messages is queued, i.e. at every end of
 # the log: short, so a cut's tail and a single-entity read are not inflated by it.
@@ -32,6 +34,34 @@ CONSUME_TIMEOUT_S = 0.01
 METADATA_TTL_S = 30.0
 # A cut that makes no progress for this long has lost its broker (librdkafka retries silently).
 STALL_TIMEOUT_S = 60.0
+# A command's first metadata request waits this long, once: an unreachable broker is an error within
+# seconds instead of a minute of retries (a cut that loses its broker later keeps STALL_TIMEOUT_S).
+PROBE_TIMEOUT_S = 5.0
+# librdkafka's repeats of one kind of message (a "Connection refused" per reconnect, ~1,000 lines a minute
+# with the broker down) are dropped for this long after the first.
+CLIENT_LOG_REPEAT_S = 60.0
+
+
+class _FirstOfEachKind(logging.Filter):
+    """Let through one record per librdkafka facility (FAIL, ERROR, ...) every CLIENT_LOG_REPEAT_S."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[object, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # confluent-kafka logs ("%s [%s] %s", facility, client name, text)
+        kind = record.args[0] if isinstance(record.args, tuple) and record.args else record.msg
+        now = time.monotonic()
+        if now - self._last.get(kind, -CLIENT_LOG_REPEAT_S) < CLIENT_LOG_REPEAT_S:
+            return False
+        self._last[kind] = now
+        return True
+
+
+# Every client logs here rather than straight to stderr (librdkafka's default).
+client_log = logging.getLogger(f"{__name__}.librdkafka")
+client_log.addFilter(_FirstOfEachKind())
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +83,8 @@ class KafkaEventStore:
         self.partitions = partitions
         self.retry = retry
         self.stall_timeout_s = STALL_TIMEOUT_S
-        self._client_config: ClientConfig = {"bootstrap.servers": bootstrap_servers, **(client_config or {})}
+        self._client_config: ClientConfig = {"bootstrap.servers": bootstrap_servers, "logger": client_log,
+                                             **(client_config or {})}
         self._producer: Producer | None = None
         self._partitions: dict[str, tuple[float, list[int]]] = {}
 
@@ -61,6 +92,17 @@ class KafkaEventStore:
         return self.topics.accounts if aggregate_type == "account" else self.topics.transactions
 
     # --- topics -------------------------------------------------------------------------------------
+    def probe(self, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+        """One bounded metadata request, not retried: raises `EventStoreUnavailableError` naming the servers."""
+        try:
+            AdminClient(self._client_config).list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+            raise EventStoreUnavailableError(
+                f"cannot reach Kafka at {self.bootstrap_servers}: a metadata request got no answer within "
+                f"{timeout_s:g} s ({reason}). Check that the broker runs and listens on that address, that this "
+                "host may connect to it, and BILLING_KAFKA_BOOTSTRAP_SERVERS.") from exc
+
     def ensure_topics(self) -> None:
         """Create the two topics if absent, with `partitions` partitions each."""
         admin = AdminClient(self._client_config)

@@ -53,10 +53,17 @@ CREATE TABLE IF NOT EXISTS billing.transaction_projection (
 """
 
 
+# Seconds to wait for a connection: without it, a server behind a dropped route holds a command for the
+# kernel's TCP timeout (minutes). A URL's own `?connect_timeout=` wins.
+CONNECT_TIMEOUT_S = 5
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine on psycopg 3 whatever driver the URL names."""
+    """An engine on psycopg 3 whatever driver the URL names, with a bounded connect."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    if "connect_timeout" not in sa.engine.make_url(url).query:
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S, **kwargs.get("connect_args", {})}
     return sa.create_engine(url, pool_pre_ping=True, **kwargs)
 
 
