@@ -78,7 +78,7 @@ async def reconcile_all_transactions(request: Request) -> ReconcileAllSummary:
 
 
 @reads.get("/transactions/stuck", response_model=StuckTransactions, tags=["transactions"],
-           summary="Transfers pending longer than `minutes` at the time of the cut")
+           summary="Transfers pending longer than `minutes` when the projections were read (the run's clock)")
 async def stuck_transactions(request: Request, minutes: Annotated[float, Query(
         gt=0, le=525_600, description="Pending longer than this many minutes is stuck (default 5).")] = 5.0,
                              ) -> StuckTransactions:

@@ -164,7 +164,7 @@ def accounting_equation(as_json: JsonOption = False) -> None:
 @app.command("stuck")
 def stuck(minutes: Annotated[float | None, minutes_option("--minutes", "Pending longer than this is stuck.")] = None,
           as_json: JsonOption = False) -> None:
-    """Transfers pending longer than the threshold at the time of the cut."""
+    """Transfers pending longer than the threshold, measured on the run's clock (not the newest event's time)."""
     with cli_services() as services, progress_bar("replaying", as_json) as progress:
         overrides = {} if minutes is None else {"stuck_after": timedelta(minutes=minutes)}
         report = reconcile_all(services.event_store, services.projections, progress=progress,
