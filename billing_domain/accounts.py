@@ -88,7 +88,8 @@ class AccountAggregate(Aggregate):
         if self.version == 0 and not isinstance(event.payload, AccountOpened):
             raise StreamCorruptionError(self.aggregate_id, f"stream starts with {event.event_type}, not "
                                         "AccountOpened", expected_version=1,
-                                        got_version=event.aggregate_version, event_id=event.event_id)
+                                        got_version=event.aggregate_version, event_id=event.event_id,
+                                        field="event_type")
         super()._mutate(event)
         # Checked after every event, as the contract says; recording only the first keeps an
         # account that stays overdrawn for a thousand events from flooding the report.
@@ -101,7 +102,8 @@ class AccountAggregate(Aggregate):
         assert isinstance(payload, AccountOpened)
         if event.aggregate_version != 1:
             raise StreamCorruptionError(self.aggregate_id, "AccountOpened is not version 1", expected_version=1,
-                                        got_version=event.aggregate_version, event_id=event.event_id)
+                                        got_version=event.aggregate_version, event_id=event.event_id,
+                                        field="aggregate_version")
         self.owner_id = payload.owner_id
         self.currency = payload.currency
         self.min_balance_minor = payload.min_balance_minor

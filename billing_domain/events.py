@@ -17,9 +17,16 @@ import msgspec
 from billing_domain.exceptions import EventDecodeError, EventPosition
 
 SCHEMA_VERSION: Final = 1
-# Always integer minor units (cents), never a float, and within PostgreSQL's bigint.
+# Always integer minor units (cents), never a float, and within PostgreSQL's bigint (the projections'
+# money columns): an amount or a limit no projection row could hold is refused here, a finding naming
+# the field, not a number the fold, the checkpoints or a rebuild would have to carry.
 Money = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 PositiveMoney = Annotated[int, msgspec.Meta(gt=0, le=2**63 - 1)]
+# The projections' `version` columns are PostgreSQL `integer`: a version above it could never be a
+# projection row's, and no engine gets near 2**31 events of one aggregate. Refusing it here keeps every
+# version the fold, the checkpoints (64-bit msgpack) and the rebuilds see within a small int.
+MAX_VERSION: Final = 2**31 - 1
+Version = Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)]
 Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 UtcTimestamp = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -116,7 +123,7 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     schema_version: int
     aggregate_type: Literal["account", "transaction"]
     aggregate_id: NonEmpty
-    aggregate_version: Annotated[int, msgspec.Meta(ge=1)]
+    aggregate_version: Version
     occurred_at: UtcTimestamp
     correlation_id: str | None
     payload: Payload
@@ -126,13 +133,21 @@ class Event(msgspec.Struct, frozen=True, gc=False):
         return isinstance(self.payload, AccountCredited | AccountDebited)
 
 
-class _RawEnvelope(msgspec.Struct, frozen=True, gc=False):
+class _RawEnvelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """The envelope as decoded. Unknown envelope keys are refused, as unknown payload fields are: the
+    contract fixes both, and the reconciler is the engine's auditor. Accepting extra keys would be
+    forward compatible with an engine that adds one, but a key we ignore may carry meaning (a
+    correction, a partition, a tenant) that changes what the event does, and the pipeline would then
+    fold, report and rebuild from a misunderstood event, silently. Refused, such an event is a loud
+    `stream_corrupt` finding naming the key, no rebuild trusts the stream, and the fix is explicit:
+    amend the contract, then this struct."""
+
     event_id: NonEmpty
     event_type: str
     schema_version: int
     aggregate_type: Literal["account", "transaction"]
     aggregate_id: NonEmpty
-    aggregate_version: Annotated[int, msgspec.Meta(ge=1)]
+    aggregate_version: Version
     occurred_at: UtcTimestamp
     correlation_id: str | None
     payload: msgspec.Raw

@@ -64,7 +64,7 @@ class StreamCorruptionError(BillingError):
     """An aggregate's stream breaks the stream rules: a version gap or two events with one version."""
 
     def __init__(self, aggregate_id: str, reason: str, *, expected_version: int, got_version: int,
-                 event_id: str, position: EventPosition | None = None) -> None:
+                 event_id: str, position: EventPosition | None = None, field: str | None = None) -> None:
         where = f" at {position}" if position else ""
         super().__init__(f"{aggregate_id}: {reason} (expected v{expected_version}, got v{got_version}, "
                          f"event_id={event_id}){where}")
@@ -74,6 +74,7 @@ class StreamCorruptionError(BillingError):
         self.got_version = got_version
         self.event_id = event_id
         self.position = position
+        self.field = field  # the envelope field that breaks the rule, for the finding
 
 
 class EventStoreError(BillingError):

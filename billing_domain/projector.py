@@ -25,7 +25,7 @@ from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.adapters.postgres import ProjectionStore
 from billing_domain.aggregate import Aggregate
 from billing_domain.cut import TopicPartitionKey
-from billing_domain.events import Event, decode_event
+from billing_domain.events import AccountCredited, AccountDebited, Event, decode_event
 from billing_domain.exceptions import BillingError, EventDecodeError, EventPosition, StreamCorruptionError
 from billing_domain.transactions import TransactionAggregate, TransactionState
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 5_000  # messages per database transaction: big enough to amortise the round trips
 POLL_TIMEOUT_S = 0.2
 A = TypeVar("A", bound=Aggregate)
+BIGINT = range(-(2**63), 2**63)  # PostgreSQL bigint, the projections' money columns
 
 
 class ProjectorTimeoutError(BillingError):
@@ -67,10 +68,10 @@ def hydrate_transaction(state: TransactionState) -> TransactionAggregate:
 
 def _hydrate_stream(aggregate: Aggregate, version: int, last_event_id: str | None,
                     updated_at: datetime | None) -> None:
-    # The row keeps only the last event id; placeholders stand for the earlier ones so the
-    # stream rules see a stream of `version` events and accept exactly version + 1.
-    aggregate.version = version
-    aggregate.event_ids = [""] * max(version - 1, 0) + ([last_event_id or ""] if version else [])
+    # The row keeps only the last event id: the aggregate stands at `version` knowing that one, so the
+    # stream rules accept exactly version + 1, with no placeholder per earlier version (a row edited to
+    # version 2**31 - 1 would have cost 16 GB of them).
+    aggregate.start_at(version, last_event_id)
     aggregate.updated_at = updated_at
 
 
@@ -105,6 +106,10 @@ class ProjectionBatch:
                         event.aggregate_version, position)
             return False
         aggregate = current or new(event.aggregate_id)
+        if not _row_fits(aggregate, event):
+            log.warning("event not applied: %s %s v%d would take the balance of %s outside bigint (at %s)",
+                        event.event_type, event.event_id, event.aggregate_version, event.aggregate_id, position)
+            return False
         try:
             aggregate.apply(event, position)
         except StreamCorruptionError as exc:
@@ -113,6 +118,20 @@ class ProjectionBatch:
         rows[event.aggregate_id] = aggregate
         self._changed.add((event.aggregate_type, event.aggregate_id))
         return True
+
+
+def _row_fits(aggregate: Aggregate, event: Event) -> bool:
+    """Whether the row after this event still fits the projection's bigint columns. The decoder bounds
+    each amount, but a sum of them can leave the range, and a row the database refuses would stop the
+    projector for good (the reconciler reports the account: its balance breaks its max balance)."""
+    payload = event.payload
+    if not isinstance(aggregate, AccountAggregate):
+        return True
+    if isinstance(payload, AccountCredited):
+        return aggregate.balance_minor + payload.amount_minor in BIGINT
+    if isinstance(payload, AccountDebited):
+        return aggregate.balance_minor - payload.amount_minor in BIGINT
+    return True
 
 
 class LiveProjector:

@@ -72,7 +72,8 @@ class TransactionAggregate(Aggregate):
         if self.version == 0 and not isinstance(event.payload, TransactionInitiated):
             raise StreamCorruptionError(self.aggregate_id, f"saga starts with {event.event_type}, not "
                                         "TransactionInitiated", expected_version=1,
-                                        got_version=event.aggregate_version, event_id=event.event_id)
+                                        got_version=event.aggregate_version, event_id=event.event_id,
+                                        field="event_type")
         super()._mutate(event)
 
     def _initiated(self, event: Event) -> None:
@@ -81,7 +82,7 @@ class TransactionAggregate(Aggregate):
         if event.aggregate_version != 1:
             raise StreamCorruptionError(self.aggregate_id, "TransactionInitiated is not version 1",
                                         expected_version=1, got_version=event.aggregate_version,
-                                        event_id=event.event_id)
+                                        event_id=event.event_id, field="aggregate_version")
         self.source_account_id = payload.source_account_id
         self.destination_account_id = payload.destination_account_id
         self.amount_minor = payload.amount_minor

@@ -164,6 +164,15 @@ REJECTIONS: list[tuple[str, Event, Callable[[dict[str, Any]], None], str]] = [
     ("naive timestamp", CREDIT, _set("occurred_at", "2024-03-01T12:00:00"), "occurred_at"),
     ("not a timestamp", CREDIT, _set("occurred_at", "yesterday"), "occurred_at"),
     ("unknown payload field", CREDIT, _set("payload.bonus_minor", 5), "payload.bonus_minor"),
+    ("unknown envelope key", CREDIT, _set("trace_id", "t-1"), "trace_id"),
+    ("aggregate_version 2**31", CREDIT, _set("aggregate_version", 2**31), "aggregate_version"),
+    ("aggregate_version 2**63", CREDIT, _set("aggregate_version", 2**63), "aggregate_version"),
+    ("aggregate_version 2**70", CREDIT, _set("aggregate_version", 2**70), "aggregate_version"),
+    ("aggregate_version -2**70", CREDIT, _set("aggregate_version", -(2**70)), "aggregate_version"),
+    ("amount 2**63", CREDIT, _set("payload.amount_minor", 2**63), "payload.amount_minor"),
+    ("amount 2**70", DEBIT, _set("payload.amount_minor", 2**70), "payload.amount_minor"),
+    ("limit 2**63", OPENED, _set("payload.max_balance_minor", 2**63), "payload.max_balance_minor"),
+    ("limit below -2**63", OPENED, _set("payload.min_balance_minor", -(2**63) - 1), "payload.min_balance_minor"),
     ("debit reason on a credit", CREDIT, _set("payload.reason", "withdrawal"), "payload.reason"),
     ("lower-case currency", OPENED, _set("payload.currency", "eur"), "payload.currency"),
     ("empty owner", OPENED, _set("payload.owner_id", ""), "payload.owner_id"),
@@ -176,6 +185,26 @@ def test_rejection_names_field_and_position(event: Event, change: Callable[[dict
     error = _decode_error(_mutated(event, change))
     assert error.field == field
     _assert_located(error, event.event_id)
+
+
+def test_unknown_keys_are_refused_in_the_envelope_as_in_the_payload() -> None:
+    """The decision (see `events._RawEnvelope`): the contract fixes both, so an extra key anywhere is a
+    finding naming it, never ignored; nested keys of a known field are no way around it either."""
+    for change, field in ((_set("trace_id", None), "trace_id"), (_set("payload.trace_id", None), "payload.trace_id"),
+                          (_set("partition_hint", 3), "partition_hint")):
+        error = _decode_error(_mutated(CREDIT, change))
+        assert error.field == field and "unknown field" in error.reason
+        _assert_located(error, CREDIT.event_id)
+
+
+def test_the_largest_numbers_the_projections_hold_are_accepted() -> None:
+    """Versions up to the projections' integer column and money to bigint's ends decode; one past is refused."""
+    limits = _mutated(OPENED, lambda d: d["payload"].update(min_balance_minor=-(2**63), max_balance_minor=2**63 - 1))
+    assert decode_event(limits, KEY).payload == AccountOpened("owner-1", "EUR", -(2**63), 2**63 - 1)
+    last = decode_event(_mutated(CREDIT, _set("aggregate_version", 2**31 - 1)), KEY)
+    assert last.aggregate_version == 2**31 - 1
+    big = decode_event(_mutated(CREDIT, _set("payload.amount_minor", 2**63 - 1)), KEY)
+    assert isinstance(big.payload, AccountCredited) and big.payload.amount_minor == 2**63 - 1
 
 
 def test_transaction_event_as_account_is_refused() -> None:
