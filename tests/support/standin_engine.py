@@ -378,6 +378,12 @@ class Applier(threading.Thread):
             self.stats.max_lag_s = max(self.stats.max_lag_s, (now - outgoing.event.occurred_at).total_seconds())
 
     def _apply(self, conn: psycopg.Connection[Any], event: Event) -> None:
+        if event.aggregate_type == "account":
+            self._apply_account(conn, event)
+        else:
+            self._apply_transaction(conn, event)
+
+    def _apply_account(self, conn: psycopg.Connection[Any], event: Event) -> None:
         payload = event.payload
         if isinstance(payload, AccountOpened):
             self._balances[event.aggregate_id] = 0
@@ -393,7 +399,10 @@ class Applier(threading.Thread):
             self._update(conn, "UPDATE billing.account_projection SET balance_minor = %s, version = %s, "
                                "last_event_id = %s, updated_at = %s WHERE account_id = %s",
                          (balance, event.aggregate_version, event.event_id, event.occurred_at, event.aggregate_id))
-        elif isinstance(payload, TransactionInitiated):
+
+    def _apply_transaction(self, conn: psycopg.Connection[Any], event: Event) -> None:
+        payload = event.payload
+        if isinstance(payload, TransactionInitiated):
             conn.execute("INSERT INTO billing.transaction_projection (transaction_id, source_account_id, "
                          "destination_account_id, amount_minor, currency, status, failure_reason, version, "
                          "initiated_at, updated_at) VALUES (%s, %s, %s, %s, %s, 'pending', NULL, %s, %s, %s)",
@@ -457,6 +466,8 @@ def say(message: dict[str, Any]) -> None:
 
 
 class Engine:
+    """The writer's loop in the main thread (which also serves the delivery callbacks), the applier beside it."""
+
     def __init__(self, options: Options) -> None:
         self.options = options
         self.ledger = Ledger(options.prefix, random.Random(options.seed))
