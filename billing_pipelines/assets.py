@@ -130,6 +130,12 @@ def _replay_metadata(outcome: ReplayOutcome) -> dict[str, Any]:
         "events_per_s": dg.MetadataValue.float(replay.events_read / replay_s if replay_s > 0 else 0.0),
         "cut": dg.MetadataValue.json(outcome.cut.to_json()),
         "cut_messages": dg.MetadataValue.int(outcome.cut.message_count),
+        # `stuck` and the lag window are judged at the run's clock; the newest event's time is beside it.
+        "judged_at": dg.MetadataValue.text(outcome.judge.read_at.isoformat()),
+        "newest_event_at": dg.MetadataValue.text(replay.cut_time.isoformat() if replay.cut_time else "no events"),
+        "lag_judged_by": dg.MetadataValue.text(f"projector group {outcome.judge.group}"
+                                               if outcome.judge.applied is not None
+                                               else f"{outcome.judge.window.total_seconds():g} s lag window"),
     }
 
 
