@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from billing_domain.adapters.postgres import ProjectionStore
+from billing_domain.adapters.recon_store import ReconStore
 from billing_domain.cli import EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS, app
 from billing_domain.config import Topics
 from billing_domain.simulate import Manifest
@@ -51,9 +52,12 @@ def test_reconcile_prints_every_injected_fault_and_rebuild_repairs_what_may_be_r
     table = run("reconcile", "accounts")
     assert table.exit_code == EXIT_FINDINGS and "balance_mismatch" in table.stdout
 
-    for entity in ("accounts", "transactions"):
-        repaired = run("rebuild", entity, "--from-report", run_id, "--reason", "test repair", "--actor", "ci")
-        assert repaired.exit_code in (EXIT_CLEAN, EXIT_FINDINGS), repaired.output
+    for entity_type in ("account", "transaction"):
+        repaired = run("rebuild", f"{entity_type}s", "--from-report", run_id, "--reason", "test repair",
+                       "--actor", "ci")
+        # Exit 1 exactly when the report flagged an entity of this type a rebuild must refuse or cannot fix.
+        unfixable = any(t == entity_type and k in REBUILD_MAY_NOT_FIX for t, _, k in manifest.expected_findings())
+        assert repaired.exit_code == (EXIT_FINDINGS if unfixable else EXIT_CLEAN), repaired.output
 
     exported = run("export-findings", "--run", run_id)
     assert exported.exit_code == 0 and exported.stdout.count("\n") == len(manifest.expected_findings()) + 1
@@ -84,10 +88,23 @@ def test_single_entity_commands_stuck_and_equation(cli_env: dict[str, str], tmp_
     assert run("stuck", "--minutes", "5").exit_code == EXIT_CLEAN
 
 
-def test_bad_input_names_the_field_and_writes_nothing(cli_env: dict[str, str]) -> None:
-    empty_reason = run("rebuild", "accounts", "--all", "--reason", " ")
-    assert empty_reason.exit_code == EXIT_ERROR and "reason" in empty_reason.output
-    both = run("rebuild", "accounts", "--all", "--ids", "a", "--reason", "x")
-    assert both.exit_code == EXIT_ERROR and "ids / all" in both.output
-    unknown = run("rebuild", "account", "no-such-account", "--reason", "x")
-    assert unknown.exit_code == EXIT_ERROR and "no-such-account" in unknown.output
+def _written(projections: ProjectionStore) -> tuple[Any, ...]:
+    """Everything a rebuild could write: both projections and the audit trail."""
+    return (sorted(projections.read_accounts().items()), sorted(projections.read_transactions().items()),
+            ReconStore(projections.engine).audit_records())
+
+
+def test_bad_input_names_the_field_and_writes_nothing(cli_env: dict[str, str], tmp_path: Path,
+                                                      projection_store: ProjectionStore) -> None:
+    # Faults and a report first: a request that slipped through would have rows to write.
+    assert run("simulate", "--accounts", "20", "--days", "1", "--manifest", str(tmp_path / "m.json")).exit_code == 0
+    assert run("reconcile", "all").exit_code == EXIT_FINDINGS
+    before = _written(projection_store)
+    for args, says in ((("accounts", "--all", "--reason", " "), "reason"),
+                       (("accounts", "--all", "--ids", "a", "--reason", "x"), "ids / all"),
+                       (("account", "no-such-account", "--reason", "x"), "no-such-account"),
+                       (("accounts", "--ids", "", "--reason", "x"), "--ids"),
+                       (("transactions", "--ids", " , ", "--reason", "x"), "--ids")):
+        refused = run("rebuild", *args)
+        assert refused.exit_code == EXIT_ERROR and says in refused.output, (args, refused.output)
+    assert _written(projection_store) == before
