@@ -22,7 +22,7 @@ CLI_CASES = [
     (["rebuild", "accounts", "--all"], "--reason"),
     (["rebuild", "accounts", "--all", "--ids", "acc-x", "--reason", "fix"], "ids / all"),
     (["rebuild", "accounts", "--ids", "no-such-account", "--reason", "fix"], "no-such-account"),
-    (["rebuild", "accounts", "--ids", " , ", "--from-report", "r", "--reason", "fix"], "from_run"),
+    (["rebuild", "accounts", "--ids", " , ", "--from-report", "r", "--reason", "fix"], "--ids"),  # empty: refused
     (["rebuild", "accounts", "--from-report", "no-such-run", "--reason", "fix"], "no-such-run"),
     (["rebuild", "transactions", "--all", "--reason", "fix", "--actor", " "], "actor"),
     (["rebuild", "account", "--reason", "fix"], "entity_id"),
