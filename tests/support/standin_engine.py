@@ -125,9 +125,12 @@ TRANSACTION_COLUMNS = ("transaction_id", "source_account_id", "destination_accou
 class Ledger:
     """The engine's write side: builds each event, bumps the aggregate's version and folds it in."""
 
-    def __init__(self, prefix: str, rng: random.Random) -> None:
+    def __init__(self, prefix: str, rng: random.Random, seed: int) -> None:
         self.prefix = prefix
         self.rng = rng
+        # Event ids from their own stream, named by the prefix: beside a simulator (or another stand-in) seeded
+        # alike, equal ids would read as redeliveries of one another's events.
+        self._ids = random.Random(f"standin-event-ids:{prefix}:{seed}")
         self.accounts: dict[str, AccountModel] = {}
         self.transactions: dict[str, TransactionModel] = {}
         self.withheld: set[str] = set()
@@ -136,7 +139,7 @@ class Ledger:
 
     def _event(self, aggregate_type: Literal["account", "transaction"], aggregate_id: str, version: int,
                payload: Payload, correlation: str | None) -> Event:
-        event_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        event_id = str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
         return Event(event_id, type(payload).__name__, 1, aggregate_type, aggregate_id, version,
                      datetime.now(UTC), correlation, payload)
 
@@ -470,7 +473,7 @@ class Engine:
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        self.ledger = Ledger(options.prefix, random.Random(options.seed))
+        self.ledger = Ledger(options.prefix, random.Random(options.seed), options.seed)
         self.traffic = Traffic(self.ledger)
         self.applier = Applier(options.database_url, options.delay_s, self.ledger.withheld)
         self.producer = Producer({"bootstrap.servers": options.bootstrap_servers, "enable.idempotence": True,
