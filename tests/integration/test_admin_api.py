@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
+from pydantic import TypeAdapter, ValidationError
 from support.admin_api_history import project_with_faults
 from support.admin_api_servers import (
     Answer,
@@ -26,6 +30,7 @@ from support.admin_api_servers import (
     free_port,
     serve_in_thread,
 )
+from support.dagster_servers import DagsterProcess, wait_for_webserver, webserver_command, write_workspace
 from support.histories import stuck_transfer_history
 from typer.testing import CliRunner
 
@@ -47,6 +52,9 @@ ORIGINAL_ENDPOINTS = {
     ("post", "/accounts/{account_id}/rebuild"), ("post", "/accounts/rebuild-all"),
     ("post", "/transactions/{transaction_id}/rebuild"), ("post", "/transactions/rebuild-all"),
 }
+
+
+CAPTURED_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "billing_api")
 
 
 class _Capture(logging.Handler):
@@ -87,7 +95,7 @@ def world(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
     env = {"BILLING_KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap_servers, "BILLING_DATABASE_URL": database_url,
            "BILLING_TOPIC_PREFIX": topics.accounts.removesuffix("account-events"), "BILLING_TOPIC_PARTITIONS": "3"}
     capture = _Capture()
-    loggers = [logging.getLogger(n) for n in ("", "uvicorn", "uvicorn.error", "uvicorn.access", "billing_api")]
+    loggers = [logging.getLogger(n) for n in CAPTURED_LOGGERS]
     try:
         with dagster_webserver(workdir, env) as dagster_url:
             settings = ApiSettings(read_token=READ_TOKEN, write_token=WRITE_TOKEN, dagster_ui_url=dagster_url,
@@ -100,6 +108,42 @@ def world(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
         for logger in loggers:
             logger.removeHandler(capture)
         services.close()
+
+
+# Runs are queued and, with no daemon, never dequeued: a launch answers 202 with a real run id and nothing runs.
+QUEUED_RUNS_DAGSTER_YAML = ("telemetry:\n  enabled: false\nrun_coordinator:\n"
+                            "  module: dagster._core.run_coordinator\n  class: QueuedRunCoordinator\n")
+
+
+@contextmanager
+def _queued_runs_webserver(workdir: Path, env: dict[str, str]) -> Iterator[str]:
+    home = workdir / "dagster_home"
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text(QUEUED_RUNS_DAGSTER_YAML)
+    port = free_port()
+    webserver = DagsterProcess(webserver_command(port, write_workspace(workdir / "workspace.yaml")),
+                               env={**os.environ, **env, "DAGSTER_HOME": str(home)}, log=workdir / "webserver.log",
+                               cwd=workdir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_webserver(url, [webserver], time.monotonic() + 90)
+        yield url
+    finally:
+        webserver.stop()
+
+
+@pytest.fixture(scope="module")
+def queued(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The API on the world's services, launching into a Dagster that queues runs and never starts them."""
+    with _queued_runs_webserver(tmp_path_factory.mktemp("queued"), world.env) as dagster_url:
+        settings = ApiSettings(read_token=READ_TOKEN, write_token=WRITE_TOKEN, dagster_ui_url=dagster_url,
+                               dagster_graphql_url=f"{dagster_url}/graphql")
+        with serve_in_thread(create_app(settings, world.services)) as api:
+            # Starting uvicorn applies its logging config again, which drops the world's capture: put it back.
+            for name in CAPTURED_LOGGERS:
+                if world.logs not in logging.getLogger(name).handlers:
+                    logging.getLogger(name).addHandler(world.logs)
+            yield api
 
 
 def _kinds(answer: Answer, key: str = "issues") -> set[str]:
@@ -284,16 +328,26 @@ def test_without_given_services_the_app_opens_them_from_the_environment(world: W
 
 
 # --- audit ------------------------------------------------------------------------------------------
-def test_every_call_is_audited_and_no_token_is_written_anywhere(world: World) -> None:
+def test_every_call_is_audited_and_no_token_is_written_anywhere(world: World, queued: str) -> None:
+    # This test's own calls, each answered differently, so it needs no other test to have run first.
+    reason = f"audit check {uuid.uuid4().hex[:8]}"
+    assert call(queued, "GET", f"{ADMIN}/accounts/acc-b/reconcile").status == 401
+    assert call(queued, "GET", f"{ADMIN}/accounts/acc-b/reconcile", token=READ_TOKEN + "x").status == 401
+    assert call(queued, "POST", f"{ADMIN}/accounts/acc-b/rebuild", token=READ_TOKEN, body={"reason": "r"}).status == 403
+    assert call(queued, "GET", f"{ADMIN}/transactions/stuck?minutes=abc", token=READ_TOKEN).status == 422
+    launched = call(queued, "POST", f"{ADMIN}/accounts/acc-b/rebuild", token=WRITE_TOKEN,
+                    body={"reason": reason, "actor": "alice"})
+    assert launched.status == 202, launched.body
     rows = ApiAuditStore(world.services.recon_store.engine).recent(1_000)
     seen = {(r["role"], r["method"], r["endpoint"], r["status"]) for r in rows}
     assert ("anonymous", "GET", f"{ADMIN}/accounts/{{account_id}}/reconcile", 401) in seen
     assert ("invalid", "GET", f"{ADMIN}/accounts/{{account_id}}/reconcile", 401) in seen
     assert ("read", "POST", f"{ADMIN}/accounts/{{account_id}}/rebuild", 403) in seen
     assert ("read", "GET", f"{ADMIN}/transactions/stuck", 422) in seen
-    launch = next(r for r in rows if r["status"] == 202 and r["params"]["path"] == {"account_id": "acc-c"})
-    assert launch["role"] == "write" and launch["dagster_run_id"]
-    assert launch["params"]["body"] == {"reason": "restore the deleted row", "dry_run": False, "actor": "alice"}
+    [launch] = [r for r in rows if r["status"] == 202 and r["params"].get("body", {}).get("reason") == reason]
+    assert launch["role"] == "write" and launch["dagster_run_id"] == launched.body["run_id"]
+    assert launch["params"]["path"] == {"account_id": "acc-b"}
+    assert launch["params"]["body"] == {"reason": reason, "dry_run": True, "actor": "alice"}  # a dry run by default
     assert all(r["recorded_at"] is not None and r["duration_ms"] >= 0 for r in rows)
     everything = json.dumps(rows, default=str) + "\n".join(world.logs.lines)
     everything += world.webserver_log.read_text(errors="replace")
@@ -305,8 +359,39 @@ def test_every_call_is_audited_and_no_token_is_written_anywhere(world: World) ->
 FUZZ_EXAMPLES = 6  # per operation and mode: 11 operations x 2 modes stay well under a minute
 
 
-def _fuzz(operation: Any, mode: Any, base_url: str, failures: list[str], calls: list[int]) -> None:
-    """Up to FUZZ_EXAMPLES generated requests to one operation; every failed check is collected, none shrunk."""
+@dataclass
+class Fuzzing:
+    """One fuzz: where, with which token, every answer, and every failed check (collected, none shrunk)."""
+
+    base_url: str
+    token: str
+    excluded_checks: list[Any] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    answers: list[tuple[str, int, Any]] = field(default_factory=list)
+
+
+def _force_dry_run(body: Any) -> None:
+    """A write fuzz never writes: any `dry_run` a rebuild would accept becomes true. A value it would refuse is
+    kept (the case stays the invalid input it was drawn as); pydantic's own coercion decides which is which, so
+    a 0 or "off" that would mean a real rebuild is caught too."""
+    if not isinstance(body, dict):
+        return
+    try:
+        TypeAdapter(bool).validate_python(body.get("dry_run", True))
+    except ValidationError:
+        return
+    body["dry_run"] = True
+
+
+def _answer_body(response: Any) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _fuzz(operation: Any, mode: Any, fuzzing: Fuzzing) -> None:
+    """Up to FUZZ_EXAMPLES generated requests to one operation."""
     from hypothesis import HealthCheck, Phase, given, settings
 
     label = f"{operation.label} [{mode.value}]"
@@ -315,32 +400,82 @@ def _fuzz(operation: Any, mode: Any, base_url: str, failures: list[str], calls: 
               suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(mode))
     def fuzz(case: Any) -> None:
-        calls.append(1)
+        _force_dry_run(case.body)
         try:
-            case.call_and_validate(base_url=base_url, headers={"Authorization": f"Bearer {READ_TOKEN}"})
-        except Exception as exc:  # collect them all, then fail once with the list
-            failures.append(f"{label}: {type(exc).__name__}: {str(exc)[:800]}")
+            response = case.call_and_validate(base_url=fuzzing.base_url, excluded_checks=fuzzing.excluded_checks,
+                                              headers={"Authorization": f"Bearer {fuzzing.token}"})
+        except (Exception, BaseExceptionGroup) as exc:  # collect them all (a FailureGroup too), then fail once
+            fuzzing.failures.append(f"{label}: {type(exc).__name__}: {str(exc)[:800]}")
+            return
+        fuzzing.answers.append((label, response.status_code, _answer_body(response)))
 
     fuzz()
 
 
-@pytest.mark.timeout(120)
-def test_openapi_schema_fuzzed_with_schemathesis_has_no_server_errors(world: World) -> None:
+def _fuzz_all(api: str, token: str, methods: set[str], excluded_checks: list[Any] | None = None) -> Fuzzing:
     import schemathesis
     from schemathesis import GenerationMode
 
-    schema = schemathesis.openapi.from_url(f"{world.api}/api-docs/openapi.json")
-    failures: list[str] = []
-    calls: list[int] = []
+    schema = schemathesis.openapi.from_url(f"{api}/api-docs/openapi.json")
+    fuzzing = Fuzzing(api, token, excluded_checks or [])
     started = time.monotonic()
     for result in schema.get_all_operations():
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            _fuzz(result.ok(), mode, world.api, failures, calls)
-    elapsed = time.monotonic() - started
-    print(f"schemathesis: {len(calls)} calls in {elapsed:.1f}s")
-    assert not failures, "\n\n".join(failures[:15])
-    assert len(calls) >= 40  # a bounded fuzz; its time is printed, not asserted (no timed tests)
-    assert {r["endpoint"] for r in ApiAuditStore(world.services.recon_store.engine).recent(2_000)} <= {
-        route for route in schema.raw_schema["paths"]} | {"/api-docs/openapi.json", "/api-docs"}
+        operation = result.ok()
+        if operation.method.lower() in methods:
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                _fuzz(operation, mode, fuzzing)
+    print(f"schemathesis: {len(fuzzing.answers) + len(fuzzing.failures)} calls in {time.monotonic() - started:.1f}s")
+    return fuzzing
+
+
+def _assert_answers_are_2xx_or_4xx_in_the_error_shape(fuzzing: Fuzzing) -> None:
+    assert not fuzzing.failures, "\n\n".join(fuzzing.failures[:15])
+    for label, status, body in fuzzing.answers:
+        assert status < 500, (label, status, body)
+        if status >= 400:  # every refusal in the API's one error shape
+            assert isinstance(body, dict) and isinstance(body.get("error"), str), (label, status, body)
+            assert isinstance(body.get("message"), str) and body["message"], (label, status, body)
+
+
+@pytest.mark.timeout(120)
+def test_openapi_schema_fuzzed_with_schemathesis_has_no_server_errors(world: World) -> None:
+    fuzzing = _fuzz_all(world.api, READ_TOKEN, {"get", "post"})
+    _assert_answers_are_2xx_or_4xx_in_the_error_shape(fuzzing)
+    assert len(fuzzing.answers) >= 40  # a bounded fuzz; its time is printed, not asserted (no timed tests)
+    paths = call(world.api, "GET", "/api-docs/openapi.json").body["paths"]
     rows = ApiAuditStore(world.services.recon_store.engine).recent(2_000)
+    assert {r["endpoint"] for r in rows} <= set(paths) | {"/api-docs/openapi.json", "/api-docs"}
     assert not [r for r in rows if r["status"] == 500]
+
+
+def _projections(world: World) -> tuple[Any, Any]:
+    return world.services.projections.read_accounts(), world.services.projections.read_transactions()
+
+
+def _real_rebuild_audits(world: World) -> int:
+    return sum(1 for r in world.services.recon_store.audit_records() if not r["dry_run"])
+
+
+@pytest.mark.timeout(180)
+def test_the_write_endpoints_fuzzed_with_the_write_token_check_their_input_and_write_nothing(
+        world: World, queued: str) -> None:
+    projections = _projections(world)
+    real_rebuilds = _real_rebuild_audits(world)
+    audits = ApiAuditStore(world.services.recon_store.engine)
+    first_audit_id = max((r["audit_id"] for r in audits.recent(1)), default=0) + 1
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+    # Not checked here: that every schema-valid body is accepted. The schema allows a blank `reason` or `actor`
+    # ("   ", ""), which the rebuild refuses (422, naming the field): the schema says less than the API checks.
+    fuzzing = _fuzz_all(queued, WRITE_TOKEN, {"post"}, excluded_checks=[positive_data_acceptance])
+    _assert_answers_are_2xx_or_4xx_in_the_error_shape(fuzzing)
+    statuses = {status for _, status, _ in fuzzing.answers}
+    # The write token passes the gate (no 403): the endpoints' own input checks answered, and some input was valid.
+    assert 403 not in statuses and 422 in statuses and 202 in statuses, statuses
+    launched = {label.split(" [")[0] for label, status, _ in fuzzing.answers if status == 202}
+    assert {"POST /api/v1/admin/accounts/rebuild-all", "POST /api/v1/admin/transactions/rebuild-all"} <= launched
+    rows = [r for r in audits.recent(2_000) if r["audit_id"] >= first_audit_id]  # this fuzz's calls alone
+    accepted = [r for r in rows if r["method"] == "POST" and r["status"] == 202 and r["role"] == "write"]
+    assert accepted and all(r["params"]["body"]["dry_run"] is True for r in accepted)
+    assert _projections(world) == projections  # nothing was written
+    assert _real_rebuild_audits(world) == real_rebuilds
