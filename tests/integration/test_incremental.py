@@ -203,10 +203,11 @@ def test_a_key_filtered_replay_keeps_keyless_events_of_its_entities(
     event_store.append_raw([*keyless, RawRecord(event_store.topics.accounts, None, b"garbage")])
 
     only = replay_all(event_store, projection_store, only_ids={"acc-1"}).replay
-    assert set(only.accounts) == {"acc-1"} and only.accounts["acc-1"].version == 1  # before: nothing folded
-    assert only.corrupt == {}  # the keyless poison event names no entity asked for
+    # Seen (once it was dropped before decoding), and refused: every message is keyed by its aggregate id.
+    assert set(only.corrupt) == {("account", "acc-1")} and not only.accounts
+    assert only.corrupt[("account", "acc-1")].problems[0]["field"] == "key"  # the poison names no entity asked for
     everything = replay_all(event_store, projection_store).replay
-    assert len(everything.accounts) == 3 and len(everything.corrupt) == 1
+    assert not everything.accounts and len(everything.corrupt) == 4
 
 
 def test_a_failed_checkpoint_load_closes_its_cursor_before_the_transaction_ends(
