@@ -1,6 +1,9 @@
-"""Every call to the admin API leaves one row in `billing_recon.api_audit`: role, endpoint, params, status, time.
+"""Every call to the admin API leaves one row in `billing_recon.api_audit`: role, token name, endpoint, params,
+status, time, and the database role that wrote it.
 
-The role is the token's (`read`, `write`) or `anonymous` / `invalid`; the token itself is never stored.
+The role is the token's (`read`, `write`) or `anonymous` / `invalid`, the token name the variable that holds it
+(`BILLING_API_WRITE_TOKEN`); the token itself is never stored. Rows go in only through the SECURITY DEFINER
+function `billing_recon.append_api_audit`, which records `session_user` (migration 0401).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class ApiAuditEntry:
     params: dict[str, Any] = field(default_factory=dict)
     client: str | None = None
     dagster_run_id: str | None = None
+    token_name: str | None = None
 
 
 class ApiAuditStore:
@@ -43,10 +47,10 @@ class ApiAuditStore:
     def write(self, entry: ApiAuditEntry) -> None:
         with self.engine.begin() as conn:
             conn.execute(sa.text(
-                f"INSERT INTO {SCHEMA}.api_audit (role, method, endpoint, path, params, status, duration_ms, client, "
-                "dagster_run_id) VALUES (:role, :method, :endpoint, :path, :params, :status, :duration_ms, :client, "
-                ":run_id)"),
-                {"role": entry.role, "method": entry.method, "endpoint": _clean(entry.endpoint),
+                f"SELECT {SCHEMA}.append_api_audit(:role, :token_name, :method, :endpoint, :path, "
+                "CAST(:params AS jsonb), :status, :duration_ms, :client, :run_id)"),
+                {"role": entry.role, "token_name": entry.token_name, "method": entry.method,
+                 "endpoint": _clean(entry.endpoint),
                  "path": _clean(entry.path), "params": json.dumps(_clean(entry.params), default=str),
                  "status": entry.status, "duration_ms": entry.duration_ms, "client": entry.client,
                  "run_id": entry.dagster_run_id})
@@ -110,7 +114,8 @@ def _entry(request: Request, status: int, duration_ms: float) -> ApiAuditEntry:
                               "query": dict(request.query_params)}
     if extra:
         params["body"] = extra
-    return ApiAuditEntry(role=getattr(request.state, "role", "anonymous"), method=request.method,
+    return ApiAuditEntry(role=getattr(request.state, "role", "anonymous"),
+                         token_name=getattr(request.state, "token_name", None), method=request.method,
                          endpoint=getattr(route, "path", None) or request.url.path, path=request.url.path,
                          status=status, duration_ms=round(duration_ms, 3), params=params,
                          client=request.client.host if request.client else None, dagster_run_id=run_id)

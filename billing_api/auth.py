@@ -1,7 +1,8 @@
 """Bearer tokens: one for reads, another for writes, compared in constant time.
 
-A request's role (`read`, `write`, `anonymous`, `invalid`) goes to the audit; the token itself never
-leaves this module.
+A request's role (`read`, `write`, `anonymous`, `invalid`) and the token's name (the variable that holds it)
+go to the audit, and a launched run carries the name as the operator who asked (tag `billing/api_token`);
+the token itself never leaves this module.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ bearer = HTTPBearer(auto_error=False, description="BILLING_API_TOKEN for reads; 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+TOKEN_NAMES: dict[str, str] = {"read": "BILLING_API_TOKEN", "write": "BILLING_API_WRITE_TOKEN"}
 
 
 def _same(given: str, expected: str | None) -> bool:
@@ -84,7 +86,14 @@ def _check(request: Request, token: str | None) -> Role:
         request.state.role = "invalid"
         raise ApiError(401, "unauthorized", "invalid bearer token", headers=CHALLENGE)
     request.state.role = role
+    request.state.token_name = TOKEN_NAMES[role]
     return role
+
+
+def token_name(request: Request) -> str:
+    """The name of the token this request authenticated with: the operator of what it launches."""
+    name: str = request.state.token_name
+    return name
 
 
 def require_read(request: Request, credentials: Credentials) -> Role:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from billing_api.audit import note
-from billing_api.auth import reject_unknown_query, require_read, require_write
+from billing_api.auth import reject_unknown_query, require_read, require_write, token_name
 from billing_api.dagster_client import DagsterClient
 from billing_api.errors import ERROR_RESPONSES, ApiError, ErrorBody
 from billing_api.queries import Reads
@@ -26,6 +26,7 @@ from billing_api.schemas import (
 )
 from billing_api.settings import ApiSettings
 from billing_domain.exceptions import ConfigurationError
+from billing_domain.operators import API_TOKEN_TAG, DECLARED_ACTOR_TAG
 from billing_domain.rebuild import RebuildSelection, validate_rebuild_request
 
 PREFIX = "/api/v1/admin"
@@ -160,7 +161,8 @@ async def _launch_rebuild(request: Request, entity_type: EntityType, selection: 
     settings: ApiSettings = request.app.state.api_settings
     job = JOBS[entity_type]
     run = await run_in_threadpool(client.launch, job, {"ops": {f"rebuild_{entity_type}_projections": {
-        "config": config}}}, {"billing/requested_via": "admin-api", "billing/actor": actor[:200]})
+        "config": config}}}, {"billing/requested_via": "admin-api", DECLARED_ACTOR_TAG: actor[:200],
+                               API_TOKEN_TAG: token_name(request)})  # the run's operator: the token's name
     note(request, dagster_run_id=run.run_id)
     return LaunchedRun(run_id=run.run_id, run_url=settings.run_url(run.run_id),
                        status_url=f"{PREFIX}/runs/{run.run_id}", job=job, status=run.status,

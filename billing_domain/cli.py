@@ -30,8 +30,10 @@ from billing_domain.cli_support import (
     minutes_option,
     progress_bar,
 )
+from billing_domain.exceptions import ConcurrentOperationError
 from billing_domain.findings import ReconciliationReport
 from billing_domain.lifecycle import on_full_reconciliation
+from billing_domain.operators import from_cli
 from billing_domain.rebuild import RebuildResult, RebuildSelection, rebuild
 from billing_domain.reconcile.service import (
     ReconcileOptions,
@@ -206,10 +208,14 @@ DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show the before/a
 def _rebuild(entity_type: str, selection: RebuildSelection, reason: str, actor: str, dry_run: bool,
              delete_orphans: bool, as_json: bool) -> None:
     with cli_services() as services, progress_bar(f"rebuilding {entity_type}s", as_json) as progress:
-        result = rebuild(services.event_store, services.projections, services.recon_store,
-                         entity_type=entity_type, selection=selection, dry_run=dry_run,  # type: ignore[arg-type]
-                         reason=reason, actor=actor or "unknown", delete_orphans=delete_orphans, progress=progress,
-                         checkpoints=services.checkpoints)
+        try:
+            result = rebuild(services.event_store, services.projections, services.recon_store,
+                             entity_type=entity_type, selection=selection, dry_run=dry_run,  # type: ignore[arg-type]
+                             reason=reason, operator=from_cli(actor), delete_orphans=delete_orphans,
+                             progress=progress, checkpoints=services.checkpoints)
+        except ConcurrentOperationError as exc:  # a refusal of this request (exit 1), not an error of the tool
+            err.print(f"refused: {exc}")
+            raise typer.Exit(EXIT_FINDINGS) from exc
         _print_rebuild(result, as_json)
         raise typer.Exit(EXIT_FINDINGS if result.refused or any(
             v.startswith("still") for v in result.outcome.values()) else EXIT_CLEAN)

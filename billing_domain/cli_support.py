@@ -26,7 +26,8 @@ EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2  # what a script can rely on
 err = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (goes to the audit trail).")]
-ActorOption = Annotated[str, typer.Option("--actor", envvar="USER", help="Who asks for it.")]
+ActorOption = Annotated[str, typer.Option("--operator", "--actor", help="Who asks for it (self-declared in the "
+                                                                       "audit; default: $USER).")]
 # The servers of the command that runs, once resolved: the error path names them (the embedded stack's too).
 _opened: list[Settings] = []
 

@@ -8,7 +8,13 @@ Safety rules, in the order they apply:
   only row moved to a lower version is one found `version_ahead` (it claims events the log does
   not have), by a compare-and-set on the exact row we saw;
 - orphan rows are deleted only when the operator asks for it;
-- one rebuild per entity type at a time (an advisory lock; a second one is refused);
+- one rebuild per entity type at a time: an advisory lock held from planning to the last audit row, so a
+  second one is refused (`ConcurrentOperationError`, audited) before it reads anything;
+- no committed write without its audit record: a `pending` row with the plan (ids, before, after, cut)
+  is appended before the first write, and a completion row (`completes` = its id) after the
+  verification. Projections and `billing_recon` may be different databases, so no transaction spans
+  both: a pending row with no completion is a rebuild that was interrupted, and its writes are at most
+  the pending row's plan (each batch all-or-nothing);
 - afterwards the rebuilt entities are reconciled again, and every rebuild, dry run or refusal
   writes an audit record.
 """
@@ -17,8 +23,8 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -27,10 +33,13 @@ from billing_domain.accounts import AccountState
 from billing_domain.adapters.checkpoint_store import CheckpointStore
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.adapters.recon_store import AuditRecord, ReconStore
+from billing_domain.adapters.recon_store import PENDING, AuditRecord, ReconStore
 from billing_domain.aggregate import state_json
+from billing_domain.crashpoints import reached
 from billing_domain.exceptions import ConcurrentOperationError, ConfigurationError
 from billing_domain.findings import REBUILDABLE_KINDS, Kind, Severity
+from billing_domain.locks import rebuild_lock
+from billing_domain.operators import Operator, resolve
 from billing_domain.reconcile.service import ReplayOutcome, build_report, collector_paused, new_run_id, replay_all
 from billing_domain.transactions import TransactionState
 
@@ -40,6 +49,7 @@ State = AccountState | TransactionState
 BATCH_SIZE = 5_000
 AUDIT_DETAIL_LIMIT = 1_000  # before/after kept per entity in the audit row; counts always complete
 Action = Literal["insert", "update", "reset_ahead", "delete", "unchanged", "refused", "kept_orphan"]
+WRITING = ("insert", "update", "reset_ahead", "delete")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +92,8 @@ class RebuildResult:
     changes: list[EntityChange] = field(default_factory=list)
     written: int = 0
     outcome: dict[str, str] = field(default_factory=dict)
-    audit_id: int | None = None
+    audit_id: int | None = None  # the row with the plan (before/after): the dry run's, or the pending row
+    completion_id: int | None = None  # the row that completes the pending one
     verification_findings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -98,18 +109,19 @@ class RebuildResult:
     def to_json(self) -> dict[str, Any]:
         return {"entity_type": self.entity_type, "dry_run": self.dry_run, "run_id": self.run_id,
                 "counts": self.counts(), "written": self.written, "outcome": self.outcome,
-                "audit_id": self.audit_id, "changes": [c.to_json() for c in self.changes],
+                "audit_id": self.audit_id, "completion_id": self.completion_id,
+                "changes": [c.to_json() for c in self.changes],
                 "verification_findings": self.verification_findings}
 
 
-def validate_rebuild_request(entity_type: str, selection: RebuildSelection, reason: str, actor: str) -> None:
+def validate_rebuild_request(entity_type: str, selection: RebuildSelection, reason: str, actor: str = "",
+                             operator: Operator | None = None) -> None:
     """Refuse a request that cannot be right, before anything is read or written."""
     if entity_type not in ("account", "transaction"):
         raise ConfigurationError(f"entity_type: {entity_type!r} is not 'account' or 'transaction'")
     if not reason or not reason.strip():
         raise ConfigurationError("reason: say why you rebuild (it goes to the audit trail); it is empty")
-    if not actor or not actor.strip():
-        raise ConfigurationError("actor: name who asks for the rebuild; it is empty")
+    resolve(operator, actor)
     if selection.all and selection.ids:
         raise ConfigurationError("ids / all: give either a list of ids or all=true, not both")
     if selection.from_run and (selection.all or selection.ids):
@@ -119,49 +131,85 @@ def validate_rebuild_request(entity_type: str, selection: RebuildSelection, reas
 
 
 def rebuild(event_store: KafkaEventStore, projections: ProjectionStore, recon_store: ReconStore, *,
-            entity_type: EntityType, selection: RebuildSelection, dry_run: bool, reason: str, actor: str,
-            delete_orphans: bool = False, run_id: str | None = None,
+            entity_type: EntityType, selection: RebuildSelection, dry_run: bool, reason: str, actor: str = "",
+            operator: Operator | None = None, delete_orphans: bool = False, run_id: str | None = None,
             progress: Callable[[int], None] | None = None,
             checkpoints: CheckpointStore | None = None) -> RebuildResult:
     """Recompute the projection rows of the selected entities from the events and write them safely.
 
-    With `checkpoints`, the state comes from the last trusted checkpoint plus the log after it.
+    `operator` says who asks and how the entry point knows it (a bare `actor` is self-declared). With
+    `checkpoints`, the state comes from the last trusted checkpoint plus the log after it.
     """
-    validate_rebuild_request(entity_type, selection, reason, actor)
+    validate_rebuild_request(entity_type, selection, reason, actor, operator)
+    request = _Request(entity_type, selection, dry_run, reason, resolve(operator, actor), delete_orphans,
+                       run_id or new_run_id("rebuild"), progress, checkpoints)
     # Planning and verifying build an object per entity while the replayed state is retained: with the
     # collector on, its passes over that state were half of planning's time (profiled: 0.42 s of 0.84).
-    with collector_paused():
-        return _rebuild(event_store, projections, recon_store, entity_type=entity_type, selection=selection,
-                        dry_run=dry_run, reason=reason, actor=actor, delete_orphans=delete_orphans,
-                        run_id=run_id or new_run_id("rebuild"), progress=progress, checkpoints=checkpoints)
+    with collector_paused(), ExitStack() as held:
+        if not dry_run:  # a dry run writes nothing but its audit row: it needs no lock
+            _take_lock(held, projections, recon_store, request)
+        return _rebuild(event_store, projections, recon_store, request)
 
 
-def _rebuild(event_store: KafkaEventStore, projections: ProjectionStore, recon_store: ReconStore, *,
-             entity_type: EntityType, selection: RebuildSelection, dry_run: bool, reason: str, actor: str,
-             delete_orphans: bool, run_id: str, progress: Callable[[int], None] | None,
-             checkpoints: CheckpointStore | None) -> RebuildResult:
-    targets = _targets(recon_store, entity_type, selection)
-    outcome = replay_all(event_store, projections, only_ids=targets, progress=progress, checkpoints=checkpoints,
-                         entity_types=(entity_type,))
-    _refuse_unknown_ids(outcome, entity_type, selection.ids)
-    result = RebuildResult(entity_type, dry_run, run_id, changes=plan_changes(outcome, entity_type, delete_orphans))
-    operation = f"rebuild_{entity_type}s"
-    if dry_run or not any(c.action in ("insert", "update", "reset_ahead", "delete") for c in result.changes):
-        result.outcome = {c.entity_id: f"would {c.action}" if dry_run else c.action for c in result.changes}
-        result.audit_id = recon_store.write_audit(_audit(result, operation, actor, reason, outcome, "dry_run"
-                                                         if dry_run else "nothing_to_do"))
-        return result
+@dataclass(frozen=True, slots=True)
+class _Request:
+    entity_type: EntityType
+    selection: RebuildSelection
+    dry_run: bool
+    reason: str
+    operator: Operator
+    delete_orphans: bool
+    run_id: str
+    progress: Callable[[int], None] | None
+    checkpoints: CheckpointStore | None
+
+    @property
+    def operation(self) -> str:
+        return f"rebuild_{self.entity_type}s"
+
+
+def _take_lock(held: ExitStack, projections: ProjectionStore, recon_store: ReconStore, request: _Request) -> None:
+    """The lock for the whole rebuild (plan, write, verify, audit); a refusal is audited too."""
     try:
-        with _rebuild_lock(projections, entity_type):
-            result.written = _write(projections, entity_type, result.changes)
-    except Exception as exc:
-        recon_store.write_audit(_audit(result, operation, actor, reason, outcome, "failed", error=str(exc)))
+        held.enter_context(rebuild_lock(projections.engine, request.entity_type))
+    except ConcurrentOperationError as exc:
+        refused = RebuildResult(request.entity_type, False, request.run_id)
+        recon_store.write_audit(_audit(refused, request, None, "refused", error=str(exc)))
         raise
-    _verify(event_store, projections, result)
+    reached("rebuild.locked")
+
+
+def _rebuild(event_store: KafkaEventStore, projections: ProjectionStore, recon_store: ReconStore,
+             request: _Request) -> RebuildResult:
+    entity_type = request.entity_type
+    targets = _targets(recon_store, entity_type, request.selection)
+    outcome = replay_all(event_store, projections, only_ids=targets, progress=request.progress,
+                         checkpoints=request.checkpoints, entity_types=(entity_type,))
+    _refuse_unknown_ids(outcome, entity_type, request.selection.ids)
+    result = RebuildResult(entity_type, request.dry_run, request.run_id,
+                           changes=plan_changes(outcome, entity_type, request.delete_orphans))
+    reached("rebuild.planned")
+    if request.dry_run or not any(c.action in WRITING for c in result.changes):
+        result.outcome = {c.entity_id: f"would {c.action}" if request.dry_run else c.action for c in result.changes}
+        result.audit_id = recon_store.write_audit(_audit(result, request, outcome, "dry_run" if request.dry_run
+                                                         else "nothing_to_do"))
+        return result
+    # The plan is on record before the first write: whatever happens next, no written row lacks its audit.
+    result.audit_id = recon_store.write_audit(_audit(result, request, outcome, PENDING))
+    reached("rebuild.pending_audited")
+    try:
+        result.written = _write(projections, entity_type, result.changes)
+        reached("rebuild.written")
+        _verify(event_store, projections, result)
+    except Exception as exc:
+        recon_store.write_audit(_completion(result, request, "failed", error=str(exc)))
+        raise
+    reached("rebuild.verified")
     written_changes = [c for c in result.changes if c.action not in ("refused", "kept_orphan")]
     repaired = all(result.outcome.get(c.entity_id) in ("fixed", "unchanged") for c in written_changes)
-    audit_outcome = "applied" if repaired else "partial"
-    result.audit_id = recon_store.write_audit(_audit(result, operation, actor, reason, outcome, audit_outcome))
+    result.completion_id = recon_store.write_audit(_completion(result, request, "applied" if repaired
+                                                               else "partial"))
+    reached("rebuild.audited")
     return result
 
 
@@ -239,6 +287,7 @@ def _write(projections: ProjectionStore, entity_type: str, changes: list[EntityC
                 written += projections.upsert_accounts(conn, states)  # type: ignore[arg-type]
             else:
                 written += projections.upsert_transactions(conn, states)  # type: ignore[arg-type]
+        reached("rebuild.batch_committed")
     for change in (c for c in changes if c.action == "reset_ahead"):
         with projections.engine.begin() as conn:
             seen, new = change.before_state, change.after_state
@@ -317,28 +366,29 @@ def _differing(row: State, expected: State) -> list[str]:
     return [name for name, a, b in zip(_COMPARED_FIELDS[type(row)], mine, theirs, strict=True) if a != b]
 
 
-@contextmanager
-def _rebuild_lock(projections: ProjectionStore, entity_type: str) -> Iterator[None]:
-    """One rebuild per entity type at a time; the lock goes with the connection if the process dies."""
-    with projections.engine.connect() as conn:
-        key = f"billing.rebuild.{entity_type}"
-        if not conn.exec_driver_sql("SELECT pg_try_advisory_lock(hashtext(%(k)s))", {"k": key}).scalar():
-            raise ConcurrentOperationError(f"another {entity_type} rebuild is running; wait for it and retry")
-        try:
-            yield
-        finally:
-            conn.exec_driver_sql("SELECT pg_advisory_unlock(hashtext(%(k)s))", {"k": key})
-            conn.commit()
+def _rebuild_lock(projections: ProjectionStore, entity_type: str) -> AbstractContextManager[None]:
+    """The rebuild lock of `entity_type` (billing_domain.locks), on the projections' database."""
+    return rebuild_lock(projections.engine, entity_type)
 
 
-def _audit(result: RebuildResult, operation: str, actor: str, reason: str, outcome: ReplayOutcome,
-           audit_outcome: str, error: str | None = None) -> AuditRecord:
+def _audit(result: RebuildResult, request: _Request, outcome: ReplayOutcome | None, audit_outcome: str,
+           error: str | None = None) -> AuditRecord:
     changed = [c for c in result.changes if c.action != "unchanged"][:AUDIT_DETAIL_LIMIT]
     return AuditRecord(
-        actor=actor, reason=reason, operation=operation, dry_run=result.dry_run, entity_type=result.entity_type,
-        entity_ids=[c.entity_id for c in result.changes], outcome=audit_outcome, run_id=result.run_id,
-        cut=outcome.cut.to_json(), before={c.entity_id: c.before for c in changed},
-        after={c.entity_id: c.after for c in changed},
+        operator=request.operator, reason=request.reason, operation=request.operation, dry_run=result.dry_run,
+        entity_type=result.entity_type, entity_ids=[c.entity_id for c in result.changes], outcome=audit_outcome,
+        run_id=result.run_id, cut=outcome.cut.to_json() if outcome is not None else None,
+        before={c.entity_id: c.before for c in changed}, after={c.entity_id: c.after for c in changed},
         details={"counts": result.counts(), "written": result.written, "outcome": result.outcome,
                  "refused": result.refused, **({"error": error} if error else {})})
 
+
+def _completion(result: RebuildResult, request: _Request, audit_outcome: str, error: str | None = None
+                ) -> AuditRecord:
+    """What became of the pending row's plan: outcome per entity, rows written (the plan stays in that row)."""
+    return AuditRecord(
+        operator=request.operator, reason=request.reason, operation=request.operation, dry_run=False,
+        entity_type=result.entity_type, entity_ids=[c.entity_id for c in result.changes], outcome=audit_outcome,
+        run_id=result.run_id, completes=result.audit_id,
+        details={"counts": result.counts(), "written": result.written, "outcome": result.outcome,
+                 "refused": result.refused, **({"error": error} if error else {})})

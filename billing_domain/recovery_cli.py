@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -25,15 +27,28 @@ from billing_domain.cli_support import (
     JsonOption,
     ReasonOption,
     cli_services,
+    err,
     id_list,
     minutes_option,
 )
+from billing_domain.exceptions import ConcurrentOperationError
 from billing_domain.lifecycle import STATUSES, acknowledge, list_findings, sync_latest
+from billing_domain.operators import from_cli
 from billing_domain.saga_recovery import RecoveryPlan, execute_plan, load_plan, plan_recovery
 from billing_domain.shadow_rebuild import diff_markdown, shadow_rebuild
 
 findings_app = typer.Typer(help="The finding lifecycle: new, open, escalated, acknowledged, accepted, resolved.",
                            no_args_is_help=True)
+
+
+@contextmanager
+def _refusal_exits_1() -> Iterator[None]:
+    """Another recovery or rebuild holds the lock: a refusal of this request (exit 1), not an error of the tool."""
+    try:
+        yield
+    except ConcurrentOperationError as exc:
+        err.print(f"refused: {exc}")
+        raise typer.Exit(EXIT_FINDINGS) from exc
 
 
 def _write_json(value: Any) -> None:
@@ -52,19 +67,20 @@ def recover_sagas(reason: ReasonOption,
                   actor: ActorOption = "", as_json: JsonOption = False) -> None:
     """Resolve stuck transfers: show the plan (default), or append it with --execute (re-read first)."""
     chosen = list(id_list(ids) or ())  # --ids given but empty is an error, not every stuck saga
-    with cli_services() as services:
+    with cli_services() as services, _refusal_exits_1():
+        operator = from_cli(actor)  # a blank --operator is an error (exit 2), like every bad option
         minutes = stuck_minutes if stuck_minutes is not None else services.settings.stuck_after_minutes
         if plan_audit is not None:
             plan = load_plan(services.recon_store, plan_audit)
         else:
             plan = plan_recovery(services.event_store, services.projections, services.recon_store, reason=reason,
-                                 actor=actor or "unknown", ids=chosen, max_sagas=max_sagas,
+                                 operator=operator, ids=chosen, max_sagas=max_sagas,
                                  stuck_after=timedelta(minutes=minutes))
         if not execute and plan_audit is None:
             _print_plan(plan, as_json, executed=False, appended=0, audit_id=plan.audit_id)
             raise typer.Exit(EXIT_FINDINGS if any(a.action == "refused" for a in plan.actions) else EXIT_CLEAN)
         result = execute_plan(services.event_store, services.projections, services.recon_store, plan,
-                              reason=reason, actor=actor or "unknown")
+                              reason=reason, operator=operator)
         _print_plan(plan, as_json, executed=True, appended=result.appended, audit_id=result.audit_id)
         raise typer.Exit(EXIT_FINDINGS if result.refused else EXIT_CLEAN)
 
@@ -133,9 +149,9 @@ def shadow_rebuild_command(reason: ReasonOption,
                            delete_orphans: Annotated[bool, typer.Option("--delete-orphans")] = False,
                            actor: ActorOption = "", as_json: JsonOption = False) -> None:
     """Rebuild every projection into shadow tables and show the diff; --approve swaps it in (version-guarded)."""
-    with cli_services() as services:
+    with cli_services() as services, _refusal_exits_1():
         result = shadow_rebuild(services.event_store, services.projections, services.recon_store, reason=reason,
-                                actor=actor or "unknown", approve=approve, delete_orphans=delete_orphans)
+                                operator=from_cli(actor), approve=approve, delete_orphans=delete_orphans)
         if as_json:
             _write_json(result.to_json())
         else:

@@ -14,13 +14,17 @@ stream the plan relies on (the saga's and the source account's, the destination'
 refuses a saga whose stream moved since the plan (version or last event id differ): the engine may have
 finished it meanwhile. Only then does it append, through `KafkaEventStore.append`, refunds first and saga
 events second. Every plan, execution and refusal is audited (operation `saga_recovery`).
+
+The appends go to Kafka, which no PostgreSQL transaction covers, so the audit is in two rows: a `pending`
+row naming every event (with its event id) is appended before the first event is sent, and a completion row
+(`completes` = its id) after the read-back. A pending row with no completion is a recovery that was
+interrupted: some or all of its events may be in the log (look them up by event id), none that it does not name.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -30,7 +34,9 @@ import sqlalchemy as sa
 from billing_domain.accounts import CLOSED, AccountAggregate
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.adapters.postgres import ProjectionStore
+from billing_domain.adapters.recon_store import PENDING as AUDIT_PENDING
 from billing_domain.adapters.recon_store import SCHEMA, AuditRecord, ReconStore
+from billing_domain.crashpoints import reached
 from billing_domain.events import (
     SCHEMA_VERSION,
     AccountCredited,
@@ -40,7 +46,9 @@ from billing_domain.events import (
     TransactionCompleted,
     TransactionFailed,
 )
-from billing_domain.exceptions import ConcurrentOperationError, ConfigurationError
+from billing_domain.exceptions import ConfigurationError
+from billing_domain.locks import saga_recovery_lock
+from billing_domain.operators import Operator, resolve
 from billing_domain.reconcile.diff import is_stuck
 from billing_domain.reconcile.replay import MoneyMove, Replay
 from billing_domain.reconcile.service import ReconcileOptions, new_run_id, replay_all, utc_now
@@ -120,7 +128,8 @@ class RecoveryResult:
     plan: RecoveryPlan
     executed: bool
     appended: int = 0
-    audit_id: int | None = None
+    audit_id: int | None = None  # the execution's last row: its completion (or its refusal)
+    pending_id: int | None = None  # the row naming every event before the first was sent
 
     @property
     def outcome(self) -> dict[str, str]:
@@ -136,22 +145,25 @@ class RecoveryResult:
                 "outcome": self.outcome, "plan": self.plan.to_json()}
 
 
-def validate_request(reason: str, actor: str, max_sagas: int | None = None) -> None:
+def validate_request(reason: str, actor: str = "", max_sagas: int | None = None,
+                     operator: Operator | None = None) -> Operator:
+    """Refuse a request that cannot be right; the operator it names (a bare `actor` is self-declared)."""
     if not reason or not reason.strip():
         raise ConfigurationError("reason: say why you recover these sagas (it goes to the audit trail); it is empty")
-    if not actor or not actor.strip():
-        raise ConfigurationError("actor: name who asks for the recovery; it is empty")
+    who = resolve(operator, actor)
     if max_sagas is not None and max_sagas < 1:
         raise ConfigurationError(f"max: {max_sagas} is not a positive number of sagas")
+    return who
 
 
 # --- planning -------------------------------------------------------------------------------------
 def plan_recovery(event_store: KafkaEventStore, projections: ProjectionStore, recon_store: ReconStore, *,
-                  reason: str, actor: str, ids: Sequence[str] = (), max_sagas: int | None = None,
+                  reason: str, actor: str = "", operator: Operator | None = None, ids: Sequence[str] = (),
+                  max_sagas: int | None = None,
                   stuck_after: timedelta = timedelta(minutes=5), run_id: str | None = None,
                   clock: Callable[[], datetime] = utc_now) -> RecoveryPlan:
     """Replay one cut, find the stuck sagas (of `ids`, if given) and decide each one. Audited as a dry run."""
-    validate_request(reason, actor, max_sagas)
+    who = validate_request(reason, actor, max_sagas, operator)
     outcome = replay_all(event_store, projections, options=ReconcileOptions(stuck_after=stuck_after, clock=clock))
     replay = outcome.replay
     plan = RecoveryPlan(run_id or new_run_id("saga-recovery"), datetime.now(UTC).isoformat(),
@@ -173,7 +185,7 @@ def plan_recovery(event_store: KafkaEventStore, projections: ProjectionStore, re
             action.action, action.reason, action.appends = "deferred", f"over max={max_sagas}; next run", []
         acted += action.action in WRITING_ACTIONS
         plan.actions.append(action)
-    plan.audit_id = recon_store.write_audit(_audit(plan, actor, reason, dry_run=True, outcome="dry_run"))
+    plan.audit_id = recon_store.write_audit(_audit(plan, who, reason, dry_run=True, outcome="dry_run"))
     return plan
 
 
@@ -266,31 +278,50 @@ def _saga_event(saga: TransactionAggregate, payload: Payload) -> PlannedEvent:
 
 # --- execution ------------------------------------------------------------------------------------
 def execute_plan(event_store: KafkaEventStore, projections: ProjectionStore, recon_store: ReconStore,
-                 plan: RecoveryPlan, *, reason: str, actor: str) -> RecoveryResult:
-    """Re-read the plan's streams, refuse the sagas whose streams moved, append the rest. Audited."""
-    validate_request(reason, actor)
+                 plan: RecoveryPlan, *, reason: str, actor: str = "", operator: Operator | None = None
+                 ) -> RecoveryResult:
+    """Re-read the plan's streams, refuse the sagas whose streams moved, append the rest. Audited: a pending row
+    with every event to append first, a completion after the read-back."""
+    who = validate_request(reason, actor, operator=operator)
     result = RecoveryResult(plan, executed=True)
     todo = [a for a in plan.actions if a.action in WRITING_ACTIONS]
     if not todo:
-        result.audit_id = recon_store.write_audit(_audit(plan, actor, reason, dry_run=False, outcome="nothing_to_do"))
+        result.audit_id = recon_store.write_audit(_audit(plan, who, reason, dry_run=False, outcome="nothing_to_do"))
         return result
-    with _recovery_lock(projections):
-        current = _reread(event_store, todo)
-        for action in todo:
-            moved = [f"{m.aggregate_type} {m.aggregate_id} v{m.version} -> v{current.get(m.aggregate_id, (0, None))[0]}"
-                     for m in action.marks if current.get(m.aggregate_id) != (m.version, m.last_event_id)]
-            action.outcome = ("refused: moved since the plan (" + "; ".join(moved) + ")") if moved else "appending"
+    with saga_recovery_lock(projections.engine):
+        reached("saga.locked")
+        _refuse_moved(event_store, todo)
         ready = [a for a in todo if a.outcome == "appending"]
+        if not ready:  # every saga moved since the plan: nothing will be sent
+            result.audit_id = recon_store.write_audit(_audit(plan, who, reason, dry_run=False, outcome="refused"))
+            return result
+        events = _events(ready)  # their ids are in the pending row before any is sent
+        result.pending_id = pending = recon_store.write_audit(_audit(plan, who, reason, dry_run=False,
+                                                                     outcome=AUDIT_PENDING))
+        reached("saga.pending_audited")
         try:
-            result.appended = _append(event_store, ready)
+            result.appended = _append(event_store, ready, events)
+            _verify(event_store, ready)
         except Exception as exc:
-            recon_store.write_audit(_audit(plan, actor, reason, dry_run=False, outcome="failed", error=str(exc)))
+            recon_store.write_audit(_audit(plan, who, reason, dry_run=False, outcome="failed", error=str(exc),
+                                           completes=pending))
             raise
-        _verify(event_store, ready)
-    appended = [a for a in todo if a.outcome == "appended"]
-    outcome = "applied" if len(appended) == len(todo) else "refused" if not ready else "partial"
-    result.audit_id = recon_store.write_audit(_audit(plan, actor, reason, dry_run=False, outcome=outcome))
+        reached("saga.verified")
+        appended = [a for a in todo if a.outcome == "appended"]
+        outcome = "applied" if len(appended) == len(todo) else "partial"
+        result.audit_id = recon_store.write_audit(_audit(plan, who, reason, dry_run=False, outcome=outcome,
+                                                         completes=pending))
+        reached("saga.audited")
     return result
+
+
+def _refuse_moved(event_store: KafkaEventStore, todo: Sequence[SagaAction]) -> None:
+    """Mark each action `appending`, or refused if a stream it relies on moved since the plan."""
+    current = _reread(event_store, todo)
+    for action in todo:
+        moved = [f"{m.aggregate_type} {m.aggregate_id} v{m.version} -> v{current.get(m.aggregate_id, (0, None))[0]}"
+                 for m in action.marks if current.get(m.aggregate_id) != (m.version, m.last_event_id)]
+        action.outcome = ("refused: moved since the plan (" + "; ".join(moved) + ")") if moved else "appending"
 
 
 def _reread(event_store: KafkaEventStore, actions: Sequence[SagaAction]) -> dict[str, tuple[int, str | None]]:
@@ -305,19 +336,28 @@ def _reread(event_store: KafkaEventStore, actions: Sequence[SagaAction]) -> dict
     return {i: (a.version, a.last_event_id) for i, a in aggregates.items()}
 
 
-def _append(event_store: KafkaEventStore, actions: Sequence[SagaAction]) -> int:
-    """Refunds first, confirmed, then the saga events: a saga is never compensated before its refund exists."""
+def _events(actions: Sequence[SagaAction]) -> dict[tuple[str, int], Event]:
+    """The events to append, each with its event id, which is also written into the action's plan."""
     now = datetime.now(UTC)
     events = {(a.transaction_id, i): _event(e, a.transaction_id, now) for a in actions
               for i, e in enumerate(a.appends)}
-    refunds = [e for e in events.values() if e.aggregate_type == "account"]
-    sagas = [e for e in events.values() if e.aggregate_type == "transaction"]
-    appended = event_store.append(refunds) if refunds else 0
-    appended += event_store.append(sagas) if sagas else 0
     for action in actions:
         action.appends = [PlannedEvent(e.aggregate_type, e.aggregate_id, e.aggregate_version, e.event_type,
                                        e.payload | {"event_id": events[(action.transaction_id, i)].event_id})
                           for i, e in enumerate(action.appends)]
+    return events
+
+
+def _append(event_store: KafkaEventStore, actions: Sequence[SagaAction], events: dict[tuple[str, int], Event]
+            ) -> int:
+    """Refunds first, confirmed, then the saga events: a saga is never compensated before its refund exists."""
+    refunds = [e for e in events.values() if e.aggregate_type == "account"]
+    sagas = [e for e in events.values() if e.aggregate_type == "transaction"]
+    appended = event_store.append(refunds) if refunds else 0
+    reached("saga.refunds_appended")
+    appended += event_store.append(sagas) if sagas else 0
+    reached("saga.sagas_appended")
+    for action in actions:
         action.outcome = "appended"
     return appended
 
@@ -348,20 +388,6 @@ def _event(planned: PlannedEvent, transaction_id: str, now: datetime) -> Event:
                  payload_types[planned.event_type](**fields))
 
 
-@contextmanager
-def _recovery_lock(projections: ProjectionStore) -> Iterator[None]:
-    """One recovery at a time: two would plan the same version + 1."""
-    with projections.engine.connect() as conn:
-        key = "billing.saga_recovery"
-        if not conn.exec_driver_sql("SELECT pg_try_advisory_lock(hashtext(%(k)s))", {"k": key}).scalar():
-            raise ConcurrentOperationError("another saga recovery is running; wait for it and retry")
-        try:
-            yield
-        finally:
-            conn.exec_driver_sql("SELECT pg_advisory_unlock(hashtext(%(k)s))", {"k": key})
-            conn.commit()
-
-
 def load_plan(recon_store: ReconStore, audit_id: int) -> RecoveryPlan:
     """The plan a dry run stored in audit row `audit_id`, to execute exactly what was reviewed."""
     with recon_store.engine.connect() as conn:
@@ -374,12 +400,12 @@ def load_plan(recon_store: ReconStore, audit_id: int) -> RecoveryPlan:
     return plan
 
 
-def _audit(plan: RecoveryPlan, actor: str, reason: str, *, dry_run: bool, outcome: str,
-           error: str | None = None) -> AuditRecord:
+def _audit(plan: RecoveryPlan, operator: Operator, reason: str, *, dry_run: bool, outcome: str,
+           error: str | None = None, completes: int | None = None) -> AuditRecord:
     acting = [a for a in plan.actions if a.action in WRITING_ACTIONS]
     return AuditRecord(
-        actor=actor, reason=reason, operation=OPERATION, dry_run=dry_run, entity_type="transaction",
-        entity_ids=[a.transaction_id for a in plan.actions], outcome=outcome, run_id=plan.run_id,
+        operator=operator, reason=reason, operation=OPERATION, dry_run=dry_run, entity_type="transaction",
+        completes=completes, entity_ids=[a.transaction_id for a in plan.actions], outcome=outcome, run_id=plan.run_id,
         before={a.transaction_id: {"status": PENDING, "marks": [asdict(m) for m in a.marks]} for a in acting},
         after={a.transaction_id: {"action": a.action, "events": [asdict(e) for e in a.appends]} for a in acting},
         details={"plan": plan.to_json(), "outcome": {a.transaction_id: a.outcome or a.action for a in plan.actions},

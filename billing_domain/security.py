@@ -4,10 +4,13 @@
 
 | role (default name)  | schema `billing` (projections) | schema `billing_recon` (findings, audit)         |
 | -------------------- | ------------------------------ | ------------------------------------------------ |
-| `billing_reconciler` | SELECT                         | read and write; `rebuild_audit`: SELECT, INSERT   |
-| `billing_rebuilder`  | SELECT, INSERT, UPDATE, DELETE | read and write; `rebuild_audit`: SELECT, INSERT   |
+| `billing_reconciler` | SELECT                         | read and write; audit tables: SELECT only         |
+| `billing_rebuilder`  | SELECT, INSERT, UPDATE, DELETE | read and write; audit tables: SELECT only         |
 
-Neither role may run DDL in either schema. Passwords come from the environment
+Audit rows (`rebuild_audit`, `api_audit`) are appended only by EXECUTE on the SECURITY DEFINER functions
+`billing_recon.append_rebuild_audit` / `append_api_audit`, which record the role that logged in
+(`session_user`): no role may INSERT, UPDATE, DELETE or TRUNCATE them, and triggers refuse all four to
+anyone, the owner included. Neither role may run DDL in either schema. Passwords come from the environment
 (`BILLING_RECON_ROLE_PASSWORD`, `BILLING_REBUILD_ROLE_PASSWORD`) and reach the server only as
 SCRAM-SHA-256 verifiers, so no clear-text password is in a statement, a server log or our logs.
 Run it as the owner of both schemas (or a superuser), after the `billing_recon` migrations.

@@ -12,7 +12,10 @@ live tables, and swapped in only on approval.
    upsert (`live.version < shadow.version`, or equal versions with other content), so a live write that
    arrived meanwhile is carried over, never lost and never moved back. Rows seen ahead of the log are reset
    by compare-and-set on the exact row seen; orphans are deleted only when asked.
-4. Afterwards everything is reconciled again; the whole operation is audited (operation `shadow_rebuild`).
+4. Afterwards everything is reconciled again; the whole operation is audited (operation `shadow_rebuild`):
+   a diff by one row (`dry_run`); a swap by a `pending` row with the diff, appended before the swap's
+   transaction starts, and a completion row (`completes` = its id) after the verification. A pending row
+   with no completion is a swap that was interrupted: it committed all of its diff or none of it.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from typing import Any
 from billing_domain.accounts import AccountState
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.adapters.postgres import ACCOUNT_COLUMNS, TRANSACTION_COLUMNS, ProjectionStore
-from billing_domain.adapters.recon_store import AuditRecord, ReconStore
+from billing_domain.adapters.recon_store import PENDING, AuditRecord, ReconStore
+from billing_domain.crashpoints import reached
 from billing_domain.exceptions import ConfigurationError
 from billing_domain.findings import REBUILDABLE_KINDS, Kind
-from billing_domain.rebuild import _rebuild_lock
+from billing_domain.locks import rebuild_lock
+from billing_domain.operators import Operator, resolve
 from billing_domain.reconcile.service import ReplayOutcome, build_report, new_run_id, replay_all
 from billing_domain.transactions import TransactionState
 
@@ -81,41 +86,59 @@ class ShadowResult:
     remaining: list[dict[str, Any]] = field(default_factory=list)  # rebuildable findings left after the swap
     not_for_a_rebuild: list[dict[str, Any]] = field(default_factory=list)
     cut: dict[str, Any] = field(default_factory=dict)
-    audit_id: int | None = None
+    changed_ids: dict[str, list[str]] = field(default_factory=dict)  # table -> every id the swap may write
+    audit_id: int | None = None  # the diff's row: the dry run's, or the pending row of a swap
+    completion_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "approved": self.approved, "counts": self.counts, "sample": self.sample,
                 "refused": self.refused, "written": self.written, "kept_newer_live": self.kept_newer_live,
-                "remaining": self.remaining, "not_for_a_rebuild": self.not_for_a_rebuild, "audit_id": self.audit_id}
+                "remaining": self.remaining, "not_for_a_rebuild": self.not_for_a_rebuild, "audit_id": self.audit_id,
+                "completion_id": self.completion_id}
 
 
 def shadow_rebuild(event_store: KafkaEventStore, projections: ProjectionStore, recon_store: ReconStore, *,
-                   reason: str, actor: str, approve: bool = False, delete_orphans: bool = False,
-                   run_id: str | None = None, progress: Callable[[int], None] | None = None) -> ShadowResult:
-    """Build the shadow, diff it, and (with `approve`) swap it in. Audited either way."""
+                   reason: str, actor: str = "", operator: Operator | None = None, approve: bool = False,
+                   delete_orphans: bool = False, run_id: str | None = None,
+                   progress: Callable[[int], None] | None = None) -> ShadowResult:
+    """Build the shadow, diff it, and (with `approve`) swap it in. Audited either way, under both rebuild locks
+    from the replay to the last audit row."""
     if not reason or not reason.strip():
         raise ConfigurationError("reason: say why you rebuild (it goes to the audit trail); it is empty")
-    if not actor or not actor.strip():
-        raise ConfigurationError("actor: name who asks for the shadow rebuild; it is empty")
+    who = resolve(operator, actor)
     result = ShadowResult(run_id or new_run_id("shadow"), approve)
-    try:
-        with _rebuild_lock(projections, "account"), _rebuild_lock(projections, "transaction"):
-            ensure_shadow_tables(projections)
-            outcome = replay_all(event_store, projections, progress=progress)
-            result.cut = outcome.cut.to_json()
-            plan = build_shadow(projections, outcome)
-            result.refused = plan.refused
-            diff_shadow(projections, plan, result)
-            if approve:
-                swap(projections, plan, result, delete_orphans=delete_orphans)
-    except Exception as exc:
-        recon_store.write_audit(_audit(result, actor, reason, "failed", str(exc)))
-        raise
-    if approve:
-        _verify(event_store, projections, result)
-    outcome_name = "dry_run" if not approve else "applied" if not result.remaining else "partial"
-    result.audit_id = recon_store.write_audit(_audit(result, actor, reason, outcome_name))
+    with rebuild_lock(projections.engine, "account"), rebuild_lock(projections.engine, "transaction"):
+        reached("shadow.locked")
+        try:
+            plan = _build_and_diff(event_store, projections, result, progress)
+            if not approve:
+                result.audit_id = recon_store.write_audit(_audit(result, who, reason, "dry_run"))
+                return result
+            result.audit_id = recon_store.write_audit(_audit(result, who, reason, PENDING))
+            reached("shadow.pending_audited")
+            swap(projections, plan, result, delete_orphans=delete_orphans)
+            reached("shadow.swapped")
+            _verify(event_store, projections, result)
+        except Exception as exc:
+            recon_store.write_audit(_audit(result, who, reason, "failed", str(exc)))
+            raise
+        reached("shadow.verified")
+        result.completion_id = recon_store.write_audit(_audit(result, who, reason, "applied" if not result.remaining
+                                                              else "partial"))
+        reached("shadow.audited")
     return result
+
+
+def _build_and_diff(event_store: KafkaEventStore, projections: ProjectionStore, result: ShadowResult,
+                    progress: Callable[[int], None] | None) -> ShadowPlan:
+    ensure_shadow_tables(projections)
+    outcome = replay_all(event_store, projections, progress=progress)
+    result.cut = outcome.cut.to_json()
+    plan = build_shadow(projections, outcome)
+    result.refused = plan.refused
+    diff_shadow(projections, plan, result)
+    reached("shadow.diffed")
+    return plan
 
 
 def ensure_shadow_tables(projections: ProjectionStore) -> None:
@@ -190,6 +213,8 @@ def diff_shadow(projections: ProjectionStore, plan: ShadowPlan, result: ShadowRe
                 f"WHERE action <> 'unchanged' ORDER BY id LIMIT {SAMPLE_ROWS}", params).all()
             result.sample[table.entity_type] = [
                 {"id": i, "action": a, "live": live, "shadow": shadow} for i, a, live, shadow in sample]
+            result.changed_ids[table.entity_type] = [str(i) for (i,) in conn.exec_driver_sql(
+                f"SELECT id FROM ({_classified(table)}) d WHERE action <> 'unchanged' ORDER BY id", params)]
 
 
 def swap(projections: ProjectionStore, plan: ShadowPlan, result: ShadowResult, *, delete_orphans: bool) -> None:
@@ -257,11 +282,17 @@ def _key(state: AccountState | TransactionState) -> str:
     return state.account_id if isinstance(state, AccountState) else state.transaction_id
 
 
-def _audit(result: ShadowResult, actor: str, reason: str, outcome: str, error: str | None = None) -> AuditRecord:
-    changed = [(t, r) for t, sample in result.sample.items() for r in sample if r["action"] != "unchanged"]
+def _audit(result: ShadowResult, operator: Operator, reason: str, outcome: str, error: str | None = None
+           ) -> AuditRecord:
+    """The diff (its first rows' before and after, its counts); a completion or failure also names the pending row
+    it completes (the diff stays in that row)."""
+    completes = result.audit_id if outcome != PENDING else None
+    changed = [] if completes is not None else [
+        (t, r) for t, sample in result.sample.items() for r in sample if r["action"] != "unchanged"]
     return AuditRecord(
-        actor=actor, reason=reason, operation=OPERATION, dry_run=not result.approved, entity_type="all",
-        entity_ids=[f"{t}:{r['id']}" for t, r in changed], outcome=outcome, run_id=result.run_id, cut=result.cut,
+        operator=operator, reason=reason, operation=OPERATION, dry_run=not result.approved, entity_type="all",
+        completes=completes, entity_ids=[f"{t}:{i}" for t, ids in result.changed_ids.items() for i in ids],
+        outcome=outcome, run_id=result.run_id, cut=result.cut,
         before={f"{t}:{r['id']}": r["live"] for t, r in changed},
         after={f"{t}:{r['id']}": r["shadow"] for t, r in changed},
         details={"counts": result.counts, "written": result.written, "kept_newer_live": result.kept_newer_live,

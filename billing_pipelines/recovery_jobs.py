@@ -14,6 +14,7 @@ from pydantic import Field
 from billing_domain.config import Settings
 from billing_domain.exceptions import ConfigurationError
 from billing_domain.lifecycle import Key, acknowledge, keys_of_finding_ids
+from billing_domain.operators import from_dagster_run
 from billing_domain.saga_recovery import RecoveryPlan, execute_plan, plan_recovery
 from billing_domain.shadow_rebuild import diff_markdown, shadow_rebuild
 from billing_pipelines.constants import OPERATION_TAG
@@ -23,11 +24,6 @@ RECOVER_STUCK_SAGAS_JOB = "recover_stuck_sagas"
 ACKNOWLEDGE_FINDINGS_JOB = "acknowledge_findings"
 SHADOW_REBUILD_JOB = "shadow_rebuild"
 MAX_TABLE_ROWS = 200
-
-
-def _actor(configured: str | None, context: dg.OpExecutionContext) -> str:
-    tags = dict(context.run.tags)
-    return configured or tags.get("dagster/user") or tags.get("user") or "dagster"
 
 
 def _config_failure(exc: ConfigurationError) -> dg.Failure:
@@ -49,16 +45,18 @@ class RecoverSagasConfig(dg.Config):
        description="Fail, compensate or complete stuck transfer sagas from their events; re-reads before appending.")
 def recover_stuck_sagas_op(context: dg.OpExecutionContext, config: RecoverSagasConfig,
                            event_store: EventStoreResource, projections: ProjectionsResource) -> dg.Output[None]:
-    recon, actor = projections.recon_store(), _actor(config.actor, context)
+    recon = projections.recon_store()
+    operator = from_dagster_run(config.actor, dict(context.run.tags))  # who, and how Dagster knows it
     try:
         stuck_after = timedelta(minutes=Settings.from_env().stuck_after_minutes)
         plan = plan_recovery(event_store.get_store(), projections.projection_store(), recon, reason=config.reason,
-                             actor=actor, ids=_chosen_ids(config.ids), max_sagas=config.max, stuck_after=stuck_after,
+                             operator=operator, ids=_chosen_ids(config.ids), max_sagas=config.max,
+                             stuck_after=stuck_after,
                              run_id=context.run.run_id)
         appended, audit_id = 0, plan.audit_id
         if not config.dry_run:
             result = execute_plan(event_store.get_store(), projections.projection_store(), recon, plan,
-                                  reason=config.reason, actor=actor)
+                                  reason=config.reason, operator=operator)
             appended, audit_id = result.appended, result.audit_id
     except ConfigurationError as exc:
         raise _config_failure(exc) from exc
@@ -159,7 +157,8 @@ def shadow_rebuild_op(context: dg.OpExecutionContext, config: ShadowRebuildConfi
                       projections: ProjectionsResource) -> dg.Output[None]:
     try:
         result = shadow_rebuild(event_store.get_store(), projections.projection_store(), projections.recon_store(),
-                                reason=config.reason, actor=_actor(config.actor, context), approve=config.approve,
+                                reason=config.reason, operator=from_dagster_run(config.actor, dict(context.run.tags)),
+                                approve=config.approve,
                                 delete_orphans=config.delete_orphans, run_id=context.run.run_id)
     except ConfigurationError as exc:
         raise _config_failure(exc) from exc

@@ -20,6 +20,7 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine
 
 from billing_domain.findings import Finding, Kind, ReconciliationReport, Severity
+from billing_domain.operators import Operator
 
 SCHEMA = "billing_recon"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -29,7 +30,7 @@ FINDING_COLUMNS = ("run_id", "entity_type", "entity_id", "kind", "severity", "de
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    actor: str
+    operator: Operator
     reason: str
     operation: str
     dry_run: bool
@@ -41,6 +42,10 @@ class AuditRecord:
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
     details: dict[str, Any] | None = None
+    completes: int | None = None  # the id of the `pending` row this record completes
+
+
+PENDING = "pending"  # the outcome of a record written before its operation's first write
 
 
 class ReconStore:
@@ -115,22 +120,44 @@ class ReconStore:
 
     # --- audit --------------------------------------------------------------------------------------
     def write_audit(self, record: AuditRecord) -> int:
+        """Append one audit row through `billing_recon.append_rebuild_audit`, the only way in: it records the
+        database role (`session_user`) next to the operator the entry point authenticated."""
         with self.engine.begin() as conn:
             return int(conn.execute(sa.text(
-                f"INSERT INTO {SCHEMA}.rebuild_audit (actor, reason, operation, run_id, dry_run, entity_type, "
-                "entity_ids, cut, before, after, outcome, details) VALUES (:actor, :reason, :operation, :run_id, "
-                ":dry_run, :entity_type, :entity_ids, :cut, :before, :after, :outcome, :details) RETURNING audit_id"),
-                {"actor": record.actor, "reason": record.reason, "operation": record.operation,
-                 "run_id": record.run_id, "dry_run": record.dry_run, "entity_type": record.entity_type,
+                f"SELECT {SCHEMA}.append_rebuild_audit(:operator, :operator_auth, :reason, :operation, :run_id, "
+                ":dry_run, :entity_type, CAST(:entity_ids AS jsonb), CAST(:cut AS jsonb), CAST(:before AS jsonb), "
+                "CAST(:after AS jsonb), :outcome, CAST(:details AS jsonb), :completes)"),
+                {"operator": record.operator.name, "operator_auth": record.operator.authenticated_by,
+                 "reason": record.reason, "operation": record.operation, "run_id": record.run_id,
+                 "dry_run": record.dry_run, "entity_type": record.entity_type,
                  "entity_ids": _audit_json(list(record.entity_ids)), "cut": _audit_json(record.cut or {}),
                  "before": _audit_json(record.before or {}), "after": _audit_json(record.after or {}),
-                 "outcome": record.outcome, "details": _audit_json(record.details or {})}).scalar_one())
+                 "outcome": record.outcome,
+                 "details": _audit_json({**(record.details or {}), "operator": record.operator.to_json()}),
+                 "completes": record.completes}).scalar_one())
 
     def audit_records(self, limit: int = 100) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.text(f"SELECT * FROM {SCHEMA}.rebuild_audit ORDER BY audit_id DESC LIMIT :n"),
                                 {"n": limit}).mappings().all()
         return [dict(r) for r in rows]
+
+    def audit_operations(self, limit: int = 100) -> list[dict[str, Any]]:
+        """One dict per audited operation, newest first: a `pending` row merged with its completion (outcome and
+        details from the completion, `completion_id` its id); a pending row never completed keeps outcome
+        `pending`: the operation was interrupted, and its writes (if any) are the pending row's plan."""
+        rows = self.audit_records(limit * 2)
+        completions = {r["completes"]: r for r in rows if r.get("completes") is not None}
+        merged = []
+        for row in rows:
+            if row.get("completes") is not None:
+                continue
+            done = completions.get(row["audit_id"])
+            if done is not None:
+                row = {**row, "outcome": done["outcome"], "details": {**row["details"], **done["details"]},
+                       "completion_id": done["audit_id"]}
+            merged.append(row)
+        return merged[:limit]
 
 
 def _audit_json(value: Any) -> str:

@@ -39,11 +39,18 @@ REVOKE ALL ON ALL TABLES IN SCHEMA billing FROM {recon_role}, {rebuild_role};
 GRANT SELECT ON ALL TABLES IN SCHEMA billing TO {recon_role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA billing TO {rebuild_role};
 
--- 4. The pipeline's own tables: findings, ledger identities and checkpoints are rewritten per run;
---    the rebuild audit is append-only (no UPDATE, DELETE or TRUNCATE; its trigger refuses them too).
+-- 4. The pipeline's own tables: findings, ledger identities and checkpoints are rewritten per run.
+--    The audit tables are read-only to both roles: rows go in only through the SECURITY DEFINER functions
+--    append_rebuild_audit / append_api_audit (migration 0401), which record session_user, so no role can
+--    write a row under another role's name. No INSERT, UPDATE, DELETE or TRUNCATE; triggers refuse them too.
 GRANT USAGE ON SCHEMA billing_recon TO {recon_role}, {rebuild_role};
 REVOKE CREATE ON SCHEMA billing_recon FROM {recon_role}, {rebuild_role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA billing_recon TO {recon_role}, {rebuild_role};
-REVOKE UPDATE, DELETE, TRUNCATE ON billing_recon.rebuild_audit FROM {recon_role}, {rebuild_role};
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON billing_recon.rebuild_audit, billing_recon.api_audit
+    FROM {recon_role}, {rebuild_role};
 REVOKE INSERT, UPDATE, DELETE ON billing_recon.alembic_version FROM {recon_role}, {rebuild_role};
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA billing_recon TO {recon_role}, {rebuild_role};
+GRANT EXECUTE ON FUNCTION billing_recon.append_rebuild_audit(text, text, text, text, text, boolean, text, jsonb,
+    jsonb, jsonb, jsonb, text, jsonb, bigint) TO {recon_role}, {rebuild_role};
+GRANT EXECUTE ON FUNCTION billing_recon.append_api_audit(text, text, text, text, text, jsonb, integer,
+    double precision, text, text) TO {recon_role}, {rebuild_role};

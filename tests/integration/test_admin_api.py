@@ -297,9 +297,14 @@ def test_rebuild_launches_the_dagster_job_and_repairs_the_projection(world: Worl
     assert launched.body["run_url"] == f"{world.dagster}/runs/{run_id}"
     assert _wait_for_run(world, run_id) == "SUCCESS"
     assert world.get("/accounts/acc-c/reconcile").body["match"] is True
-    audit = next(r for r in world.services.recon_store.audit_records() if r["run_id"] == run_id)
+    audit = next(r for r in world.services.recon_store.audit_operations() if r["run_id"] == run_id)
     assert (audit["actor"], audit["reason"], audit["outcome"], audit["dry_run"]) == (
-        "alice", "restore the deleted row", "applied", False)
+        "BILLING_API_WRITE_TOKEN", "restore the deleted row", "applied", False)  # the token that asked
+    assert audit["operator_auth"] == "api_token" and audit["details"]["operator"]["declared"] == "alice"
+    with world.services.recon_store.engine.connect() as conn:  # the API's own trail names the token too
+        calls = conn.exec_driver_sql("SELECT token_name, db_role FROM billing_recon.api_audit "
+                                     "WHERE dagster_run_id = %(r)s", {"r": run_id}).all()
+    assert [name for name, _ in calls] == ["BILLING_API_WRITE_TOKEN"] and calls[0][1]
 
     dry = world.post("/transactions/rebuild-all", {"reason": "check before the release"})
     assert dry.status == 202 and dry.body["dry_run"] is True and dry.body["all"] is True

@@ -29,7 +29,7 @@ def test_recover_stuck_sagas_plans_by_default_and_appends_when_asked(seeded: dic
     done = run_job(seeded, "recover_stuck_sagas", {"ops": {"recover_stuck_sagas_op": {"config": {
         "reason": "outage", "dry_run": False, "ids": ["tx-2"]}}}})
     assert _op_metadata(done)["appended"].value == 1
-    operations = [(a["operation"], a["outcome"]) for a in seeded["recon"].audit_records()]
+    operations = [(a["operation"], a["outcome"]) for a in seeded["recon"].audit_operations()]
     assert operations[:2] == [("saga_recovery", "applied"), ("saga_recovery", "dry_run")]
 
 

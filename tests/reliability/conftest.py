@@ -106,6 +106,6 @@ def crash_db(crash_stack: tuple[EmbeddedStack, StackInfo]) -> Iterator[str]:
     """A fresh database on the private stack; PostgreSQL is running again after the test, whatever it did."""
     stack, info = crash_stack
     stack.start_postgres()
-    yield create_database(info.pg_port)
+    yield create_database(info.database_url)
     stack.start_postgres()
 

@@ -83,19 +83,20 @@ def kill_postgres(stack: EmbeddedStack) -> None:
             leftover.unlink()
 
 
-def create_database(pg_port: int, template: str | None = None) -> str:
+def create_database(server_url: str, template: str | None = None) -> str:
+    """A new database on the server of `server_url` (its credentials: the embedded stack asks for a password)."""
     name = f"rel_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/postgres", autocommit=True) as conn:
+    url = make_url(server_url)
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
-    return f"postgresql+psycopg://postgres@127.0.0.1:{pg_port}/{name}"
+    return url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
 
 
 def twin_of(damaged: Damaged, server_url: str) -> Damaged:
     """A copy of the damaged database (same events, same damage) to rebuild undisturbed, for comparison."""
     damaged.engine.dispose()
-    port = make_url(server_url).port
-    assert port is not None
-    url = create_database(port, template=make_url(damaged.database_url).database)
+    url = create_database(server_url, template=make_url(damaged.database_url).database)
     projections = ProjectionStore(make_engine(url))
     return Damaged(damaged.event_store, url, projections, ReconStore(projections.engine), damaged.deleted,
                    damaged.corrupted)

@@ -35,8 +35,7 @@ CLI_CASES = [
 @pytest.fixture(scope="module")
 def damaged(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Damaged:
     from reliability_helpers import create_database
-    from sqlalchemy.engine import make_url
-    url = create_database(make_url(servers.database_url).port or 5432)
+    url = create_database(servers.database_url)
     return damaged_history(servers.bootstrap_servers, url, seed=71, accounts=30)
 
 

@@ -29,9 +29,9 @@ BATCH = 40  # small batches, so a few hundred rows make many transactions
 KILL_IN_BATCH = 4
 
 
-def _undisturbed_twin(damaged: Damaged, pg_port: int) -> Damaged:
+def _undisturbed_twin(damaged: Damaged, server_url: str) -> Damaged:
     damaged.engine.dispose()  # a template database must have no other connection
-    url = create_database(pg_port, template=damaged.database_url.rsplit("/", 1)[1])
+    url = create_database(server_url, template=damaged.database_url.rsplit("/", 1)[1])
     projections = ProjectionStore(make_engine(url))
     return Damaged(damaged.event_store, url, projections, ReconStore(projections.engine), damaged.deleted,
                    damaged.corrupted)
@@ -42,7 +42,7 @@ def test_a_killed_postgres_leaves_whole_batches_and_a_rerun_converges(
         figures: Any) -> None:
     stack, info = crash_stack
     damaged = damaged_history(info.bootstrap_servers, crash_db, seed=SEED, accounts=300)
-    twin = _undisturbed_twin(damaged, info.pg_port)
+    twin = _undisturbed_twin(damaged, info.database_url)
     before = damaged.projections.read_accounts()
     assert rebuild_all_accounts(twin).written == len(damaged.deleted) + len(damaged.corrupted)
     expected = twin.projections.read_accounts()

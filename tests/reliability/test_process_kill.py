@@ -1,4 +1,5 @@
-"""Faults 3 and 4: the process running a rebuild is SIGKILLed; two rebuilds of the same entities at once.
+"""Faults 3 and 4: the process running a rebuild is SIGKILLed; two rebuilds of the same entities at once (two
+threads blocked in the write, and two real processes with the first stopped before, after or past its write).
 
 To kill the rebuild at a known point, the test holds a row lock on one account in the middle of the id
 range: the rebuild commits the batches before it, then blocks inside the batch that holds the row,
@@ -18,6 +19,7 @@ from typing import Any
 import dagster as dg
 import pytest
 import yaml
+from paused_process import finish, start_cli
 from reliability_helpers import (
     advisory_locks,
     block_row,
@@ -127,6 +129,35 @@ def test_two_rebuilds_of_the_same_entities_one_refuses_and_neither_corrupts(
         first.join(60)
     assert outcome["first"].written == len(to_write)
     assert dump_projections(damaged.engine) == dump_projections(twin.engine)
-    outcomes = [r["outcome"] for r in damaged.recon.audit_records() if not r["dry_run"]]
-    assert sorted(outcomes) == ["applied", "failed"]  # the refusal is audited too
+    outcomes = [r["outcome"] for r in damaged.recon.audit_operations() if not r["dry_run"]]
+    assert sorted(outcomes) == ["applied", "refused"]  # the refusal is audited too
     figures.survived("concurrent rebuild of the same entities")
+
+
+@pytest.mark.parametrize("step", ["rebuild.planned", "rebuild.written", "rebuild.verified"])
+def test_a_second_rebuild_process_is_refused_while_the_first_plans_writes_or_verifies(
+        servers: Any, database_url: str, step: str, tmp_path: Path, figures: Any) -> None:
+    """Two real `billing-recon rebuild` processes: the first stopped at `step` (outside the short write, where the
+    lock used to be held), the second is refused with exit 1 and says why; the first then finishes alone."""
+    damaged = damaged_history(servers.bootstrap_servers, database_url, seed=43, accounts=45)
+    twin = twin_of(damaged, servers.database_url)
+    rebuild_all_accounts(twin)
+    env = {"BILLING_KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap_servers, "BILLING_DATABASE_URL": damaged.database_url,
+           "BILLING_TOPIC_PREFIX": damaged.event_store.topics.accounts.removesuffix("account-events"),
+           "BILLING_TOPIC_PARTITIONS": "3"}
+    args = ["rebuild", "accounts", "--all", "--operator", "rel", "--reason"]
+    figures.injected("second rebuild process while the first holds the operation")
+    first = start_cli([*args, "first"], env, tmp_path, "first", pause_at=step)
+    try:
+        code, _, err = finish([*args, "second"], env, tmp_path, "second")
+        assert code == 1, err
+        assert "refused: another account rebuild is running" in err and "wait for it to finish and retry" in err
+        assert first.go_on() == 0, first.stderr()[-3000:]
+    finally:
+        first.close()
+    assert dump_projections(damaged.engine) == dump_projections(twin.engine)
+    operations = {o["reason"]: o for o in damaged.recon.audit_operations()}
+    assert (operations["first"]["outcome"], operations["second"]["outcome"]) == ("applied", "refused")
+    assert "another account rebuild is running" in operations["second"]["details"]["error"]
+    assert operations["first"]["details"]["written"] == len(damaged.deleted) + len(damaged.corrupted)
+    figures.survived("second rebuild process while the first holds the operation")

@@ -21,7 +21,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reliability_helpers import create_database
-from sqlalchemy.engine import make_url
 from support.figures import TestFigures
 
 from billing_domain.adapters.kafka import KafkaEventStore
@@ -77,7 +76,7 @@ class Recorded:
 def recorded(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Recorded:
     topics = Topics.with_prefix(f"perm{tmp_path_factory.mktemp('p').name[-6:]}.")
     store = KafkaEventStore(servers.bootstrap_servers, topics, partitions=3)
-    projections = ProjectionStore(make_engine(create_database(make_url(servers.database_url).port or 5432)))
+    projections = ProjectionStore(make_engine(create_database(servers.database_url)))
     simulate(store, projections, SimulationConfig(seed=61, accounts=12, days=1, bulk_projections=True))
     partitions: dict[tuple[str, int], list[FakeMessage]] = {}
     for batch in store.read_cut():
