@@ -79,6 +79,7 @@ def test_keyless_misplaced_and_absurd_events_are_named_findings_whatever_the_ord
            "BILLING_TOPIC_PREFIX": topics.accounts.removesuffix("account-events"), "BILLING_TOPIC_PARTITIONS": "3"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    _single_entity_checks_name(expected)  # no checkpoint yet: each account's keys from the start
     reports = [CliRunner().invoke(app, ["reconcile", "all", "--full", "--json"]) for _ in range(3)]
     for result in reports:
         assert not isinstance(result.exception, Exception), result.exception  # a crash, not an exit code
@@ -87,6 +88,8 @@ def test_keyless_misplaced_and_absurd_events_are_named_findings_whatever_the_ord
     assert {_named(f) for f in first["findings"]} == expected
     assert all(json.loads(r.stdout)["findings"] == first["findings"] for r in reports[1:])
     assert all(identity["holds"] for identity in first["ledger"])  # nothing refused was counted
+
+    _single_entity_checks_name(expected)  # now from the checkpoint the runs above wrote
 
     plan = CliRunner().invoke(app, ["rebuild", "accounts", "--all", "--dry-run", "--reason", "placement test",
                                     "--json"])
@@ -105,6 +108,13 @@ def test_keyless_misplaced_and_absurd_events_are_named_findings_whatever_the_ord
     assert {(f.entity_id, f.kind.value, f.partition, f.offset, f.event_id) for f in stored} == {
         (account, "stream_corrupt", partition, offset, event_id)
         for account, _, partition, offset, event_id in expected}
+
+
+def _single_entity_checks_name(expected: set[tuple[str, str, int, int, str]]) -> None:
+    for account, *_ in expected:
+        one = CliRunner().invoke(app, ["reconcile", "account", account, "--json"])
+        assert one.exit_code == EXIT_FINDINGS, one.output
+        assert [_named(f) for f in json.loads(one.stdout)["findings"]] == [e for e in expected if e[0] == account]
 
 
 def _named(finding: dict[str, Any]) -> tuple[str, str, int, int, str]:
