@@ -105,6 +105,8 @@ def failure_message(exc: BaseException, settings: Settings | None) -> str | None
         return (f"Kafka at {servers or 'BILLING_KAFKA_BOOTSTRAP_SERVERS'} failed: {first_line(exc)}. Check that "
                 "the broker runs and that the topics exist (BILLING_TOPIC_PREFIX, BILLING_ACCOUNT_TOPIC, "
                 "BILLING_TRANSACTION_TOPIC).")
+    if isinstance(exc, OSError) and exc.filename is not None:  # --out, --csv, --manifest: a path to fix
+        return f"{exc.filename}: {exc.strerror or exc}; check the path and its permissions"
     return None
 
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -119,13 +120,14 @@ def test_minutes_must_be_a_positive_finite_number(env: dict[str, str], args: tup
 
 
 # --- explicit selections ----------------------------------------------------------------------------
-@pytest.mark.parametrize("ids", ["", ",", " , ", "   "])
-def test_an_empty_id_list_is_an_error_and_writes_nothing(seeded: dict[str, str], projection_store: ProjectionStore,
-                                                         ids: str) -> None:
+def test_an_empty_id_list_is_an_error_and_writes_nothing(seeded: dict[str, str],
+                                                         projection_store: ProjectionStore) -> None:
+    """`--ids ""`, `--ids ","`, `--ids "$UNSET"`: before, each rebuilt everything the latest report flagged."""
     before = _database_state(projection_store)
-    for args in (("rebuild", "accounts", "--ids", ids, "--reason", "x"),
-                 ("rebuild", "transactions", "--ids", ids, "--reason", "x"),
-                 ("recover-sagas", "--ids", ids, "--reason", "x", "--execute")):
+    for args in (("rebuild", "accounts", "--ids", "", "--reason", "x"),
+                 ("rebuild", "accounts", "--ids", " , ", "--ids", "", "--reason", "x"),
+                 ("rebuild", "transactions", "--ids", ",", "--reason", "x"),
+                 ("recover-sagas", "--ids", "   ", "--reason", "x", "--execute")):
         assert_error(billing_recon(seeded, *args), "--ids")
     assert _database_state(projection_store) == before  # no row written, no audit of a rebuild or a recovery
 
@@ -186,3 +188,9 @@ def test_the_reconciliation_role_gets_a_short_permission_error_on_rebuild(
                            "rebuild", "accounts", "--all", "--reason", "repair")
     assert_error(result, "permission denied", roles.recon_role, "***", "rebuild role")
     assert sorted(projection_store.read_accounts().items()) == before
+
+
+def test_an_unwritable_output_path_is_exit_2_naming_it(env: dict[str, str], tmp_path: Path) -> None:
+    assert billing_recon(env, "reconcile", "all").returncode == 0  # a run to export
+    missing = tmp_path / "no-such-folder" / "findings.csv"
+    assert_error(billing_recon(env, "export-findings", "--out", str(missing)), str(missing), "No such file")
