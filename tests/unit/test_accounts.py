@@ -350,3 +350,30 @@ def test_updated_at_is_the_last_event_time() -> None:
     last = stream.credited(1)
     account = AccountAggregate.from_events(stream.events)
     assert account.updated_at == last.occurred_at
+
+
+def test_a_version_below_one_is_corruption_not_a_redelivery_of_the_last_event() -> None:
+    """Only pre-decoded events get here (the decoder refuses them); version 0 once read event_ids[-1]."""
+    stream = AccountStream()
+    stream.opened()
+    last = stream.credited(10)
+    account = AccountAggregate.from_events(stream.events)
+    for version in (0, -1, -(2**70)):
+        copy = make_event(last.payload, aggregate_id="acc-1", version=version, event_id=last.event_id,
+                          occurred_at=last.occurred_at)
+        with pytest.raises(StreamCorruptionError, match="is not a version") as info:
+            account.apply(copy)
+        assert info.value.field == "aggregate_version"
+    assert (account.version, account.balance_minor) == (2, 10)
+
+
+def test_an_event_inside_an_earlier_gap_is_named_so() -> None:
+    stream = AccountStream()
+    stream.opened()
+    lost = stream.credited(1)  # v2, arrives after v3
+    after = stream.credited(2)  # v3
+    account = AccountAggregate.from_events(stream.events[:1])
+    account.apply_across_gap(after)
+    with pytest.raises(StreamCorruptionError, match="skipped by an earlier gap"):
+        account.apply(lost)
+    assert account.event_id_at(2) is None and account.event_id_at(3) == after.event_id
