@@ -90,6 +90,8 @@ def test_keyless_misplaced_and_absurd_events_are_named_findings_whatever_the_ord
     assert all(identity["holds"] for identity in first["ledger"])  # nothing refused was counted
 
     _single_entity_checks_name(expected)  # now from the checkpoint the runs above wrote
+    equation = CliRunner().invoke(app, ["accounting-equation", "--json"])
+    assert not isinstance(equation.exception, Exception) and equation.exit_code == 0, equation.output
 
     plan = CliRunner().invoke(app, ["rebuild", "accounts", "--all", "--dry-run", "--reason", "placement test",
                                     "--json"])
