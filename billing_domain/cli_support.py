@@ -44,6 +44,8 @@ def cli_services() -> Iterator[Services]:
     _opened.append(services.settings)
     try:
         yield services
+    except (typer.Exit, typer.Abort):
+        raise  # the command's own exit code (0 clean, 1 findings)
     except Exception as exc:
         fail(exc, services.settings)
     finally:
