@@ -129,9 +129,9 @@ def _from_checkpoint(event_store: KafkaEventStore, projections: ProjectionStore,
 
 
 def _partitions(event_store: KafkaEventStore, rows: list[EntityRow], entity_type: str) -> set[TopicPartitionKey]:
-    """The partitions holding these entities; every partition of the topic for one the checkpoint never saw."""
-    known = {(r.topic, r.partition) for r in rows if r.entity_type in ("account", "transaction") and r.topic}
+    """Every partition of the topics holding these entities. The checkpoint knows the partition each
+    stream is on, but one of its events placed on another partition since, or sent with no key, is a
+    finding only if those tails are read too; other keys are skipped before decoding."""
     own_topic = event_store.topics.accounts if entity_type == "account" else event_store.topics.transactions
-    if not any(r.entity_type == entity_type for r in rows):
-        known |= {(own_topic, p) for p in event_store.partitions_of(own_topic)}
-    return known
+    topics = {r.topic for r in rows if r.entity_type in ("account", "transaction") and r.topic} | {own_topic}
+    return {(topic, p) for topic in topics for p in event_store.partitions_of(topic)}

@@ -111,6 +111,11 @@ def test_keyless_misplaced_and_absurd_events_are_named_findings_whatever_the_ord
         (account, "stream_corrupt", partition, offset, event_id)
         for account, _, partition, offset, event_id in expected}
 
+    # After the checkpoint: the single-entity path reads every partition's tail, not only the stream's own.
+    late = _event("acc-d", 3, AccountCredited(1, None, "deposit"))
+    _produce(servers.bootstrap_servers, [(topics.accounts, 2, b"acc-d", encode_event(late))])  # offset 4
+    _single_entity_checks_name({("acc-d", "partition", 2, 4, late.event_id)})
+
 
 def _single_entity_checks_name(expected: set[tuple[str, str, int, int, str]]) -> None:
     for account, *_ in expected:
