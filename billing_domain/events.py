@@ -200,7 +200,7 @@ def _check_envelope(raw: _RawEnvelope, key: bytes | None, value: bytes,
     if AGGREGATE_TYPE_OF[raw.event_type] != raw.aggregate_type:
         raise _error(f"{raw.event_type} is not an event of aggregate_type {raw.aggregate_type!r}", value,
                      key, position, field="aggregate_type", event_id=raw.event_id)
-    if key is not None and key.decode("utf-8", "replace") != raw.aggregate_id:
+    if key is not None and key != raw.aggregate_id.encode():  # bytes: a key that is not UTF-8 is not the id
         raise _error(f"aggregate_id {raw.aggregate_id!r} differs from the message key "
                      f"{key.decode('utf-8', 'replace')!r}", value, key, position,
                      field="aggregate_id", event_id=raw.event_id)

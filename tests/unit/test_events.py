@@ -224,6 +224,14 @@ def test_aggregate_id_must_equal_the_key() -> None:
     _assert_located(error, CREDIT.event_id)
 
 
+def test_a_key_that_only_decodes_to_the_aggregate_id_is_not_it() -> None:
+    """A non-UTF-8 key decoded with replacement characters once passed as the id it resembles."""
+    event = make_event(AccountCredited(100, None, "deposit"), aggregate_id="acc-\ufffd", version=2)
+    error = _decode_error(encode_event(event), key=b"acc-\xff")
+    assert error.field == "aggregate_id"
+    assert decode_event(encode_event(event), "acc-\ufffd".encode()) == event
+
+
 def test_missing_event_id_is_reported_without_one() -> None:
     error = _decode_error(_mutated(CREDIT, _drop("event_id")))
     assert error.field == "event_id"
