@@ -11,6 +11,7 @@ import logging
 import subprocess
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from billing_domain.adapters.recon_store import ReconStore
 from billing_domain.config import Topics
 from billing_domain.exceptions import EventStoreUnavailableError
 from billing_domain.findings import ReconciliationReport
-from billing_domain.reconcile.service import reconcile_all
+from billing_domain.reconcile.service import ReconcileOptions, reconcile_all
 from billing_domain.simulate import SimulationConfig, simulate
 from billing_domain.stack import _port_open
 from billing_pipelines.definitions import build_defs
@@ -35,6 +36,10 @@ from billing_pipelines.resources import EventStoreResource, ProjectionsResource,
 from billing_pipelines.sensors import run_failure_slack_sensor
 
 SEED = 11
+# Each report is judged by its run's clock (`stuck`, the lag window). The clean and the faulted run read at
+# different moments, so both are given one clock: what may differ between them is only what the fault did.
+JUDGED_AT = datetime(2026, 6, 1, tzinfo=UTC)
+AT_ONE_MOMENT = ReconcileOptions(clock=lambda: JUDGED_AT)
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +95,13 @@ def test_a_short_outage_is_retried_and_the_report_is_the_clean_one(
         history: tuple[KafkaEventStore, Topics], projection_store: ProjectionStore, proxied_broker: TcpProxy,
         caplog: pytest.LogCaptureFixture, figures: Any) -> None:
     store, _ = history
-    clean = reconcile_all(store, projection_store)
+    clean = reconcile_all(store, projection_store, options=AT_ONE_MOMENT)
     assert clean.findings, "the simulated faults give findings to compare"
     figures.injected("broker unreachable mid-replay (short)")
     store.stall_timeout_s = 30
     with caplog.at_level(logging.WARNING, logger="billing_domain.adapters.kafka"):
-        faulted = reconcile_all(store, projection_store, progress=_cut_after_first_batch(proxied_broker, 3.0))
+        faulted = reconcile_all(store, projection_store, options=AT_ONE_MOMENT,
+                                progress=_cut_after_first_batch(proxied_broker, 3.0))
     assert proxied_broker.cuts >= 1
     assert "reconnects with backoff" in caplog.text, "the outage and the client's retries are logged"
     assert _comparable(faulted) == _comparable(clean)
@@ -107,18 +113,19 @@ def test_a_long_outage_fails_naming_the_partitions_then_a_rerun_is_clean(
         history: tuple[KafkaEventStore, Topics], projection_store: ProjectionStore, proxied_broker: TcpProxy,
         figures: Any) -> None:
     store, topics = history
-    clean = reconcile_all(store, projection_store)
+    clean = reconcile_all(store, projection_store, options=AT_ONE_MOMENT)
     figures.injected("broker unreachable beyond the retry budget")
     store.stall_timeout_s = 3
     with pytest.raises(EventStoreUnavailableError) as failure:
-        reconcile_all(store, projection_store, progress=_cut_after_first_batch(proxied_broker, None))
+        reconcile_all(store, projection_store, options=AT_ONE_MOMENT,
+                      progress=_cut_after_first_batch(proxied_broker, None))
     message = str(failure.value)
     assert proxied_broker.address in message and "3s" in message
     assert f"{topics.accounts}[0]" in message or f"{topics.transactions}[0]" in message
 
     proxied_broker.restore()
     store.stall_timeout_s = 30
-    assert _comparable(reconcile_all(store, projection_store)) == _comparable(clean)
+    assert _comparable(reconcile_all(store, projection_store, options=AT_ONE_MOMENT)) == _comparable(clean)
     figures.survived("broker unreachable beyond the retry budget")
 
 
