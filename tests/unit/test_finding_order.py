@@ -61,13 +61,15 @@ def _completed_transfer(version: int) -> TransactionAggregate:
 
 
 def test_a_transfers_money_is_listed_in_one_order() -> None:
-    moves = [MoneyMove("acc-b", "transfer_in", 5, "EUR", "e2", LEG_AT), MoneyMove("acc-a", "transfer_out", 7, "EUR", "e1", LEG_AT)]
+    moves = [MoneyMove("acc-b", "transfer_in", 5, "EUR", "e2", LEG_AT),
+             MoneyMove("acc-a", "transfer_out", 7, "EUR", "e1", LEG_AT)]
     reports = _saga_findings_read_both_ways(moves)
     assert reports[0] == reports[1] and reports[0][0]["actual"]["money"][0]["account_id"] == "acc-a"
 
 
 def test_a_known_transfers_wrong_money_is_reported_in_one_order() -> None:
-    moves = [MoneyMove("acc-b", "transfer_in", 6, "EUR", "e2", LEG_AT), MoneyMove("acc-a", "transfer_out", 7, "EUR", "e1", LEG_AT)]
+    moves = [MoneyMove("acc-b", "transfer_in", 6, "EUR", "e2", LEG_AT),
+             MoneyMove("acc-a", "transfer_out", 7, "EUR", "e1", LEG_AT)]
     reports = _saga_findings_read_both_ways(moves, _completed_transfer(version=2))
     assert reports[0] == reports[1]
     detail = str(reports[0][0]["detail"])
@@ -77,6 +79,7 @@ def test_a_known_transfers_wrong_money_is_reported_in_one_order() -> None:
 def test_a_transfer_reported_only_for_an_illegal_move_lists_its_money_in_one_order() -> None:
     saga = _completed_transfer(version=3)
     saga.violations = ["v3: illegal move completed -> completed"]
-    moves = [MoneyMove("acc-b", "transfer_in", 5, "EUR", "e2", LEG_AT), MoneyMove("acc-a", "transfer_out", 5, "EUR", "e1", LEG_AT)]
+    moves = [MoneyMove("acc-b", "transfer_in", 5, "EUR", "e2", LEG_AT),
+             MoneyMove("acc-a", "transfer_out", 5, "EUR", "e1", LEG_AT)]
     reports = _saga_findings_read_both_ways(moves, saga)
     assert reports[0] == reports[1] and len(reports[0]) == 1
