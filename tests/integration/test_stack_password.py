@@ -8,9 +8,11 @@ folder whose password file was lost refused with a message that says what to do.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,12 +46,15 @@ def _assert_password_only(stack: EmbeddedStack, info: StackInfo) -> None:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[EmbeddedStack]:
-    created = EmbeddedStack(tmp_path / "stack")
+def stack() -> Iterator[EmbeddedStack]:
+    # Not under pytest's tmp_path: as root the server runs as another user, which must traverse the folder's
+    # parents, and every pytest session that starts meanwhile takes that right away from /tmp/pytest-of-<user>.
+    created = EmbeddedStack(Path(tempfile.mkdtemp(prefix="billing-stack-test-")) / "stack")
     try:
         yield created
     finally:
         created.destroy()
+        shutil.rmtree(created.dir.parent, ignore_errors=True)
 
 
 def _cli(stack_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -95,6 +95,30 @@ def test_a_rebuild_killed_at_any_step_left_no_written_row_without_its_audit_reco
     figures.survived("rebuild process SIGKILLed at a named step")
 
 
+@pytest.mark.parametrize("step", ["rebuild.batch_committed", "rebuild.written"])
+def test_with_billing_recon_in_another_database_the_pending_row_still_comes_first(
+        servers: Any, damaged: Damaged, step: str, tmp_path: Path, figures: Any) -> None:
+    """BILLING_RECON_DATABASE_URL elsewhere: no transaction spans both databases, the pending row is the guarantee."""
+    copy = twin_of(damaged, servers.database_url)
+    recon_url = create_database(servers.database_url)
+    before = copy.projections.read_accounts()
+    figures.injected("rebuild process SIGKILLed at a named step")
+    running = start_cli(["rebuild", "accounts", "--all", "--reason", f"killed at {step}", "--operator", "rel"],
+                        {**_env(servers, copy.database_url, Topics.with_prefix(_prefix(copy))),
+                         "BILLING_RECON_DATABASE_URL": recon_url}, tmp_path, "rebuild", pause_at=step)
+    running.kill()
+
+    changed = _changed(before, copy.projections.read_accounts())
+    recon = ReconStore(make_engine(recon_url))
+    pending, completions = _audit(recon, "rebuild_accounts")
+    assert _audit(copy.recon, "rebuild_accounts") == ([], [])  # nothing went to the projections' database
+    assert changed and changed <= {i for r in pending for i in r["entity_ids"]}
+    assert (len(pending), len(completions)) == (1, 0)
+    recon.engine.dispose()
+    copy.engine.dispose()
+    figures.survived("rebuild process SIGKILLed at a named step")
+
+
 def _prefix(damaged: Damaged) -> str:
     return damaged.event_store.topics.accounts.removesuffix("account-events")
 
