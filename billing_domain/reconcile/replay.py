@@ -145,15 +145,34 @@ class Replay:
 
     def merge(self, other: Replay) -> None:
         """Take in a replay of other partitions. Aggregates are disjoint (a key lives in one partition);
-        a transfer's money may sit on accounts of both sides, so saga money and sums are joined."""
-        self.accounts.update(other.accounts)
-        self.transactions.update(other.transactions)
-        self.account_snapshots.update(other.account_snapshots)
-        self.transaction_snapshots.update(other.transaction_snapshots)
-        self.corrupt.update(other.corrupt)
-        self.invariant_breaks.update(other.invariant_breaks)
-        self.partition_of.update(other.partition_of)
-        self.unapplied.update(other.unapplied)
+        a transfer's money may sit on accounts of both sides, so saga money and sums are joined. A stream
+        with events on both sides (misplaced: a fault) is kept from the side it started on, with both
+        sides' problems named as one pass over every partition names them."""
+        taken = {("account", k) for k, a in other.accounts.items() if _takes_over(self.accounts.get(k), a)}
+        taken |= {("transaction", k) for k, t in other.transactions.items()
+                  if _takes_over(self.transactions.get(k), t)}
+        both = {k for k in other.corrupt if k in self.corrupt}
+        both |= {("account", k) for k in other.accounts if k in self.accounts}
+        both |= {("transaction", k) for k in other.transactions if k in self.transactions}
+        self.accounts.update((k, a) for k, a in other.accounts.items() if ("account", k) in taken)
+        self.transactions.update((k, t) for k, t in other.transactions.items() if ("transaction", k) in taken)
+        self.account_snapshots.update((k, v) for k, v in other.account_snapshots.items() if ("account", k) in taken)
+        self.transaction_snapshots.update((k, v) for k, v in other.transaction_snapshots.items()
+                                          if ("transaction", k) in taken)
+        self.invariant_breaks.update((k, v) for k, v in other.invariant_breaks.items() if ("account", k) in taken)
+        self.unapplied.update((k, v) for k, v in other.unapplied.items() if k in taken)
+        self.partition_of.update((k, v) for k, v in other.partition_of.items()
+                                 if k in taken or k not in self.partition_of)
+        for key, corruption in other.corrupt.items():
+            joined = self.corrupt.setdefault(key, corruption)
+            for problem in corruption.problems if joined is not corruption else ():
+                joined.add(problem["reason"], EventPosition(problem["topic"], problem["partition"], problem["offset"]),
+                         problem["event_id"], problem.get("field"))
+        for entity_type, entity_id in both:
+            aggregate = (self.accounts if entity_type == "account" else self.transactions).get(entity_id)
+            if aggregate is not None and aggregate.partition is not None:
+                topic, _ = self.partition_of[(entity_type, entity_id)]
+                self._restate_off_home((entity_type, entity_id), topic, aggregate.partition)
         for transaction_id, moves in other.saga_money.items():
             self.saga_money[transaction_id].extend(moves)
         for mine, theirs in ((self.credits, other.credits), (self.debits, other.debits)):
@@ -409,6 +428,11 @@ class _PositionedMessage:
 
     def offset(self) -> int:
         return self.position.offset
+
+
+def _takes_over(mine: Aggregate | None, theirs: Aggregate) -> bool:
+    """In a merge: does the other side's aggregate stand for the stream (it started there, ours did not)?"""
+    return mine is None or (mine.version == 0 and theirs.version > 0)
 
 
 def _sums(plain: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:

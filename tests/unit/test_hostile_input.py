@@ -330,6 +330,24 @@ def test_the_report_does_not_depend_on_the_order_partitions_are_read_in(data: st
     assert _fold_of(resumed) == _fold_of(_replay_of([list(p) for p in partitions], rows))
 
 
+@SETTINGS
+@given(st.data())
+def test_partition_groups_folded_apart_and_merged_report_what_one_pass_reports(data: st.DataObject) -> None:
+    """The partitioned job and `workers=2` fold groups of partitions apart and merge them: a stream with
+    events on both sides (misplaced) must come out as one pass names it."""
+    partitions = data.draw(spread_logs())
+    opened = {m.key() for p in partitions for m in p if m.key() and b'"AccountOpened"' in (m.value() or b"")}
+    rows = {key.decode(): AccountState(key.decode(), "owner-1", "EUR", 0, 0, 10_000, "active", 1, None, None)
+            for key in opened if key}
+    one_pass = _report_of([list(p) for p in partitions], rows)
+    group = data.draw(st.lists(st.booleans(), min_size=PARTITIONS, max_size=PARTITIONS))
+    merged = _replay_of([p for p, first in zip(partitions, group, strict=True) if first], rows)
+    merged.merge(_replay_of([p for p, first in zip(partitions, group, strict=True) if not first], rows))
+    report = _report(ReplayOutcome(merged, Cut(), dict(rows), {}))
+    findings = [f.to_json() for f in sorted(report.findings, key=lambda f: (f.key, f.detail))]
+    assert (findings, [(i.currency, i.identity, i.left, i.right) for i in report.ledger]) == one_pass
+
+
 def test_an_event_on_another_partition_or_without_a_key_is_stream_corrupt_and_never_applied() -> None:
     stream = AccountStream("acc-1")
     stream.opened()
