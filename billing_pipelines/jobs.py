@@ -11,7 +11,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from billing_domain.exceptions import ConfigurationError
+from billing_domain.exceptions import ConcurrentOperationError, ConfigurationError
 from billing_domain.operators import from_dagster_run
 from billing_domain.rebuild import RebuildResult, RebuildSelection, rebuild, validate_rebuild_request
 from billing_pipelines.assets import ALL_RECONCILIATION_KEYS
@@ -86,6 +86,8 @@ def make_rebuild_job(entity_type: Literal["account", "transaction"], name: str) 
         except ConfigurationError as exc:
             raise dg.Failure(description=f"Nothing was written. Fix the run config: {exc}",
                              allow_retries=False) from exc
+        except ConcurrentOperationError as exc:  # a refusal (audited), not a crash: say so, no traceback
+            raise dg.Failure(description=f"Refused, nothing was written: {exc}", allow_retries=False) from exc
         context.log.info(f"{'dry run' if result.dry_run else 'rebuild'} of {entity_type}s: {result.counts()}, "
                          f"{result.written} row(s) written, audit #{result.audit_id}")
         return dg.Output(None, metadata=rebuild_metadata(result))

@@ -12,7 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from billing_domain.config import Settings
-from billing_domain.exceptions import ConfigurationError
+from billing_domain.exceptions import ConcurrentOperationError, ConfigurationError
 from billing_domain.lifecycle import Key, acknowledge, keys_of_finding_ids
 from billing_domain.operators import from_dagster_run
 from billing_domain.saga_recovery import RecoveryPlan, execute_plan, plan_recovery
@@ -28,6 +28,11 @@ MAX_TABLE_ROWS = 200
 
 def _config_failure(exc: ConfigurationError) -> dg.Failure:
     return dg.Failure(description=f"Nothing was written. Fix the run config: {exc}", allow_retries=False)
+
+
+def _refusal(exc: ConcurrentOperationError) -> dg.Failure:
+    """Another rebuild or recovery holds the lock: a refusal (audited), not a crash."""
+    return dg.Failure(description=f"Refused, nothing was written: {exc}", allow_retries=False)
 
 
 # --- recover_stuck_sagas ----------------------------------------------------------------------------
@@ -60,6 +65,8 @@ def recover_stuck_sagas_op(context: dg.OpExecutionContext, config: RecoverSagasC
             appended, audit_id = result.appended, result.audit_id
     except ConfigurationError as exc:
         raise _config_failure(exc) from exc
+    except ConcurrentOperationError as exc:
+        raise _refusal(exc) from exc
     context.log.info(f"saga recovery ({'dry run' if config.dry_run else 'executed'}): {plan.counts()}, "
                      f"{appended} event(s) appended, audit #{audit_id}")
     metadata: dict[str, Any] = {
@@ -162,6 +169,8 @@ def shadow_rebuild_op(context: dg.OpExecutionContext, config: ShadowRebuildConfi
                                 delete_orphans=config.delete_orphans, run_id=context.run.run_id)
     except ConfigurationError as exc:
         raise _config_failure(exc) from exc
+    except ConcurrentOperationError as exc:
+        raise _refusal(exc) from exc
     context.log.info(f"shadow rebuild ({'swapped' if result.approved else 'diff only'}): {result.counts}, "
                      f"audit #{result.audit_id}")
     metadata: dict[str, Any] = {

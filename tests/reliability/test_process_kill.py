@@ -32,6 +32,7 @@ from reliability_helpers import (
 )
 
 from billing_domain.exceptions import ConcurrentOperationError
+from billing_domain.locks import rebuild_lock
 from billing_pipelines.definitions import build_defs
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource
 
@@ -161,3 +162,28 @@ def test_a_second_rebuild_process_is_refused_while_the_first_plans_writes_or_ver
     assert "another account rebuild is running" in operations["second"]["details"]["error"]
     assert operations["first"]["details"]["written"] == len(damaged.deleted) + len(damaged.corrupted)
     figures.survived("second rebuild process while the first holds the operation")
+
+
+def test_a_dagster_rebuild_refused_by_the_lock_fails_saying_so_and_is_audited(
+        servers: Any, database_url: str) -> None:
+    damaged = damaged_history(servers.bootstrap_servers, database_url, seed=47, accounts=15)
+    resources = {
+        "event_store": EventStoreResource(bootstrap_servers=servers.bootstrap_servers, partitions=3,
+                                          topic_prefix=damaged.event_store.topics.accounts.removesuffix(
+                                              "account-events")),
+        "projections": ProjectionsResource(database_url=damaged.database_url),
+        "slack": SlackResource(),
+    }
+    job = build_defs(resources).resolve_job_def("rebuild_accounts")
+    before = dump_projections(damaged.engine)
+    with rebuild_lock(damaged.engine, "account"):  # another rebuild holds the operation
+        refused = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config={
+            "ops": {"rebuild_account_projections": {"config": {"reason": "while another runs", "all": True,
+                                                               "dry_run": False, "actor": "ana"}}}})
+    assert not refused.success
+    failure = next(e for e in refused.all_events if e.is_step_failure)
+    message = str(failure.step_failure_data.error.message)  # type: ignore[union-attr]
+    assert "Refused, nothing was written: another account rebuild is running" in message
+    assert dump_projections(damaged.engine) == before
+    [audit] = damaged.recon.audit_records()
+    assert (audit["outcome"], audit["actor"], audit["operator_auth"]) == ("refused", "ana", "run_config")
