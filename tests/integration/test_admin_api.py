@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from support.admin_api_servers import (
     serve_in_thread,
 )
 from support.dagster_servers import DagsterProcess, wait_for_webserver, webserver_command, write_workspace
-from support.histories import stuck_transfer_history
+from support.histories import EventFactory, stuck_transfer_history
 from typer.testing import CliRunner
 
 from billing_api.app import create_app
@@ -88,7 +89,8 @@ def world(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
     topics = Topics.with_prefix(f"t{uuid.uuid4().hex[:10]}.")
     services = open_services(Settings(kafka_bootstrap_servers=servers.bootstrap_servers, database_url=database_url,
                                       topics=topics, topic_partitions=3))
-    events = stuck_transfer_history()
+    # Stuck is judged on the server's clock: the history ends now, so tx-2 has been pending for 26 minutes.
+    events = stuck_transfer_history(EventFactory(datetime.now(UTC) - timedelta(minutes=30)))
     services.event_store.append(events)
     project_with_faults(events, services.projections)
     workdir = tmp_path_factory.mktemp("admin_api")
