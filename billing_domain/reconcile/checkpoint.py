@@ -25,8 +25,9 @@ from billing_domain.reconcile.replay import Corruption, InvariantBreak, MoneyMov
 from billing_domain.transactions import TransactionAggregate
 
 # 2: a stream's problems in log order, the first one not stored apart; 3: a saga leg keeps its occurred_at;
-# 4: an aggregate's event ids without placeholders for a gap (`runs`), and the partition its stream is on
-CHECKPOINT_FORMAT = 4
+# 4: an aggregate's event ids without placeholders for a gap (`runs`), and the partition its stream is on;
+# 5: the ledger sums as decimal text (a sum of 64-bit amounts can pass 64 bits)
+CHECKPOINT_FORMAT = 5
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 # What a damaged or hand-edited blob raises: bad msgpack, or the wrong shape for its fields.
@@ -158,16 +159,17 @@ def _load_entity(replay: Replay, row: EntityRow) -> None:
 
 
 def dump_ledger(replay: Replay) -> bytes:
-    return _encoder.encode({"credits": {c: dict(r) for c, r in replay.credits.items()},
-                            "debits": {c: dict(r) for c, r in replay.debits.items()},
+    # Sums as decimal text: each amount fits 64 bits, a currency's sum of them need not (msgpack's ints do).
+    return _encoder.encode({"credits": {c: {k: str(v) for k, v in r.items()} for c, r in replay.credits.items()},
+                            "debits": {c: {k: str(v) for k, v in r.items()} for c, r in replay.debits.items()},
                             "cut_time": replay.cut_time, "events_read": replay.events_read})
 
 
 def load_ledger(replay: Replay, ledger: dict[str, Any]) -> None:
     for currency, reasons in ledger["credits"].items():
-        replay.credits[currency].update(reasons)
+        replay.credits[currency].update({k: int(v) for k, v in reasons.items()})
     for currency, reasons in ledger["debits"].items():
-        replay.debits[currency].update(reasons)
+        replay.debits[currency].update({k: int(v) for k, v in reasons.items()})
     replay.cut_time = ledger["cut_time"]
 
 

@@ -74,8 +74,13 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(DeltaMemo)
 
 
-def encode_memo(memo: DeltaMemo) -> bytes:
-    return _encoder.encode(memo)
+def encode_memo(memo: DeltaMemo) -> bytes | None:
+    """The memo's bytes; None when a sum in it passes 64 bits (valid amounts can add up to that): the next
+    run then diffs every entity, and says there is no memo, instead of this one failing to save."""
+    try:
+        return _encoder.encode(memo)
+    except OverflowError:
+        return None
 
 
 def decode_memo(blob: bytes) -> DeltaMemo:
