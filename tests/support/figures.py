@@ -215,6 +215,9 @@ class RunRecord:
 
     def to_json(self) -> str:
         data = asdict(self)
+        # Per test, only what it counted (zeros are the defaults `load` restores): a record to read in a diff.
+        data["tests"] = {nodeid: {k: v for k, v in record.to_json().items() if v or k in ("nodeid", "passed")}
+                         for nodeid, record in self.tests.items()}
         return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
     @classmethod
