@@ -255,9 +255,26 @@ def plan_changes(outcome: ReplayOutcome, entity_type: str, delete_orphans: bool)
             action: Action = "delete" if delete_orphans else "kept_orphan"
             changes.append(EntityChange(entity_id, action, row, None,
                                         "" if delete_orphans else "orphan kept: pass delete_orphans to remove it"))
+        elif _in_flight(outcome, entity_type, entity_id, row):
+            changes.append(EntityChange(entity_id, "unchanged", row, aggregate.state(),
+                                        "left to the live projector: its events are inside the lag window and "
+                                        "the row is right for its version"))
         else:
             changes.append(_change_for(entity_id, row, aggregate.state()))
     return changes
+
+
+def _in_flight(outcome: ReplayOutcome, entity_type: str, entity_id: str, row: State | None) -> bool:
+    """Is the live projector applying this entity right now? Its row missing or behind, right for its version,
+    and the first event it lacks may not be applied yet (reconcile.lag): a write would only race it."""
+    unapplied = outcome.replay.unapplied.get((entity_type, entity_id))
+    if unapplied is None or not outcome.judge.may_be_unapplied(*unapplied):
+        return False
+    if row is None:
+        return True
+    at = outcome.replay.account_at if entity_type == "account" else outcome.replay.transaction_at
+    at_row = at(entity_id, row.version)  # a snapshot: the row is behind its head
+    return isinstance(at_row, AccountState | TransactionState) and _same_content(row, at_row)
 
 
 def _change_for(entity_id: str, row: State | None, head: State) -> EntityChange:
