@@ -50,21 +50,40 @@ def _answers(exported: dict[str, str]) -> None:
     assert metadata.brokers, "the broker answered with its metadata"
 
 
-@pytest.mark.timeout(600)
-def test_status_up_env_down_and_their_exit_codes(stack_dir: Path) -> None:
-    before = _stack(stack_dir, "status")
-    assert before.returncode == 1 and before.stdout.startswith("not running"), (before.stdout, before.stderr)
-    no_env = _stack(stack_dir, "env")
-    assert no_env.returncode == 2 and "stack up" in no_env.stdout + no_env.stderr
+def _not_running(stack_dir: Path) -> None:
+    status = _stack(stack_dir, "status")
+    assert status.returncode == 1 and status.stdout.startswith("not running"), (status.stdout, status.stderr)
 
+
+def _running(stack_dir: Path) -> None:
+    status = _stack(stack_dir, "status")
+    assert status.returncode == 0 and status.stdout.startswith("running"), (status.stdout, status.stderr)
+
+
+def _up(stack_dir: Path) -> dict[str, str]:
     up = _stack(stack_dir, "up")
     assert up.returncode == 0, up.stderr
     exported = _exports(up.stdout)
     assert set(exported) == {"BILLING_KAFKA_BOOTSTRAP_SERVERS", "BILLING_DATABASE_URL"}, up.stdout
     _answers(exported)
-    running = _stack(stack_dir, "status")
-    assert running.returncode == 0 and running.stdout.startswith("running"), running.stdout
+    return exported
 
+
+def _ports_closed(exported: dict[str, str]) -> bool:
+    pg_port = make_url(exported["BILLING_DATABASE_URL"]).port
+    broker_port = int(exported["BILLING_KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)[1])
+    return pg_port is not None and not _port_open(pg_port) and not _port_open(broker_port)
+
+
+# One test, one stack: the folder's first `up` (initdb) is the slow part, so every step shares it.
+@pytest.mark.timeout(600)
+def test_status_up_env_down_and_their_exit_codes(stack_dir: Path) -> None:
+    _not_running(stack_dir)
+    no_env = _stack(stack_dir, "env")
+    assert no_env.returncode == 2 and "stack up" in no_env.stdout + no_env.stderr
+
+    exported = _up(stack_dir)
+    _running(stack_dir)
     again = _stack(stack_dir, "up")  # idempotent: the running servers are reused, same addresses
     assert again.returncode == 0 and _exports(again.stdout) == exported
     env = _stack(stack_dir, "env")
@@ -72,22 +91,13 @@ def test_status_up_env_down_and_their_exit_codes(stack_dir: Path) -> None:
 
     down = _stack(stack_dir, "down")
     assert down.returncode == 0, down.stderr
-    after = _stack(stack_dir, "status")
-    assert after.returncode == 1 and after.stdout.startswith("not running"), after.stdout
-    pg_port = make_url(exported["BILLING_DATABASE_URL"]).port
-    broker_port = int(exported["BILLING_KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)[1])
-    assert pg_port is not None and not _port_open(pg_port) and not _port_open(broker_port)
+    _not_running(stack_dir)
+    assert _ports_closed(exported)
     assert (stack_dir / "pgdata" / "PG_VERSION").exists()  # down keeps PostgreSQL's data folder
 
-
-@pytest.mark.timeout(600)
-def test_status_says_not_running_when_a_recorded_server_died(stack_dir: Path) -> None:
-    up = _stack(stack_dir, "up")
-    assert up.returncode == 0, up.stderr
-    EmbeddedStack(stack_dir).kill_postgres()  # the record stays, the server is gone
-    dead = _stack(stack_dir, "status")
-    assert dead.returncode == 1 and dead.stdout.startswith("not running"), dead.stdout
-    revived = _stack(stack_dir, "up")
-    assert revived.returncode == 0, revived.stderr
-    _answers(_exports(revived.stdout))
-    assert _stack(stack_dir, "status").returncode == 0
+    # A recorded server that died reads as not running, and `up` brings it back on the kept folder.
+    _up(stack_dir)
+    EmbeddedStack(stack_dir).kill_postgres()
+    _not_running(stack_dir)
+    _up(stack_dir)
+    _running(stack_dir)
