@@ -72,6 +72,10 @@ class Corruption:
         if more:
             self.problems[-1]["more"] = more
 
+    def names(self, reason: str, event_id: str) -> bool:
+        """Is this event already listed for this reason (a copy the broker delivered again)?"""
+        return any(p["event_id"] == event_id and p["reason"] == reason for p in self.problems)
+
     def finding(self) -> Finding:
         first = self.problems[0]
         position = EventPosition(first["topic"], first["partition"], first["offset"])
@@ -388,6 +392,9 @@ class Replay:
         if corruption is None:
             corruption = self.corrupt[(entity_type, entity_id)] = Corruption(entity_type, entity_id)
             self.partition_of.setdefault((entity_type, entity_id), (message.topic() or "", message.partition() or 0))
+        elif event_id is not None and corruption.names(reason, event_id):
+            self.duplicates += 1  # a redelivered copy of an event already refused: the same problem, once
+            return
         if self.touched is not None:
             self.touched.add((entity_type, entity_id))
         corruption.add(reason, position_of(message), event_id, field_name)

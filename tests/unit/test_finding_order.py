@@ -83,3 +83,24 @@ def test_a_transfer_reported_only_for_an_illegal_move_lists_its_money_in_one_ord
              MoneyMove("acc-a", "transfer_out", 5, "EUR", "e1", LEG_AT)]
     reports = _saga_findings_read_both_ways(moves, saga)
     assert reports[0] == reports[1] and len(reports[0]) == 1
+
+
+def test_a_redelivered_copy_of_a_refused_event_is_the_same_problem_once() -> None:
+    """The broker may deliver any message again, a refused one too: its copy must not add a problem."""
+    from builders import AccountStream, make_event
+
+    from billing_domain.events import AccountCredited
+
+    stream = AccountStream("acc-1")
+    stream.opened()
+    stream.credited(100)
+    clash = make_event(AccountCredited(999, None, "deposit"), aggregate_id="acc-1", version=2)
+    findings = []
+    for copies in (1, 2):
+        replay = Replay(Topics.with_prefix("t."))
+        log = [*stream.events, *[clash] * copies]
+        replay.feed_events((e, EventPosition("t.account-events", 0, i)) for i, e in enumerate(log))
+        [corruption] = replay.corrupt.values()
+        findings.append((corruption.finding().to_json(), replay.duplicates))
+    assert findings[0][0] == findings[1][0]
+    assert (findings[0][1], findings[1][1]) == (0, 1)  # the copy is counted as a redelivery
