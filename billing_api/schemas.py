@@ -83,10 +83,12 @@ class RebuildRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[str, Field(min_length=1, max_length=2_000, description="Why; goes to the audit trail.")]
+    # The schema says what the service refuses (a blank reason or actor), so clients and fuzzers see it too.
+    reason: Annotated[str, Field(min_length=1, max_length=2_000, pattern=r"\S",
+                                 description="Why; goes to the audit trail (not blank).")]
     dry_run: bool = Field(default=True, description="Show before/after only, write nothing (the default).")
-    actor: Annotated[str | None, Field(default=None, max_length=200,
-                                       description="Who asks; defaults to 'admin-api'.")] = None
+    actor: Annotated[str | None, Field(default=None, min_length=1, max_length=200, pattern=r"\S",
+                                       description="Who asks; defaults to 'admin-api' (not blank).")] = None
 
     @field_validator("reason", "actor")
     @classmethod
