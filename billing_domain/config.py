@@ -60,6 +60,8 @@ class Settings:
     lag_window_seconds: float = 60.0
     projector_group: str | None = None
     ui_base_url: str = "http://127.0.0.1:3000"
+    auto_repair_max: int = 50  # the auto-repair sensor acts only while at most this many entities are flagged
+    max_lagging: int = 100  # lagging rows the asset check tolerates
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -84,6 +86,8 @@ class Settings:
                                        maximum=MAX_LAG_WINDOW_SECONDS),
             projector_group=env.get("BILLING_PROJECTOR_GROUP") or None,
             ui_base_url=_http_url(env, "BILLING_DAGSTER_UI_URL", "http://127.0.0.1:3000") or "http://127.0.0.1:3000",
+            auto_repair_max=_integer(env, "BILLING_AUTO_REPAIR_MAX", "50", minimum=0, maximum=MAX_COUNT),
+            max_lagging=_integer(env, "BILLING_MAX_LAGGING", "100", minimum=0, maximum=MAX_COUNT),
         )
 
     @property
@@ -93,6 +97,9 @@ class Settings:
 
     def with_servers(self, kafka_bootstrap_servers: str, database_url: str) -> Settings:
         return replace(self, kafka_bootstrap_servers=kafka_bootstrap_servers, database_url=database_url)
+
+
+MAX_COUNT = 10_000_000  # a sane bound for the counts the sensors and checks tolerate
 
 
 def _number(env: Mapping[str, str], name: str, default: str, *, minimum_zero: bool = False,

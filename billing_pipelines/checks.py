@@ -5,7 +5,6 @@ checks only fetch the run's findings and describe the verdict to Dagster.
 """
 
 
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,9 +12,9 @@ from typing import Any
 
 import dagster as dg
 
+from billing_domain.config import Settings
 from billing_domain.findings import Finding, Kind, Severity
 from billing_pipelines.assets import ACCOUNT_REPORT, LEDGER_REPORT, TRANSACTION_REPORT, findings_markdown
-from billing_pipelines.constants import DEFAULT_MAX_LAGGING, ENV_MAX_LAGGING
 from billing_pipelines.resources import ProjectionsResource
 
 SAMPLE = 10
@@ -53,7 +52,8 @@ def _by_kind(findings: Sequence[Finding]) -> dict[str, int]:
 
 
 class LaggingConfig(dg.Config):
-    max_lagging: int = int(os.environ.get(ENV_MAX_LAGGING, DEFAULT_MAX_LAGGING))
+    max_lagging: int | None = None
+    """Lagging rows tolerated; default BILLING_MAX_LAGGING (validated with every other setting)."""
 
 
 def run_findings(projections: ProjectionsResource, run_id: str) -> tuple[str | None, list[Finding]]:
@@ -87,7 +87,8 @@ def _lagging_check(asset: dg.AssetKey, entity_type: str) -> dg.AssetChecksDefini
     def check(context: dg.AssetCheckExecutionContext, config: LaggingConfig,
               projections: ProjectionsResource) -> dg.AssetCheckResult:
         report_run, findings = run_findings(projections, context.run.run_id)
-        return _result(lagging_verdict(findings, entity_type, config.max_lagging), report_run,
+        tolerated = config.max_lagging if config.max_lagging is not None else Settings.from_env().max_lagging
+        return _result(lagging_verdict(findings, entity_type, tolerated), report_run,
                        dg.AssetCheckSeverity.WARN)
 
     return check

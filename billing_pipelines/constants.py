@@ -16,12 +16,8 @@ SOURCE = "dagster"  # ReconStore.save_report(source=...)
 # Environment read by the definitions (the contract's names come from billing_domain.config).
 ENV_RECON_CRON = "BILLING_RECON_CRON"
 ENV_RECON_TIMEZONE = "BILLING_RECON_TIMEZONE"
-ENV_AUTO_REPAIR_MAX = "BILLING_AUTO_REPAIR_MAX"
-ENV_MAX_LAGGING = "BILLING_MAX_LAGGING"
 DEFAULT_RECON_CRON = "0 6 * * *"
 DEFAULT_RECON_TIMEZONE = "UTC"
-DEFAULT_AUTO_REPAIR_MAX = 50
-DEFAULT_MAX_LAGGING = 100
 
 # How often the replay reports progress in the run log.
 PROGRESS_EVERY_EVENTS = 50_000

@@ -1,7 +1,6 @@
 """Sensors: Slack on any failed run, Slack on a daily run's findings, and the (off by default) auto-repair."""
 
 
-import os
 from collections.abc import Sequence
 
 import dagster as dg
@@ -14,12 +13,11 @@ from billing_domain.alerts import (
     lifecycle_alert,
     run_failure_alert,
 )
+from billing_domain.config import Settings
 from billing_domain.findings import REBUILDABLE_KINDS, Finding, Kind
 from billing_domain.lifecycle import run_lifecycle
 from billing_pipelines.constants import (
     DAILY_RECONCILIATION_JOB,
-    DEFAULT_AUTO_REPAIR_MAX,
-    ENV_AUTO_REPAIR_MAX,
     REBUILD_ACCOUNTS_JOB,
     REBUILD_TRANSACTIONS_JOB,
 )
@@ -132,7 +130,7 @@ def _step_cause(event: dg.DagsterEvent) -> str:
 
 
 def auto_repair_max() -> int:
-    return int(os.environ.get(ENV_AUTO_REPAIR_MAX) or DEFAULT_AUTO_REPAIR_MAX)
+    return Settings.from_env().auto_repair_max  # validated there, with every other setting
 
 
 def repair_targets(findings: Sequence[Finding]) -> dict[str, list[str]]:

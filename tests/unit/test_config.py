@@ -39,6 +39,10 @@ SECRET = "s3cr3t-pw"
     ("BILLING_ACCOUNT_TOPIC", "billing.transaction-events", "both are"),
     ("BILLING_DAGSTER_UI_URL", "localhost:3000", "http"),
     ("BILLING_SLACK_API_URL", "ftp://slack", "http"),
+    ("BILLING_AUTO_REPAIR_MAX", "2.5", "whole number"),
+    ("BILLING_AUTO_REPAIR_MAX", "-1", "between 0 and"),
+    ("BILLING_MAX_LAGGING", "lots", "whole number"),
+    ("BILLING_MAX_LAGGING", "1e12", "whole number"),
 ])
 def test_a_bad_setting_is_refused_naming_the_variable(name: str, value: str, says: str) -> None:
     with pytest.raises(ConfigurationError) as refused:
@@ -54,7 +58,9 @@ def test_good_settings_are_read_as_given() -> None:
         "BILLING_DATABASE_URL": f"postgresql+psycopg://billing:{SECRET}@db:5432/billing",
         "BILLING_TOPIC_PARTITIONS": " 12 ", "BILLING_STUCK_AFTER_MINUTES": "2.5",
         "BILLING_LAG_WINDOW_SECONDS": "0", "BILLING_DAGSTER_UI_URL": "https://dagster.example/ui",
+        "BILLING_AUTO_REPAIR_MAX": "0", "BILLING_MAX_LAGGING": "250",
     })
+    assert (settings.auto_repair_max, settings.max_lagging) == (0, 250)
     assert settings.topic_partitions == 12 and settings.stuck_after_minutes == 2.5
     assert settings.lag_window_seconds == 0 and settings.ui_base_url == "https://dagster.example/ui"
     assert redact_url(settings.database_url) == "postgresql+psycopg://billing:***@db:5432/billing"
