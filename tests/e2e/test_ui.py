@@ -134,8 +134,9 @@ def test_rebuild_accounts_launched_from_the_launchpad_succeeds(page: Page, ui: U
     page.screenshot(tmp_path, "rebuild-launchpad-missing-reason")
 
     reason = "e2e dry run of what the latest report flagged"  # plain YAML: no ": " inside
-    ids_line = page.find("//pre[contains(@class, 'CodeMirror-line')][normalize-space()='ids: []']")
-    ids_line.click()
+    # The scaffold has the defaults (ids left out: the default selection; an empty list would be refused).
+    dry_run_line = page.find("//pre[contains(@class, 'CodeMirror-line')][normalize-space()='dry_run: true']")
+    dry_run_line.click()
     _type(page.driver, ["END", "ENTER"], f"reason: {reason}")
     page.wait_for(lambda: not page.find_all("//*[contains(text(), 'Missing required config entry')]"),
                   "the launchpad to accept the config")
