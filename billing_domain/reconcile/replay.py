@@ -72,9 +72,12 @@ class Corruption:
         if more:
             self.problems[-1]["more"] = more
 
-    def names(self, reason: str, event_id: str) -> bool:
-        """Is this event already listed for this reason (a copy the broker delivered again)?"""
-        return any(p["event_id"] == event_id and p["reason"] == reason for p in self.problems)
+    def names(self, reason: str, event_id: str, topic: str, partition: int) -> bool:
+        """Is this event already listed for this reason on this partition (a copy the broker delivered again)?
+        Only on one partition: there the first copy is the one read first in any order; copies placed on two
+        partitions are two problems, whichever is read first."""
+        return any(p["event_id"] == event_id and p["reason"] == reason and p["topic"] == topic
+                   and p["partition"] == partition for p in self.problems)
 
     def finding(self) -> Finding:
         first = self.problems[0]
@@ -392,7 +395,7 @@ class Replay:
         if corruption is None:
             corruption = self.corrupt[(entity_type, entity_id)] = Corruption(entity_type, entity_id)
             self.partition_of.setdefault((entity_type, entity_id), (message.topic() or "", message.partition() or 0))
-        elif event_id is not None and corruption.names(reason, event_id):
+        elif event_id is not None and corruption.names(reason, event_id, *_place(message)):
             self.duplicates += 1  # a redelivered copy of an event already refused: the same problem, once
             return
         if self.touched is not None:
@@ -453,6 +456,10 @@ def _off_home(partition: int | None, home: int | None) -> str:
 def poison_entity_id(exc: EventDecodeError, message: Message) -> str:
     """The entity a poison event is reported under: its key, or where it sits when it has none."""
     return exc.key or f"<no key> {position_of(message)}"
+
+
+def _place(message: Message) -> tuple[str, int]:
+    return message.topic() or "", message.partition() or 0
 
 
 def position_of(message: Message) -> EventPosition:

@@ -104,3 +104,27 @@ def test_a_redelivered_copy_of_a_refused_event_is_the_same_problem_once() -> Non
         findings.append((corruption.finding().to_json(), replay.duplicates))
     assert findings[0][0] == findings[1][0]
     assert (findings[0][1], findings[1][1]) == (0, 1)  # the copy is counted as a redelivery
+
+
+def test_copies_of_one_event_on_two_partitions_are_two_problems_in_any_order() -> None:
+    """Only a copy on the same partition is a redelivery: on two partitions, which is read first must not
+    decide which one the finding lists (hypothesis found this against a first version of the rule)."""
+    from builders import AccountStream, envelope_dict, to_wire
+    from support.messages import FakeMessage
+
+    stream = AccountStream("acc-0")
+    stream.opened()
+    stream.debited(1)
+    topic = "t.account-events"
+    copy = to_wire(envelope_dict(stream.events[1]))
+    p0 = [FakeMessage(topic, 0, 0, None, copy),
+          *[FakeMessage(topic, 0, i + 1, b"acc-0", to_wire(envelope_dict(e))) for i, e in enumerate(stream.events)]]
+    p1 = [FakeMessage(topic, 1, 0, None, copy)]
+    reports = []
+    for order in ((p0, p1), (p1, p0)):
+        replay = Replay(Topics.with_prefix("t."))
+        for batch in order:
+            replay.feed(batch)  # type: ignore[arg-type]
+        reports.append([c.finding().to_json() for c in replay.corrupt.values()])
+    assert reports[0] == reports[1]
+    assert len(reports[0][0]["expected"]["problems"]) == 2
