@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import tracemalloc
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from builders import AccountStream, SagaStream, envelope_dict, make_event, new_event_id, to_wire
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.messages import FakeMessage
 
 from billing_domain.accounts import AccountAggregate, AccountState
 from billing_domain.config import Topics
@@ -39,30 +39,6 @@ EDGES = [0, 1, -1, 2, 3, 4, 5, 2**31 - 1, 2**31, 2**53, 2**62, 2**63 - 1, 2**63,
 HOSTILE_INTS = st.one_of(st.sampled_from(EDGES), st.integers(-(2**70), 2**70), st.integers(-10, 10))
 
 
-@dataclass(frozen=True)
-class Message:
-    """The parts of a Kafka message the replay reads."""
-
-    _topic: str
-    _partition: int
-    _offset: int
-    _key: bytes | None
-    _value: bytes | None
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
 
 
 def _base() -> tuple[list[Event], list[Event]]:
@@ -84,8 +60,8 @@ def _event(payload: Any, version: int, aggregate_id: str = "acc-1") -> Event:
     return make_event(payload, aggregate_id=aggregate_id, version=version, occurred_at=datetime(2024, 3, 2, tzinfo=UTC))
 
 
-def _messages(events: list[Event], topic: str) -> list[Message]:
-    return [Message(topic, 0, offset, e.aggregate_id.encode(), encode_event(e)) for offset, e in enumerate(events)]
+def _messages(events: list[Event], topic: str) -> list[FakeMessage]:
+    return [FakeMessage(topic, 0, offset, e.aggregate_id.encode(), encode_event(e)) for offset, e in enumerate(events)]
 
 
 def _hostile_document(data: st.DataObject) -> tuple[dict[str, Any], str]:
@@ -108,7 +84,7 @@ def _hostile_document(data: st.DataObject) -> tuple[dict[str, Any], str]:
     return document, TOPICS.transactions if kind == "initiated" else TOPICS.accounts
 
 
-def _replay_with(hostile: Message) -> ReplayOutcome:
+def _replay_with(hostile: FakeMessage) -> ReplayOutcome:
     replay = Replay(TOPICS, account_versions={"acc-1": 3}, transaction_versions={})
     replay.feed([*_messages(ACCOUNT_EVENTS, TOPICS.accounts), hostile])
     replay.feed(_messages(SAGA_EVENTS, TOPICS.transactions))
@@ -144,7 +120,7 @@ def test_hostile_integers_are_findings_or_applied_never_a_crash(data: st.DataObj
     document, topic = _hostile_document(data)
     offset = len(ACCOUNT_EVENTS) if topic == TOPICS.accounts else len(SAGA_EVENTS)
     aggregate_id = "tx-1" if topic == TOPICS.transactions else "acc-1"
-    hostile = Message(topic, 0, offset, aggregate_id.encode(), to_wire(document))
+    hostile = FakeMessage(topic, 0, offset, aggregate_id.encode(), to_wire(document))
     tracemalloc.start()
     try:
         outcome = _replay_with(hostile)
@@ -169,7 +145,7 @@ def test_hostile_integers_are_findings_or_applied_never_a_crash(data: st.DataObj
 
 def test_a_version_of_2_62_is_a_finding_in_bounded_memory() -> None:
     document = envelope_dict(_event(AccountSuspended("x"), 2**62))
-    hostile = Message(TOPICS.accounts, 0, 3, b"acc-1", to_wire(document))
+    hostile = FakeMessage(TOPICS.accounts, 0, 3, b"acc-1", to_wire(document))
     tracemalloc.start()
     try:
         report = _report(_replay_with(hostile))
@@ -185,7 +161,7 @@ def test_a_gap_of_ten_million_versions_costs_nothing() -> None:
     hostile = _event(AccountSuspended("x"), 10**7)
     tracemalloc.start()
     try:
-        outcome = _replay_with(Message(TOPICS.accounts, 0, 3, b"acc-1", encode_event(hostile)))
+        outcome = _replay_with(FakeMessage(TOPICS.accounts, 0, 3, b"acc-1", encode_event(hostile)))
         loaded = _round_trip(outcome.replay)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -243,7 +219,7 @@ PARTITIONS = 3
 
 
 @st.composite
-def spread_logs(draw: st.DrawFn) -> list[list[Message]]:
+def spread_logs(draw: st.DrawFn) -> list[list[FakeMessage]]:
     """Per partition, its messages in offset order: accounts on their own partition, plus events placed
     on another partition or sent without a key (never a second opening: see the README)."""
     per_partition: list[list[tuple[bytes | None, Event]]] = [[] for _ in range(PARTITIONS)]
@@ -265,16 +241,16 @@ def spread_logs(draw: st.DrawFn) -> list[list[Message]]:
                 st.sampled_from([p for p in range(PARTITIONS) if p != n % PARTITIONS]))
             target = per_partition[where]
             target.insert(draw(st.integers(0, len(target))), (None if keyless else stray.aggregate_id.encode(), stray))
-    return [[Message(TOPICS.accounts, p, offset, key, encode_event(event)) for offset, (key, event) in enumerate(ms)]
-            for p, ms in enumerate(per_partition)]
+    return [[FakeMessage(TOPICS.accounts, p, offset, key, encode_event(event))
+             for offset, (key, event) in enumerate(ms)] for p, ms in enumerate(per_partition)]
 
 
-def _interleave(draw: st.DrawFn, partitions: list[list[Message]]) -> list[list[Message]]:
+def _interleave(draw: st.DrawFn, partitions: list[list[FakeMessage]]) -> list[list[FakeMessage]]:
     """Batches as a consumer might hand them over: each partition in its own order, partitions mixed."""
     cursors = [0] * len(partitions)
-    batches: list[list[Message]] = []
+    batches: list[list[FakeMessage]] = []
     while any(c < len(p) for c, p in zip(cursors, partitions, strict=True)):
-        batch: list[Message] = []
+        batch: list[FakeMessage] = []
         for _ in range(draw(st.integers(1, 6))):
             open_ = [i for i, p in enumerate(partitions) if cursors[i] < len(p)]
             if not open_:
@@ -286,7 +262,7 @@ def _interleave(draw: st.DrawFn, partitions: list[list[Message]]) -> list[list[M
     return batches
 
 
-def _replay_of(batches: list[list[Message]], rows: dict[str, Any], resume_at: int | None = None) -> Replay:
+def _replay_of(batches: list[list[FakeMessage]], rows: dict[str, Any], resume_at: int | None = None) -> Replay:
     """A replay fed these batches; with `resume_at`, one resumed there from the checkpoint's encoding."""
     versions = {k: r.version for k, r in rows.items()}
     replay = Replay(TOPICS, account_versions=versions, transaction_versions={})
@@ -300,7 +276,7 @@ def _replay_of(batches: list[list[Message]], rows: dict[str, Any], resume_at: in
     return replay
 
 
-def _report_of(batches: list[list[Message]], rows: dict[str, Any]) -> tuple[Any, ...]:
+def _report_of(batches: list[list[FakeMessage]], rows: dict[str, Any]) -> tuple[Any, ...]:
     report = _report(ReplayOutcome(_replay_of(batches, rows), Cut(), dict(rows), {}))
     findings = [f.to_json() for f in sorted(report.findings, key=lambda f: (f.key, f.detail))]
     return findings, [(i.currency, i.identity, i.left, i.right) for i in report.ledger]
@@ -353,11 +329,11 @@ def test_an_event_on_another_partition_or_without_a_key_is_stream_corrupt_and_ne
     stream.opened()
     stream.credited(100)
     stray = stream.credited(40)  # v3, keyed, on partition 1
-    home = [Message(TOPICS.accounts, 0, i, b"acc-1", encode_event(e)) for i, e in enumerate(stream.events[:2])]
+    home = [FakeMessage(TOPICS.accounts, 0, i, b"acc-1", encode_event(e)) for i, e in enumerate(stream.events[:2])]
     keyless = make_event(AccountCredited(9, None, "deposit"), aggregate_id="acc-1", version=3)
-    for batches in ([home, [Message(TOPICS.accounts, 1, 0, b"acc-1", encode_event(stray))]],
-                    [[Message(TOPICS.accounts, 1, 0, b"acc-1", encode_event(stray))], home],
-                    [[*home, Message(TOPICS.accounts, 0, 2, None, encode_event(keyless))]]):
+    for batches in ([home, [FakeMessage(TOPICS.accounts, 1, 0, b"acc-1", encode_event(stray))]],
+                    [[FakeMessage(TOPICS.accounts, 1, 0, b"acc-1", encode_event(stray))], home],
+                    [[*home, FakeMessage(TOPICS.accounts, 0, 2, None, encode_event(keyless))]]):
         replay = Replay(TOPICS)
         for batch in batches:
             replay.feed(batch)
