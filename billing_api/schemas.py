@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from billing_domain.findings import Kind, Severity
 
@@ -78,23 +78,31 @@ class StuckTransactions(BaseModel):
     transactions: list[FindingOut]
 
 
+BLANK = {"reason": "say why you rebuild (it goes to the audit trail); it is blank",
+         "actor": "name who asks for the rebuild, or leave it out; it is blank"}
+
+
 class RebuildRequest(BaseModel):
     """A rebuild: why (required), whether to write (dry run by default) and who asks."""
 
     model_config = ConfigDict(extra="forbid")
 
-    # The schema says what the service refuses (a blank reason or actor), so clients and fuzzers see it too.
-    reason: Annotated[str, Field(min_length=1, max_length=2_000, pattern=r"\S",
+    # The schema says what the service refuses (a blank reason or actor), so clients and fuzzers see it too;
+    # `_printable` refuses it with the service's own words.
+    reason: Annotated[str, Field(min_length=1, max_length=2_000, json_schema_extra={"pattern": r"\S"},
                                  description="Why; goes to the audit trail (not blank).")]
     dry_run: bool = Field(default=True, description="Show before/after only, write nothing (the default).")
-    actor: Annotated[str | None, Field(default=None, min_length=1, max_length=200, pattern=r"\S",
+    actor: Annotated[str | None, Field(default=None, min_length=1, max_length=200,
+                                       json_schema_extra={"pattern": r"\S"},
                                        description="Who asks; defaults to 'admin-api' (not blank).")] = None
 
     @field_validator("reason", "actor")
     @classmethod
-    def _printable(cls, value: str | None) -> str | None:
+    def _printable(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and "\x00" in value:
             raise ValueError("must not contain a NUL character")
+        if value is not None and not value.strip():
+            raise ValueError(BLANK[info.field_name or ""])
         return value
 
 

@@ -19,5 +19,5 @@ def test_a_blank_reason_or_actor_is_refused_by_the_schema(body: dict[str, str]) 
 def test_the_published_schema_carries_the_bounds() -> None:
     properties = RebuildRequest.model_json_schema()["properties"]
     assert properties["reason"]["pattern"] == r"\S"
-    assert any(option.get("pattern") == r"\S" for option in properties["actor"]["anyOf"])
+    assert properties["actor"]["pattern"] == r"\S"  # beside anyOf: a pattern binds strings only, null stays valid
     assert RebuildRequest.model_validate({"reason": "INC-1", "actor": "ana"}).actor == "ana"
