@@ -34,6 +34,10 @@ daily_reconciliation = dg.define_asset_job(
     description="Replay the event store once, diff every projection, check the accounting equation and store "
                 "the findings under this run's id in billing_recon.",
     tags=RECONCILE_TAGS,
+    # In process: the checks are short predicates over the stored report. Under the default multiprocess
+    # executor each check step was a process of its own (about 5 s each here), so a run launched from the UI
+    # took 18 to 38 s for under a second of work.
+    executor_def=dg.in_process_executor,
 )
 
 

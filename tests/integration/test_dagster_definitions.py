@@ -82,3 +82,11 @@ def test_the_findings_alert_says_what_is_new_and_what_is_still_open() -> None:
     body = str(alert.blocks)
     assert "`t1` (NEW)" in body and "`a1` (still open)" in body and "a2" not in body
     assert findings_alert("run-3", [_f("account", "a2", Kind.LAGGING)], [], "http://ui") is None
+
+
+def test_the_daily_run_and_the_operations_run_in_one_process() -> None:
+    """Issue 18: each step of a multiprocess run is a process of its own (about 5 s each on 2 cores), so a
+    daily run launched from the UI took 18 to 38 s for under a second of work (measured over GraphQL:
+    17.9 s before, 4.6 s after)."""
+    for name in ("daily_reconciliation", "rebuild_accounts", "rebuild_transactions"):
+        assert defs.resolve_job_def(name).executor_def is dg.in_process_executor, name
