@@ -40,7 +40,8 @@ from billing_domain.exceptions import ConcurrentOperationError, ConfigurationErr
 from billing_domain.findings import REBUILDABLE_KINDS, Kind, Severity
 from billing_domain.locks import rebuild_lock
 from billing_domain.operators import Operator, resolve
-from billing_domain.reconcile.service import ReplayOutcome, build_report, collector_paused, new_run_id, replay_all
+from billing_domain.reconcile.collector import collector_paused
+from billing_domain.reconcile.service import ReplayOutcome, build_report, new_run_id, replay_all
 from billing_domain.transactions import TransactionState
 
 log = logging.getLogger(__name__)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from billing_domain.adapters.kafka import KafkaEventStore
 from billing_domain.config import Topics
 from billing_domain.cut import Cut, TopicPartitionKey
+from billing_domain.reconcile.collector import collector_paused
 from billing_domain.reconcile.replay import Replay
 
 
@@ -46,8 +47,6 @@ def partition_groups(partitions: list[TopicPartitionKey], groups: int) -> list[s
 
 def fold_group(task: GroupTask, progress: Callable[[int], None] | None = None) -> tuple[Replay, Cut]:
     """Fold one group of partitions (runs in a worker, or in this process for the first group)."""
-    from billing_domain.reconcile.service import collector_paused
-
     store = KafkaEventStore(task.bootstrap_servers, task.topics)
     replay = Replay(task.topics, account_versions=task.account_versions,
                     transaction_versions=task.transaction_versions)
