@@ -84,7 +84,8 @@ class Corruption:
         position = EventPosition(first["topic"], first["partition"], first["offset"])
         return Finding.of(
             self.entity_type, self.entity_id, Kind.STREAM_CORRUPT,
-            f"{first['reason']} at {position} (event {first['event_id'] or '?'}); "
+            f"{first['reason']} at {position} "
+            f"({'event ' + first['event_id'] if first['event_id'] else 'no event id could be read'}); "
             f"{len(self.problems)} problem(s); no rebuild will trust this stream",
             expected={"problems": self.problems}, actual=None, topic=position.topic, partition=position.partition,
             offset=position.offset, event_id=first["event_id"])

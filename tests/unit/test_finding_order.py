@@ -128,3 +128,25 @@ def test_copies_of_one_event_on_two_partitions_are_two_problems_in_any_order() -
         reports.append([c.finding().to_json() for c in replay.corrupt.values()])
     assert reports[0] == reports[1]
     assert len(reports[0][0]["expected"]["problems"]) == 2
+
+
+def test_finding_texts_say_the_version_once_and_what_is_known_of_an_unreadable_event() -> None:
+    """Issue 18: "v30: v30: balance -1304 is negative" and "(event ?)" for an event with no readable id."""
+    from builders import AccountStream
+
+    from billing_domain.findings import Kind
+    from billing_domain.reconcile.diff import diff_accounts
+    from billing_domain.reconcile.lag import LagJudge
+
+    stream = AccountStream("acc-1")
+    stream.opened()
+    stream.debited(5)  # below zero at v2
+    replay = Replay(Topics.with_prefix("t."))
+    replay.feed_events((e, EventPosition("t.account-events", 0, i)) for i, e in enumerate(stream.events))
+    [broken] = [f for f in diff_accounts(replay, {}, LagJudge(stream.events[-1].occurred_at))
+                if f.kind == Kind.INVARIANT_VIOLATION]
+    assert broken.detail.startswith("v2: ") and broken.detail.count("v2:") == 1, broken.detail
+    unreadable = Corruption("account", "acc-2")
+    unreadable.add("undecodable event: not JSON", EventPosition("t.account-events", 1, 17), None)
+    detail = unreadable.finding().detail
+    assert "t.account-events[1]@17" in detail and "no event id could be read" in detail and "?" not in detail
