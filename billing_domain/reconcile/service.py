@@ -31,7 +31,7 @@ from billing_domain.reconcile import incremental
 from billing_domain.reconcile.collector import collector_paused
 from billing_domain.reconcile.delta import DeltaResult, encode_memo, memo_of, try_delta
 from billing_domain.reconcile.diff import diff_accounts, diff_transactions
-from billing_domain.reconcile.lag import LagJudge
+from billing_domain.reconcile.lag import DEFAULT_LAG_WINDOW, LagJudge
 from billing_domain.reconcile.ledger import identities_from_totals, ledger_findings, ledger_identities
 from billing_domain.reconcile.parallel import replay_in_parallel
 from billing_domain.reconcile.replay import AGGREGATE_TYPES, Replay
@@ -51,7 +51,7 @@ class ReconcileOptions:
     stuck_after: timedelta = timedelta(minutes=5)
     stop: dict[tuple[str, int], int] | None = None  # read the log only up to these offsets
     workers: int = 1  # processes for a full replay; partitions are dealt among them
-    lag_window: timedelta = timedelta(seconds=60)  # the contract's lag window (see reconcile.lag)
+    lag_window: timedelta = DEFAULT_LAG_WINDOW  # the contract's lag window (see reconcile.lag)
     projector_group: str | None = None  # the live projector's consumer group: its offsets decide exactly
     clock: Callable[[], datetime] = utc_now  # the run's clock: `stuck` and the lag window are judged by it
 
