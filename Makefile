@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/python -m billing_pipelines.demo
 
 test: $(STAMP)
-	$(BIN)/ruff check billing_domain billing_pipelines tests
+	$(BIN)/ruff check billing_domain billing_cli billing_pipelines billing_api billing_sandbox benchmarks tests
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
 

@@ -9,8 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from billing_domain.bench_cli import met_text
-from billing_domain.benchmark.targets import evaluate
+from billing_cli.bench import met_text
+from billing_sandbox.benchmark.targets import evaluate
 
 
 def render(path: Path) -> str:

@@ -20,13 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.benchmark import SIZES
-from billing_domain.benchmark.environment import bench_target
-from billing_domain.benchmark.stages import append_stage, rebuild_stage, reconcile_stage, simulate_stage
-from billing_domain.reconcile.diff import diff_accounts
-from billing_domain.reconcile.service import replay_all
-from billing_domain.reconcile.single import reconcile_entity
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.core.diff import diff_accounts
+from billing_domain.services.reconcile import replay_all
+from billing_domain.services.single import reconcile_entity
+from billing_sandbox.benchmark import SIZES
+from billing_sandbox.benchmark.environment import bench_target
+from billing_sandbox.benchmark.stages import append_stage, rebuild_stage, reconcile_stage, simulate_stage
 
 
 def profiled(label: str, top: int, call: Callable[[], Any]) -> Any:

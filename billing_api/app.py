@@ -15,7 +15,7 @@ from billing_api.errors import install_error_handlers
 from billing_api.queries import Reads
 from billing_api.routes import PREFIX, reads, writes
 from billing_api.settings import ApiSettings
-from billing_domain.wiring import Services, open_services
+from billing_domain.bootstrap import Services, open_services
 
 log = logging.getLogger(__name__)
 DESCRIPTION = """

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from billing_domain.exceptions import (
+from billing_domain.core.exceptions import (
     BillingError,
     ConcurrentOperationError,
     ConfigurationError,

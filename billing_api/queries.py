@@ -19,8 +19,9 @@ from billing_api.schemas import (
     ReconcileAllSummary,
     StuckTransactions,
 )
-from billing_domain.findings import Finding, Kind, ReconciliationReport, Severity
-from billing_domain.reconcile.service import (
+from billing_domain.bootstrap import Services
+from billing_domain.core.findings import Finding, Kind, ReconciliationReport, Severity
+from billing_domain.services.reconcile import (
     ReconcileOptions,
     ReplayOutcome,
     build_report,
@@ -28,8 +29,7 @@ from billing_domain.reconcile.service import (
     replay_all,
     save_checkpoint,
 )
-from billing_domain.reconcile.single import reconcile_entity
-from billing_domain.wiring import Services
+from billing_domain.services.single import reconcile_entity
 
 SOURCE = "api"  # billing_recon.recon_run.source
 FULL_REPLAY_WAIT_S = 600.0

@@ -25,9 +25,9 @@ from billing_api.schemas import (
     StuckTransactions,
 )
 from billing_api.settings import ApiSettings
-from billing_domain.exceptions import ConfigurationError
-from billing_domain.operators import API_TOKEN_TAG, DECLARED_ACTOR_TAG
-from billing_domain.rebuild import RebuildSelection, validate_rebuild_request
+from billing_domain.core.exceptions import ConfigurationError
+from billing_domain.core.operators import API_TOKEN_TAG, DECLARED_ACTOR_TAG
+from billing_domain.services.rebuild import RebuildSelection, validate_rebuild_request
 
 PREFIX = "/api/v1/admin"
 JOBS = {"account": "rebuild_accounts", "transaction": "rebuild_transactions"}

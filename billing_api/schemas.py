@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from billing_domain.findings import Kind, Severity
+from billing_domain.core.findings import Kind, Severity
 
 # Ids are the engine's aggregate ids: any printable text (no control characters, which PostgreSQL or a
 # log line would mangle), at most 256 characters.

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Self
 
-from billing_domain.exceptions import ConfigurationError
+from billing_domain.core.exceptions import ConfigurationError
 
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 MIN_TOKEN_LENGTH = 16

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Self
 
-from billing_domain.exceptions import ConfigurationError
+from billing_domain.core.exceptions import ConfigurationError
 
 DEFAULT_ACCOUNT_TOPIC = "billing.account-events"
 DEFAULT_TRANSACTION_TOPIC = "billing.transaction-events"

@@ -16,10 +16,10 @@ import psycopg
 import pytest
 from sqlalchemy.engine import Engine, make_url
 
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore, make_engine
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
 from billing_domain.config import Topics
-from billing_domain.stack import EmbeddedStack
+from billing_sandbox.stack import EmbeddedStack
 
 
 @dataclass(frozen=True)

@@ -40,10 +40,10 @@ from support.dagster_servers import (
 )
 from ui_support import LOCATION, REPO, Page, Ui, graphql
 
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore, make_engine
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
 from billing_domain.config import Topics
-from billing_domain.simulate import Manifest, SimulationConfig, simulate
+from billing_sandbox.simulate import Manifest, SimulationConfig, simulate
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from ui_support import RUN_TIMEOUT, Page, Ui, graphql
 
-from billing_domain.adapters.postgres import make_engine
-from billing_domain.adapters.recon_store import ReconStore
+from billing_domain.adapters.postgres.projection_store import make_engine
+from billing_domain.adapters.postgres.recon_store import ReconStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

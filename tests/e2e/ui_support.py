@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from billing_domain.config import Topics
-from billing_domain.simulate import Manifest
+from billing_sandbox.simulate import Manifest
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "screenshots"

@@ -37,11 +37,11 @@ from typer.testing import CliRunner
 
 from billing_api.app import create_app
 from billing_api.audit import ApiAuditStore
-from billing_api.cli import register
 from billing_api.settings import ApiSettings
+from billing_cli.api import register
+from billing_domain.bootstrap import Services, open_services
 from billing_domain.config import Settings, Topics
-from billing_domain.exceptions import ConfigurationError
-from billing_domain.wiring import Services, open_services
+from billing_domain.core.exceptions import ConfigurationError
 
 READ_TOKEN = f"read-{uuid.uuid4().hex}"
 WRITE_TOKEN = f"write-{uuid.uuid4().hex}"

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from billing_domain.bench_cli import results_table
-from billing_domain.benchmark import SIZES, BenchOptions, run_bench
+from billing_cli.bench import results_table
+from billing_sandbox.benchmark import SIZES, BenchOptions, run_bench
 
 STAGES = ("simulate", "floor", "full", "append", "incremental", "single", "peer_one_at_a_time", "peer_datacompy",
           "rebuild")

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.adapters.recon_store import ReconStore
-from billing_domain.cli import EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS, app
+from billing_cli.app import EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS, app
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.config import Topics
-from billing_domain.simulate import Manifest
+from billing_sandbox.simulate import Manifest
 
 REBUILD_MAY_NOT_FIX = {"stream_corrupt", "invariant_violation", "orphan_projection", "stuck", "saga_mismatch",
                        "accounting_equation"}

@@ -23,13 +23,13 @@ import pytest
 from sqlalchemy.engine import make_url
 from support.histories import EventFactory, project, stuck_transfer_history
 
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.adapters.recon_store import ReconStore
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.adapters.postgres.recon_store import ReconStore
+from billing_domain.adapters.postgres.security import RoleSettings, create_roles
 from billing_domain.config import Topics
-from billing_domain.security import RoleSettings, create_roles
 
-CLI = "from billing_domain.cli import app; app(prog_name='billing-recon')"
+CLI = "from billing_cli.app import app; app(prog_name='billing-recon')"
 TIMEOUT_S = 30
 MAX_LINES = 20
 PASSWORD = f"pw-{secrets.token_hex(6)}"

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from billing_domain.alerts import findings_alert
-from billing_domain.findings import Finding, Kind
+from billing_domain.core.findings import Finding, Kind
+from billing_domain.services.alerts import findings_alert
 from billing_pipelines.checks import (
     accounting_equation_verdict,
     lagging_verdict,

@@ -15,7 +15,7 @@ from support.dagster_servers import dagster_webserver
 from support.histories import project, stuck_transfer_history
 from test_dagster_jobs import inject_faults
 
-from billing_domain.adapters.recon_store import ReconStore
+from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.config import Topics
 
 LAUNCH = """

@@ -17,17 +17,17 @@ import pytest
 from support.clock import TestClock
 from support.histories import EventFactory
 
-from billing_domain.adapters.checkpoint_store import CheckpointStore
-from billing_domain.adapters.kafka import KafkaEventStore, RawRecord
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.adapters.projection_changes import ReadMark, projection_snapshot, read_mark
-from billing_domain.adapters.recon_store import ReconStore
-from billing_domain.events import AccountCredited, AccountDebited
-from billing_domain.findings import ReconciliationReport
-from billing_domain.reconcile.checkpoint import topics_key
-from billing_domain.reconcile.service import ReconcileOptions, build_report, reconcile_all, replay_all, save_checkpoint
-from billing_domain.simulate import SimulationConfig, simulate
-from billing_domain.transactions import PENDING
+from billing_domain.adapters.kafka.event_store import KafkaEventStore, RawRecord
+from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore
+from billing_domain.adapters.postgres.projection_changes import ReadMark, projection_snapshot, read_mark
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.adapters.postgres.recon_store import ReconStore
+from billing_domain.core.checkpoint import topics_key
+from billing_domain.core.events import AccountCredited, AccountDebited
+from billing_domain.core.findings import ReconciliationReport
+from billing_domain.core.transactions import PENDING
+from billing_domain.services.reconcile import ReconcileOptions, build_report, reconcile_all, replay_all, save_checkpoint
+from billing_sandbox.simulate import SimulationConfig, simulate
 
 # The run's clock, moved by the tests to the newest event they wrote: `stuck` is judged by it, and a full
 # replay and a delta run must be judged at the same moment to give the same report.

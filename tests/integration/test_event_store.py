@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from billing_domain.adapters.kafka import KafkaEventStore, RawRecord
-from billing_domain.events import AccountCredited, AccountOpened, Event, decode_event
-from billing_domain.exceptions import EventPosition
+from billing_domain.adapters.kafka.event_store import KafkaEventStore, RawRecord
+from billing_domain.core.events import AccountCredited, AccountOpened, Event, decode_event
+from billing_domain.core.exceptions import EventPosition
 
 
 def _opened(account_id: str) -> Event:

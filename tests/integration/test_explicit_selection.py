@@ -19,11 +19,11 @@ from support.histories import project, stuck_transfer_history
 
 from billing_api.app import create_app
 from billing_api.settings import ApiSettings
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.adapters.recon_store import ReconStore
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.adapters.postgres.recon_store import ReconStore
+from billing_domain.bootstrap import open_services
 from billing_domain.config import Settings, Topics
-from billing_domain.wiring import open_services
 from billing_pipelines.definitions import build_defs
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource
 

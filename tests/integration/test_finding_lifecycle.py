@@ -10,11 +10,11 @@ from sqlalchemy.engine import Engine
 from support.slack_standin import SlackStandin
 from test_dagster_jobs import _sensor_context, run_job, seeded, slack  # noqa: F401 (fixtures)
 
-from billing_domain.adapters.recon_store import ReconStore
-from billing_domain.alerts import lifecycle_alert
-from billing_domain.exceptions import ConfigurationError
-from billing_domain.findings import Finding, Kind, ReconciliationReport, Severity
-from billing_domain.lifecycle import (
+from billing_domain.adapters.postgres.recon_store import ReconStore
+from billing_domain.core.exceptions import ConfigurationError
+from billing_domain.core.findings import Finding, Kind, ReconciliationReport, Severity
+from billing_domain.services.alerts import lifecycle_alert
+from billing_domain.services.lifecycle import (
     acknowledge,
     list_findings,
     notes,

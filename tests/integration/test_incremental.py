@@ -9,16 +9,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from support.histories import EventFactory, project
 
-from billing_domain.accounts import AccountAggregate, AccountState
-from billing_domain.adapters.checkpoint_store import CheckpointStore, CheckpointView
-from billing_domain.adapters.kafka import KafkaEventStore, RawRecord
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.adapters.recon_store import ReconStore
-from billing_domain.events import AccountCredited, AccountDebited, AccountOpened, Event, Payload
-from billing_domain.findings import ReconciliationReport
-from billing_domain.reconcile import checkpoint, incremental
-from billing_domain.reconcile.service import reconcile_all
-from billing_domain.reconcile.single import reconcile_entity
+from billing_domain.adapters.kafka.event_store import KafkaEventStore, RawRecord
+from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore, CheckpointView
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.adapters.postgres.recon_store import ReconStore
+from billing_domain.core import checkpoint
+from billing_domain.core.accounts import AccountAggregate, AccountState
+from billing_domain.core.events import AccountCredited, AccountDebited, AccountOpened, Event, Payload
+from billing_domain.core.findings import ReconciliationReport
+from billing_domain.services import incremental
+from billing_domain.services.reconcile import reconcile_all
+from billing_domain.services.single import reconcile_entity
 
 T0 = datetime(2026, 4, 1, tzinfo=UTC)
 _new_event = EventFactory(T0, id_prefix="inc")
@@ -146,7 +147,7 @@ def test_single_entity_reconcile(event_store: KafkaEventStore, projection_store:
 def test_a_rebuild_from_the_checkpoint_writes_the_same_rows_as_one_from_the_start(
         event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore,
         selection: str) -> None:
-    from billing_domain.rebuild import RebuildSelection, rebuild
+    from billing_domain.services.rebuild import RebuildSelection, rebuild
 
     recon = ReconStore(projection_store.engine)
     streams = _accounts(12, 3)
@@ -174,8 +175,8 @@ def test_a_rebuild_from_the_checkpoint_writes_the_same_rows_as_one_from_the_star
 
 def test_a_transaction_rebuild_from_the_checkpoint_repairs_what_a_full_replay_finds(
         event_store: KafkaEventStore, projection_store: ProjectionStore, checkpoints: CheckpointStore) -> None:
-    from billing_domain.rebuild import RebuildSelection, rebuild
-    from billing_domain.simulate import SimulationConfig, simulate
+    from billing_domain.services.rebuild import RebuildSelection, rebuild
+    from billing_sandbox.simulate import SimulationConfig, simulate
 
     simulate(event_store, projection_store, SimulationConfig(seed=2, accounts=30, days=1, faults=False))
     recon = ReconStore(projection_store.engine)
@@ -195,8 +196,8 @@ def test_a_transaction_rebuild_from_the_checkpoint_repairs_what_a_full_replay_fi
 
 def test_a_key_filtered_replay_keeps_keyless_events_of_its_entities(
         event_store: KafkaEventStore, projection_store: ProjectionStore) -> None:
-    from billing_domain.events import encode_event
-    from billing_domain.reconcile.service import replay_all
+    from billing_domain.core.events import encode_event
+    from billing_domain.services.reconcile import replay_all
 
     streams = _accounts(3, 0)  # one event each: keyless messages land on any partition, in no order
     keyless = [RawRecord(event_store.topics.accounts, None, encode_event(e)) for s in streams.values() for e in s]

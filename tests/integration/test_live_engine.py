@@ -27,9 +27,9 @@ import dagster as dg
 import pytest
 from support.live_engine import EngineConfig, LiveEngine, running_engine
 
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.adapters.recon_store import ReconStore
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.config import Topics
 from billing_pipelines.definitions import build_defs
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource

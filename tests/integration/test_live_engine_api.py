@@ -18,9 +18,9 @@ from test_live_engine import described, live, newest_row
 
 from billing_api.app import create_app
 from billing_api.settings import ApiSettings
-from billing_domain.adapters.postgres import ProjectionStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.bootstrap import open_services
 from billing_domain.config import Settings
-from billing_domain.wiring import open_services
 
 __all__ = ["live"]  # the fixture, shared with test_live_engine
 TOKEN = f"read-{uuid.uuid4().hex}"

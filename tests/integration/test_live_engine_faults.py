@@ -17,7 +17,7 @@ from support.live_engine import EngineConfig, running_engine
 from test_cli import REBUILD_MAY_NOT_FIX
 from test_live_engine import BILLING_RECON, PREFIX, FindingRow, cli_env, described, keys, live, reconcile
 
-from billing_domain.simulate import Manifest
+from billing_sandbox.simulate import Manifest
 
 __all__ = ["cli_env", "live"]  # the fixtures, shared with test_live_engine
 

@@ -13,11 +13,11 @@ import pytest
 from support.histories import EventFactory, fold, project
 from typer.testing import CliRunner
 
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
 from billing_domain.config import Topics
-from billing_domain.cut import TopicPartitionKey
-from billing_domain.events import (
+from billing_domain.core.cut import TopicPartitionKey
+from billing_domain.core.events import (
     AccountCredited,
     AccountDebited,
     AccountOpened,
@@ -27,8 +27,8 @@ from billing_domain.events import (
     decode_event,
     encode_event,
 )
-from billing_domain.exceptions import ConfigurationError
-from billing_domain.point_in_time import (
+from billing_domain.core.exceptions import ConfigurationError
+from billing_domain.services.point_in_time import (
     balances_as_of,
     cut_at,
     cut_at_offsets,
@@ -37,9 +37,9 @@ from billing_domain.point_in_time import (
     plan_rebuild_as_of,
     reconcile_as_of,
 )
-from billing_domain.simulate.history import HistoryGenerator, SimulationConfig
 from billing_pipelines.month_end import month_end_balances
 from billing_pipelines.resources import EventStoreResource
+from billing_sandbox.simulate.history import HistoryGenerator, SimulationConfig
 
 T0 = datetime(2026, 1, 31, 10, 0, tzinfo=UTC)
 JANUARY_END = month_end("2026-01")
@@ -229,7 +229,7 @@ def test_month_end_balances_asset_writes_the_csv_and_totals(event_store: KafkaEv
 
 def test_the_commands(event_store: KafkaEventStore, servers: Any, topics: Topics, database_url: str,
                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from billing_domain.cli import app
+    from billing_cli.app import app
 
     event_store.append(stuck_and_broken_history())
     monkeypatch.setenv("BILLING_KAFKA_BOOTSTRAP_SERVERS", servers.bootstrap_servers)

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from msgspec.structs import replace
 
-from billing_domain.accounts import AccountState
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.transactions import TransactionState
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.core.accounts import AccountState
+from billing_domain.core.transactions import TransactionState
 
 AT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 

@@ -11,13 +11,20 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from billing_domain.accounts import AccountAggregate
-from billing_domain.adapters.kafka import KafkaEventStore, RawRecord
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.events import AccountCredited, AccountOpened, Event, Payload, TransactionInitiated, decode_event
-from billing_domain.projector import LiveProjector
-from billing_domain.simulate.history import HistoryGenerator, SimulationConfig
-from billing_domain.transactions import TransactionAggregate
+from billing_domain.adapters.kafka.event_store import KafkaEventStore, RawRecord
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.core.accounts import AccountAggregate
+from billing_domain.core.events import (
+    AccountCredited,
+    AccountOpened,
+    Event,
+    Payload,
+    TransactionInitiated,
+    decode_event,
+)
+from billing_domain.core.transactions import TransactionAggregate
+from billing_sandbox.projector import LiveProjector
+from billing_sandbox.simulate.history import HistoryGenerator, SimulationConfig
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import Engine
 from support.histories import EventFactory
 
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.events import AccountCredited, AccountDebited, AccountOpened, Event, TransactionCompleted
-from billing_domain.events import TransactionInitiated as Initiated
-from billing_domain.findings import Kind, ReconciliationReport
-from billing_domain.projector import LiveProjector
-from billing_domain.reconcile.service import ReconcileOptions, reconcile_all
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.core.events import AccountCredited, AccountDebited, AccountOpened, Event, TransactionCompleted
+from billing_domain.core.events import TransactionInitiated as Initiated
+from billing_domain.core.findings import Kind, ReconciliationReport
+from billing_domain.services.reconcile import ReconcileOptions, reconcile_all
+from billing_sandbox.projector import LiveProjector
 
 
 def _recent_history(event: EventFactory) -> list[Event]:

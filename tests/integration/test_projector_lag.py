@@ -13,15 +13,15 @@ from sqlalchemy.engine import Engine
 from support.slack_standin import SlackStandin
 from typer.testing import CliRunner
 
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
 from billing_domain.config import Topics
-from billing_domain.cut import TopicPartitionKey
-from billing_domain.events import AccountCredited, AccountOpened, Event, Payload, decode_event
-from billing_domain.projector import LiveProjector
-from billing_domain.projector_lag import LagThresholds, lag_verdict, measure_lag
+from billing_domain.core.cut import TopicPartitionKey
+from billing_domain.core.events import AccountCredited, AccountOpened, Event, Payload, decode_event
+from billing_domain.services.projector_lag import LagThresholds, lag_verdict, measure_lag
 from billing_pipelines.projector_lag import projector_lag, projector_lag_sensor
 from billing_pipelines.resources import EventStoreResource, SlackResource
+from billing_sandbox.projector import LiveProjector
 
 NOW = datetime.now(UTC)
 
@@ -153,7 +153,7 @@ def test_the_asset_check_and_the_sensor_alert_when_past_the_threshold(
 
 def test_the_command(event_store: KafkaEventStore, servers: Any, topics: Topics, database_url: str, group: str,
                      caught_up: dict[TopicPartitionKey, int], monkeypatch: pytest.MonkeyPatch) -> None:
-    from billing_domain.cli import app
+    from billing_cli.app import app
 
     monkeypatch.setenv("BILLING_KAFKA_BOOTSTRAP_SERVERS", servers.bootstrap_servers)
     monkeypatch.setenv("BILLING_DATABASE_URL", database_url)

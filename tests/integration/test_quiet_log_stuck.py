@@ -15,12 +15,12 @@ import pytest
 from support.histories import EventFactory, project
 from typer.testing import CliRunner
 
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.adapters.recon_store import ReconStore
-from billing_domain.cli import EXIT_FINDINGS, app
+from billing_cli.app import EXIT_FINDINGS, app
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.config import Topics
-from billing_domain.events import AccountCredited, AccountDebited, AccountOpened, TransactionInitiated
+from billing_domain.core.events import AccountCredited, AccountDebited, AccountOpened, TransactionInitiated
 from billing_pipelines.definitions import build_defs
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource
 

@@ -16,14 +16,14 @@ import pytest
 from support.histories import EventFactory, fold, project
 from typer.testing import CliRunner
 
-from billing_domain.accounts import AccountState
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.adapters.recon_store import ReconStore
-from billing_domain.cli import app
-from billing_domain.cut import Cut
-from billing_domain.events import AccountCredited, AccountDebited, AccountOpened, Event
-from billing_domain.rebuild import RebuildResult, RebuildSelection, rebuild
+from billing_cli.app import app
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.adapters.postgres.recon_store import ReconStore
+from billing_domain.core.accounts import AccountState
+from billing_domain.core.cut import Cut
+from billing_domain.core.events import AccountCredited, AccountDebited, AccountOpened, Event
+from billing_domain.services.rebuild import RebuildResult, RebuildSelection, rebuild
 
 _event = EventFactory()
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from support.histories import HISTORY_START, EventFactory, project, transfer_history
 
-from billing_domain.adapters.kafka import KafkaEventStore, RawRecord
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.events import (
+from billing_domain.adapters.kafka.event_store import KafkaEventStore, RawRecord
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.core.events import (
     AccountCredited,
     AccountDebited,
     TransactionCompleted,
     TransactionInitiated,
 )
-from billing_domain.reconcile.service import reconcile_all
+from billing_domain.services.reconcile import reconcile_all
 
 _event = EventFactory(HISTORY_START, id_prefix="evt")
 
@@ -86,8 +86,8 @@ def test_stuck_and_saga_mismatch(event_store: KafkaEventStore, projection_store:
 
 def test_rebuild_repairs_what_it_may_and_refuses_corrupt_streams(
         event_store: KafkaEventStore, projection_store: ProjectionStore) -> None:
-    from billing_domain.adapters.recon_store import ReconStore
-    from billing_domain.rebuild import RebuildSelection, rebuild
+    from billing_domain.adapters.postgres.recon_store import ReconStore
+    from billing_domain.services.rebuild import RebuildSelection, rebuild
 
     recon = ReconStore(projection_store.engine)
     recon.migrate()
@@ -124,7 +124,7 @@ def test_rebuild_repairs_what_it_may_and_refuses_corrupt_streams(
 
 def test_a_parallel_replay_reports_exactly_what_a_single_pass_does(
         event_store: KafkaEventStore, projection_store: ProjectionStore) -> None:
-    from billing_domain.reconcile.service import ReconcileOptions
+    from billing_domain.services.reconcile import ReconcileOptions
 
     events = [*transfer_history(_event),
               _event("tx-2", 1, TransactionInitiated("acc-b", "acc-a", 100, "EUR"), minutes=4),

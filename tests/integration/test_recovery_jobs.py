@@ -9,7 +9,7 @@ import pytest
 from test_dagster_jobs import keys, run_job, seeded, slack  # noqa: F401 (fixtures)
 from typer.testing import CliRunner
 
-from billing_domain.cli import app
+from billing_cli.app import app
 from billing_domain.config import Topics
 
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from support.histories import EventFactory, project
 
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.adapters.recon_store import ReconStore
-from billing_domain.events import (
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.adapters.postgres.recon_store import ReconStore
+from billing_domain.core.events import (
     AccountCredited,
     AccountDebited,
     AccountOpened,
@@ -20,10 +20,10 @@ from billing_domain.events import (
     TransactionInitiated,
     decode_event,
 )
-from billing_domain.exceptions import ConfigurationError
-from billing_domain.projector import LiveProjector
-from billing_domain.reconcile.service import ReconcileOptions, reconcile_all
-from billing_domain.saga_recovery import execute_plan, load_plan, plan_recovery
+from billing_domain.core.exceptions import ConfigurationError
+from billing_domain.services.reconcile import ReconcileOptions, reconcile_all
+from billing_domain.services.saga_recovery import execute_plan, load_plan, plan_recovery
+from billing_sandbox.projector import LiveProjector
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 NOW = T0 + timedelta(minutes=30)  # the run's clock, injected: a minute after tx-fresh began, 26+ after the rest

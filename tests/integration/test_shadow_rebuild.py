@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from support.histories import HISTORY_START, EventFactory, fold, project
 
-from billing_domain.adapters.kafka import KafkaEventStore, RawRecord
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.adapters.recon_store import ReconStore
-from billing_domain.events import (
+from billing_domain.adapters.kafka.event_store import KafkaEventStore, RawRecord
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.adapters.postgres.recon_store import ReconStore
+from billing_domain.core.events import (
     AccountCredited,
     AccountDebited,
     AccountOpened,
@@ -16,10 +16,10 @@ from billing_domain.events import (
     TransactionCompleted,
     TransactionInitiated,
 )
-from billing_domain.exceptions import ConcurrentOperationError
-from billing_domain.rebuild import _rebuild_lock
-from billing_domain.reconcile.service import reconcile_all, replay_all
-from billing_domain.shadow_rebuild import (
+from billing_domain.core.exceptions import ConcurrentOperationError
+from billing_domain.services.rebuild import _rebuild_lock
+from billing_domain.services.reconcile import reconcile_all, replay_all
+from billing_domain.services.shadow_rebuild import (
     ShadowResult,
     build_shadow,
     diff_shadow,

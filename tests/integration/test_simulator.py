@@ -13,14 +13,14 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from billing_domain.accounts import AccountAggregate
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore, make_engine
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
 from billing_domain.config import Topics
-from billing_domain.events import AccountCredited, AccountDebited, decode_event, encode_event
-from billing_domain.simulate import Manifest, SimulationConfig, simulate
-from billing_domain.simulate.history import HistoryGenerator
-from billing_domain.transactions import PENDING, TransactionAggregate
+from billing_domain.core.accounts import AccountAggregate
+from billing_domain.core.events import AccountCredited, AccountDebited, decode_event, encode_event
+from billing_domain.core.transactions import PENDING, TransactionAggregate
+from billing_sandbox.simulate import Manifest, SimulationConfig, simulate
+from billing_sandbox.simulate.history import HistoryGenerator
 
 ALL_KINDS = {"missing_projection", "orphan_projection", "balance_mismatch", "field_mismatch", "version_ahead",
              "lagging", "invariant_violation", "stream_corrupt", "stuck", "saga_mismatch", "accounting_equation"}

@@ -14,7 +14,7 @@ from support.slack_standin import SlackStandin
 from test_dagster_jobs import make_resources, run_job  # shared helpers of the Dagster tests
 
 from billing_domain.adapters.slack import SlackNotifier
-from billing_domain.alerts import run_failure_alert
+from billing_domain.services.alerts import run_failure_alert
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_the_reconciliation_and_its_alerting_succeed_while_slack_is_down(
     import dagster as dg
     from test_dagster_jobs import inject_faults
 
-    from billing_domain.adapters.recon_store import ReconStore
+    from billing_domain.adapters.postgres.recon_store import ReconStore
     from billing_pipelines.definitions import build_defs
     from billing_pipelines.sensors import reconciliation_findings_sensor
 

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from sqlalchemy.engine import make_url
 
-from billing_domain.stack import EmbeddedStack, _port_open
+from billing_sandbox.stack import EmbeddedStack, _port_open
 
 CLI = Path(sys.executable).parent / "billing-recon"
 

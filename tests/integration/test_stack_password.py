@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from billing_domain.stack import PASSWORD_FILE, EmbeddedStack, StackError, StackInfo
+from billing_sandbox.stack import PASSWORD_FILE, EmbeddedStack, StackError, StackInfo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,7 +59,7 @@ def stack() -> Iterator[EmbeddedStack]:
 
 def _cli(stack_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BILLING_")} | {"BILLING_STACK_DIR": str(stack_dir)}
-    return subprocess.run([sys.executable, "-m", "billing_domain.cli", *args], env=env, cwd=ROOT, text=True,
+    return subprocess.run([sys.executable, "-m", "billing_cli.app", *args], env=env, cwd=ROOT, text=True,
                           capture_output=True, timeout=300, check=False)
 
 

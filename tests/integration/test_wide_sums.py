@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from support.histories import EventFactory, project
 
-from billing_domain.adapters.checkpoint_store import CheckpointStore
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.adapters.recon_store import ReconStore
-from billing_domain.events import AccountCredited, AccountOpened
-from billing_domain.reconcile.service import reconcile_all
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.adapters.postgres.recon_store import ReconStore
+from billing_domain.core.events import AccountCredited, AccountOpened
+from billing_domain.services.reconcile import reconcile_all
 
 BIGGEST = 2**63 - 1
 

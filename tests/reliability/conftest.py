@@ -20,7 +20,7 @@ import pytest
 from reliability_helpers import create_database
 from support.figures import RELIABILITY, RunRecord, TestFigures, terminal_rows
 
-from billing_domain.stack import EmbeddedStack, StackInfo
+from billing_sandbox.stack import EmbeddedStack, StackInfo
 
 RECORDS_KEY = pytest.StashKey[dict[str, TestFigures]]()
 COUNTS_KEY = pytest.StashKey[dict[str, int]]()

@@ -1,4 +1,4 @@
-"""`billing-recon` in a real subprocess, stopped at a named step (billing_domain.crashpoints) to be SIGKILLed
+"""`billing-recon` in a real subprocess, stopped at a named step (billing_domain.services.crashpoints) to be SIGKILLed
 there or let go on: the process writes the step's name to a marker file when it arrives and then waits for a
 line on its stdin.
 """
@@ -14,12 +14,13 @@ from pathlib import Path
 
 from reliability_helpers import wait_for
 
-from billing_domain.crashpoints import PAUSE_AT, PAUSE_MARKER
+from billing_domain.services.crashpoints import PAUSE_AT, PAUSE_MARKER
 
 ROOT = Path(__file__).resolve().parents[2]
 # `billing-recon` itself, with smaller rebuild batches so a few dozen rows make several transactions.
-CLI = ("import os, billing_domain.rebuild as r; r.BATCH_SIZE = int(os.environ.get('REL_BATCH', r.BATCH_SIZE)); "
-       "from billing_domain.cli import app; app(prog_name='billing-recon')")
+CLI = ("import os, billing_domain.services.rebuild as r; "
+       "r.BATCH_SIZE = int(os.environ.get('REL_BATCH', r.BATCH_SIZE)); "
+       "from billing_cli.app import app; app(prog_name='billing-recon')")
 
 
 @dataclass

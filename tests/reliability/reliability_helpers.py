@@ -15,16 +15,16 @@ from typing import Self
 import psycopg
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from billing_domain.accounts import ACTIVE, AccountAggregate
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore, make_engine
-from billing_domain.adapters.recon_store import ReconStore
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
+from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.config import Topics
-from billing_domain.events import AccountCredited, AccountDebited, Event, Payload
-from billing_domain.projector import LiveProjector
-from billing_domain.rebuild import RebuildResult, RebuildSelection, rebuild
-from billing_domain.simulate import SimulationConfig, simulate
-from billing_domain.stack import EmbeddedStack
+from billing_domain.core.accounts import ACTIVE, AccountAggregate
+from billing_domain.core.events import AccountCredited, AccountDebited, Event, Payload
+from billing_domain.services.rebuild import RebuildResult, RebuildSelection, rebuild
+from billing_sandbox.projector import LiveProjector
+from billing_sandbox.simulate import SimulationConfig, simulate
+from billing_sandbox.stack import EmbeddedStack
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """No committed write without its audit record: `billing-recon` SIGKILLed at every step of a rebuild, a shadow
-swap and a saga recovery (a real subprocess, stopped at the step by billing_domain.crashpoints).
+swap and a saga recovery (a real subprocess, stopped at the step by billing_domain.services.crashpoints).
 
 After each kill, every projection row that changed (or, for a recovery, every event it appended to the log) is
 named by a `pending` audit row written before the first write, with the values it now has; the completion row
@@ -19,11 +19,11 @@ from paused_process import start_cli
 from reliability_helpers import Damaged, create_database, damaged_history, twin_of
 from support.histories import EventFactory, project
 
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore, make_engine
-from billing_domain.adapters.recon_store import ReconStore
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
+from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.config import Topics
-from billing_domain.events import (
+from billing_domain.core.events import (
     AccountCredited,
     AccountDebited,
     AccountOpened,

@@ -12,7 +12,7 @@ from reliability_helpers import Damaged, damaged_history, dump_projections
 from support.figures import TestFigures
 from typer.testing import CliRunner
 
-from billing_domain.cli import app
+from billing_cli.app import app
 from billing_pipelines.definitions import build_defs
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource
 

@@ -21,19 +21,19 @@ import pytest
 from support.slack_standin import SlackStandin
 from support.tcp_proxy import TcpProxy, free_port
 
-from billing_domain.adapters import kafka
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore, make_engine
-from billing_domain.adapters.recon_store import ReconStore
+from billing_domain.adapters.kafka import event_store as kafka
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
+from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.config import Topics
-from billing_domain.exceptions import EventStoreUnavailableError
-from billing_domain.findings import ReconciliationReport
-from billing_domain.reconcile.service import ReconcileOptions, reconcile_all
-from billing_domain.simulate import SimulationConfig, simulate
-from billing_domain.stack import _port_open
+from billing_domain.core.exceptions import EventStoreUnavailableError
+from billing_domain.core.findings import ReconciliationReport
+from billing_domain.services.reconcile import ReconcileOptions, reconcile_all
 from billing_pipelines.definitions import build_defs
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource
 from billing_pipelines.sensors import run_failure_slack_sensor
+from billing_sandbox.simulate import SimulationConfig, simulate
+from billing_sandbox.stack import _port_open
 
 SEED = 11
 # Each report is judged by its run's clock (`stuck`, the lag window). The clean and the faulted run read at
@@ -99,7 +99,7 @@ def test_a_short_outage_is_retried_and_the_report_is_the_clean_one(
     assert clean.findings, "the simulated faults give findings to compare"
     figures.injected("broker unreachable mid-replay (short)")
     store.stall_timeout_s = 30
-    with caplog.at_level(logging.WARNING, logger="billing_domain.adapters.kafka"):
+    with caplog.at_level(logging.WARNING, logger="billing_domain.adapters.kafka.event_store"):
         faulted = reconcile_all(store, projection_store, options=AT_ONE_MOMENT,
                                 progress=_cut_after_first_batch(proxied_broker, 3.0))
     assert proxied_broker.cuts >= 1

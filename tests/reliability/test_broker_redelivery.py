@@ -16,14 +16,14 @@ from confluent_kafka import Consumer, TopicPartition
 from reliability_helpers import create_database, damaged_history, dump_projections
 from support.figures import TestFigures
 
-from billing_domain.adapters.kafka import KafkaEventStore, RawRecord
-from billing_domain.adapters.postgres import ProjectionStore, make_engine
+from billing_domain.adapters.kafka.event_store import KafkaEventStore, RawRecord
+from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
 from billing_domain.config import Topics
-from billing_domain.events import AccountCredited, Event
-from billing_domain.findings import ReconciliationReport
-from billing_domain.projector import LiveProjector
-from billing_domain.reconcile.service import ReconcileOptions, reconcile_all, replay_all
-from billing_domain.simulate import SimulationConfig, simulate
+from billing_domain.core.events import AccountCredited, Event
+from billing_domain.core.findings import ReconciliationReport
+from billing_domain.services.reconcile import ReconcileOptions, reconcile_all, replay_all
+from billing_sandbox.projector import LiveProjector
+from billing_sandbox.simulate import SimulationConfig, simulate
 
 # Both reports are judged by one clock (stuck, the lag window): only the redelivery may differ between them.
 AT_ONE_MOMENT = ReconcileOptions(clock=lambda: datetime(2026, 6, 1, tzinfo=UTC))

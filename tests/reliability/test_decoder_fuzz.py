@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.figures import TestFigures
 
-from billing_domain.events import (
+from billing_domain.core.events import (
     AccountCredited,
     AccountOpened,
     Event,
@@ -28,7 +28,7 @@ from billing_domain.events import (
     decode_event,
     encode_event,
 )
-from billing_domain.exceptions import EventDecodeError, EventPosition
+from billing_domain.core.exceptions import EventDecodeError, EventPosition
 
 # A pathological input may cost a few copies of itself, never more: an allocation that grows faster than
 # the input (a parser gone quadratic, a per-element object graph) breaks this.

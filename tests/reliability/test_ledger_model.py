@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
 
 from billing_domain.config import Topics
-from billing_domain.events import (
+from billing_domain.core.events import (
     AccountCredited,
     AccountDebited,
     AccountOpened,
@@ -25,11 +25,11 @@ from billing_domain.events import (
     TransactionFailed,
     TransactionInitiated,
 )
-from billing_domain.exceptions import EventPosition
-from billing_domain.reconcile.lag import LagJudge
-from billing_domain.reconcile.ledger import ledger_findings, ledger_identities
-from billing_domain.reconcile.replay import Replay
-from billing_domain.reconcile.sagas import saga_findings
+from billing_domain.core.exceptions import EventPosition
+from billing_domain.core.lag import LagJudge
+from billing_domain.core.ledger import ledger_findings, ledger_identities
+from billing_domain.core.replay import Replay
+from billing_domain.core.sagas import saga_findings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TOPICS = Topics()

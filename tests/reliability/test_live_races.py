@@ -27,9 +27,9 @@ from reliability_helpers import (
 )
 from support.figures import TestFigures
 
-from billing_domain.adapters.checkpoint_store import CheckpointStore
-from billing_domain.projector import LiveProjector
-from billing_domain.reconcile.service import reconcile_all, replay_all
+from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore
+from billing_domain.services.reconcile import reconcile_all, replay_all
+from billing_sandbox.projector import LiveProjector
 
 RSS_GROWTH_LIMIT_MB = 80
 

@@ -20,12 +20,12 @@ from confluent_kafka import Producer
 from support.histories import project
 from typer.testing import CliRunner
 
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore, make_engine
-from billing_domain.adapters.recon_store import ReconStore
-from billing_domain.cli import EXIT_FINDINGS, app
+from billing_cli.app import EXIT_FINDINGS, app
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
+from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.config import Topics
-from billing_domain.events import AccountCredited, AccountOpened, AccountSuspended, Event, Payload, encode_event
+from billing_domain.core.events import AccountCredited, AccountOpened, AccountSuspended, Event, Payload, encode_event
 from billing_pipelines.definitions import build_defs
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource
 

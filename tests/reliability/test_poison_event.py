@@ -13,15 +13,15 @@ import dagster as dg
 import pytest
 from support.slack_standin import SlackStandin
 
-from billing_domain.adapters.kafka import KafkaEventStore, RawRecord
-from billing_domain.adapters.postgres import ProjectionStore, make_engine
-from billing_domain.adapters.recon_store import ReconStore
+from billing_domain.adapters.kafka.event_store import KafkaEventStore, RawRecord
+from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
+from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.config import Topics
-from billing_domain.events import AccountCredited, AccountOpened, Event, Payload, encode_event
-from billing_domain.projector import LiveProjector
+from billing_domain.core.events import AccountCredited, AccountOpened, Event, Payload, encode_event
 from billing_pipelines.definitions import build_defs
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource
 from billing_pipelines.sensors import reconciliation_findings_sensor
+from billing_sandbox.projector import LiveProjector
 
 T0 = datetime(2026, 2, 1, tzinfo=UTC)
 POISON = b'{"event_id": "poison-1", "event_type": "AccountCredited", "payload": {"amount_minor": 1.5}}'
@@ -48,7 +48,7 @@ def test_a_poison_event_is_one_finding_one_alert_and_the_replay_goes_on(
                      + [RawRecord(topics.accounts, b"acc-p", POISON)]
                      + [RawRecord(topics.accounts, e.aggregate_id.encode(), encode_event(e)) for e in after])
     projector = LiveProjector(store, projection_store.engine, f"poison-projector-{uuid.uuid4().hex[:6]}")
-    with caplog.at_level(logging.ERROR, logger="billing_domain.projector"):
+    with caplog.at_level(logging.ERROR, logger="billing_sandbox.projector"):
         projector.run_until_caught_up(60)
     projector.close()
     assert "skipping undecodable message" in caplog.text and "@3" in caplog.text  # not skipped silently

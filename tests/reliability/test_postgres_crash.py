@@ -19,10 +19,10 @@ from reliability_helpers import (
     rebuild_all_accounts,
 )
 
-from billing_domain import rebuild as rebuild_module
-from billing_domain.adapters.postgres import ProjectionStore, make_engine
-from billing_domain.adapters.recon_store import ReconStore
-from billing_domain.stack import EmbeddedStack, StackInfo
+from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
+from billing_domain.adapters.postgres.recon_store import ReconStore
+from billing_domain.services import rebuild as rebuild_module
+from billing_sandbox.stack import EmbeddedStack, StackInfo
 
 SEED = 21
 BATCH = 40  # small batches, so a few hundred rows make many transactions

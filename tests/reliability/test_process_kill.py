@@ -31,16 +31,16 @@ from reliability_helpers import (
     wait_for,
 )
 
-from billing_domain.exceptions import ConcurrentOperationError
-from billing_domain.locks import rebuild_lock
+from billing_domain.adapters.postgres.locks import rebuild_lock
+from billing_domain.core.exceptions import ConcurrentOperationError
 from billing_pipelines.definitions import build_defs
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = 30
 # `billing-recon` itself, with smaller batches so a few hundred accounts make many transactions.
-CLI = ("import billing_domain.rebuild as r; r.BATCH_SIZE = int(__import__('os').environ['REL_BATCH']); "
-       "from billing_domain.cli import app; app(prog_name='billing-recon')")
+CLI = ("import billing_domain.services.rebuild as r; r.BATCH_SIZE = int(__import__('os').environ['REL_BATCH']); "
+       "from billing_cli.app import app; app(prog_name='billing-recon')")
 
 
 def test_a_killed_rebuild_process_releases_its_lock_and_a_retried_run_completes(

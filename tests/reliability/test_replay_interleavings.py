@@ -24,13 +24,13 @@ from reliability_helpers import create_database
 from support.figures import TestFigures
 from support.messages import FakeMessage
 
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore, make_engine
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
 from billing_domain.config import Topics
-from billing_domain.cut import Cut
-from billing_domain.reconcile.replay import Replay
-from billing_domain.reconcile.service import ReplayOutcome, build_report
-from billing_domain.simulate import SimulationConfig, simulate
+from billing_domain.core.cut import Cut
+from billing_domain.core.replay import Replay
+from billing_domain.services.reconcile import ReplayOutcome, build_report
+from billing_sandbox.simulate import SimulationConfig, simulate
 
 SETTINGS = settings(max_examples=200, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -1,4 +1,4 @@
-"""Security: least-privilege roles (billing_domain.security) and secrets that never leak.
+"""Security: least-privilege roles (billing_domain.adapters.postgres.security) and secrets that never leak.
 
 The roles are created on a real PostgreSQL; the reconciliation role is refused a projection write,
 the rebuild role may write, and neither may edit the audit. Then a daily_reconciliation runs as the
@@ -25,17 +25,17 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from support.slack_standin import SlackStandin
 
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore, make_engine
-from billing_domain.adapters.recon_store import AuditRecord, ReconStore
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
+from billing_domain.adapters.postgres.recon_store import AuditRecord, ReconStore
+from billing_domain.adapters.postgres.security import RoleSettings, create_roles, scram_sha256_verifier
 from billing_domain.config import Topics
-from billing_domain.exceptions import ConfigurationError
-from billing_domain.operators import AuthMethod, Operator
-from billing_domain.rebuild import RebuildSelection, rebuild
-from billing_domain.security import RoleSettings, create_roles, scram_sha256_verifier
-from billing_domain.simulate import SimulationConfig, simulate
+from billing_domain.core.exceptions import ConfigurationError
+from billing_domain.core.operators import AuthMethod, Operator
+from billing_domain.services.rebuild import RebuildSelection, rebuild
 from billing_pipelines.definitions import build_defs
 from billing_pipelines.sensors import reconciliation_findings_sensor, run_failure_slack_sensor
+from billing_sandbox.simulate import SimulationConfig, simulate
 
 ROW = ("'acc-new', 'o', 'EUR', 0, 0, 100, 'active', 1, NULL, now()")
 
@@ -181,7 +181,7 @@ def test_roles_create_command_needs_both_passwords_and_is_idempotent(
         database_url: str, projection_store: ProjectionStore, servers: Any, figures: Any) -> None:
     from typer.testing import CliRunner
 
-    from billing_domain.cli import app
+    from billing_cli.app import app
 
     ReconStore(projection_store.engine).migrate()
     env = {"BILLING_DATABASE_URL": database_url, "BILLING_KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap_servers,

@@ -6,8 +6,8 @@ cut (tx-2: stuck). Faults: acc-a's balance +7 (balance_mismatch), acc-c's row de
 
 from __future__ import annotations
 
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.events import Event
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.core.events import Event
 from support.histories import project
 
 

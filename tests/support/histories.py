@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Literal, cast
 
-from billing_domain.accounts import AccountAggregate
-from billing_domain.adapters.postgres import ProjectionStore
-from billing_domain.events import (
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.core.accounts import AccountAggregate
+from billing_domain.core.events import (
     AGGREGATE_TYPE_OF,
     AccountCredited,
     AccountDebited,
@@ -28,7 +28,7 @@ from billing_domain.events import (
     TransactionCompleted,
     TransactionInitiated,
 )
-from billing_domain.transactions import TransactionAggregate
+from billing_domain.core.transactions import TransactionAggregate
 
 HISTORY_START = datetime(2026, 3, 1, tzinfo=UTC)
 """The base time of `transfer_history` and `stuck_transfer_history` when no factory is given."""

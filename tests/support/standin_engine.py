@@ -1,6 +1,6 @@
 """A stand-in for the real billing engine, run in its own process, for the live-traffic tests (issue 13).
 
-This is not our `billing-recon projector` (billing_domain/projector.py): it plays the production engine
+This is not our `billing-recon projector` (billing_sandbox/projector.py): it plays the production engine
 the pipeline reconciles against, so the tests see what an operator sees while the engine runs.
 
 - The **writer** (main thread) appends contract events at a steady rate with confluent-kafka's idempotent
@@ -45,7 +45,7 @@ from typing import Any, Literal, cast
 import psycopg
 from confluent_kafka import KafkaError, Message, Producer
 
-from billing_domain.events import (
+from billing_domain.core.events import (
     AccountCredited,
     AccountDebited,
     AccountOpened,

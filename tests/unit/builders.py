@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from billing_domain.events import (
+from billing_domain.core.events import (
     AGGREGATE_TYPE_OF,
     AccountClosed,
     AccountCredited,

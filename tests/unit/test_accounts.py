@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from builders import T0, AccountStream, SagaStream, make_event
 
-from billing_domain.accounts import ACTIVE, CLOSED, SUSPENDED, AccountAggregate, AccountState
-from billing_domain.events import AccountCredited, AccountDebited
-from billing_domain.exceptions import EventPosition, InvariantViolationError, StreamCorruptionError
+from billing_domain.core.accounts import ACTIVE, CLOSED, SUSPENDED, AccountAggregate, AccountState
+from billing_domain.core.events import AccountCredited, AccountDebited
+from billing_domain.core.exceptions import EventPosition, InvariantViolationError, StreamCorruptionError
 
 
 def _realistic() -> AccountStream:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from billing_domain.benchmark import SIZES
-from billing_domain.benchmark.runner import embedded_broker_warning
+from billing_sandbox.benchmark import SIZES
+from billing_sandbox.benchmark.runner import embedded_broker_warning
 
 
 def test_large_on_the_embedded_stack_is_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:

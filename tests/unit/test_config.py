@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from billing_domain.config import Settings, redact_url
-from billing_domain.exceptions import ConfigurationError
+from billing_domain.core.exceptions import ConfigurationError
 
 SECRET = "s3cr3t-pw"
 

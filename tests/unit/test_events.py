@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from builders import AccountStream, SagaStream, envelope_dict, make_event, to_wire
 
-from billing_domain.events import (
+from billing_domain.core.events import (
     ACCOUNT_PAYLOADS,
     PAYLOAD_TYPES,
     TRANSACTION_PAYLOADS,
@@ -22,7 +22,7 @@ from billing_domain.events import (
     decode_event,
     encode_event,
 )
-from billing_domain.exceptions import EventDecodeError, EventPosition
+from billing_domain.core.exceptions import EventDecodeError, EventPosition
 
 POSITION = EventPosition("billing.account-events", 2, 17)
 KEY = b"acc-1"

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import msgspec
 
 from billing_domain.config import Topics
-from billing_domain.exceptions import EventPosition
-from billing_domain.export import COLUMNS, findings_csv
-from billing_domain.findings import Finding, Kind
+from billing_domain.core.exceptions import EventPosition
+from billing_domain.core.findings import Finding, Kind
+from billing_domain.services.export import COLUMNS, findings_csv
 
 
 def _rows(text: str) -> list[dict[str, str]]:
@@ -68,10 +68,10 @@ def test_the_difference_has_the_sign_of_the_detail_texts() -> None:
     """A real diff's finding text and its CSV row say the same number: the projection minus the events."""
     from builders import AccountStream
 
-    from billing_domain.accounts import AccountAggregate
-    from billing_domain.reconcile.diff import diff_accounts
-    from billing_domain.reconcile.lag import LagJudge
-    from billing_domain.reconcile.replay import Replay
+    from billing_domain.core.accounts import AccountAggregate
+    from billing_domain.core.diff import diff_accounts
+    from billing_domain.core.lag import LagJudge
+    from billing_domain.core.replay import Replay
 
     stream = AccountStream("acc-1")
     stream.opened()

@@ -6,11 +6,11 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 from billing_domain.config import Topics
-from billing_domain.exceptions import EventPosition
-from billing_domain.reconcile.lag import LagJudge
-from billing_domain.reconcile.replay import MAX_PROBLEMS_LISTED, Corruption, MoneyMove, Replay
-from billing_domain.reconcile.sagas import saga_findings
-from billing_domain.transactions import COMPLETED, TransactionAggregate
+from billing_domain.core.exceptions import EventPosition
+from billing_domain.core.lag import LagJudge
+from billing_domain.core.replay import MAX_PROBLEMS_LISTED, Corruption, MoneyMove, Replay
+from billing_domain.core.sagas import saga_findings
+from billing_domain.core.transactions import COMPLETED, TransactionAggregate
 
 LEG_AT = datetime(2026, 3, 1, tzinfo=UTC)
 SETTLED = LagJudge(LEG_AT + timedelta(hours=1))  # every leg long outside the lag window
@@ -89,7 +89,7 @@ def test_a_redelivered_copy_of_a_refused_event_is_the_same_problem_once() -> Non
     """The broker may deliver any message again, a refused one too: its copy must not add a problem."""
     from builders import AccountStream, make_event
 
-    from billing_domain.events import AccountCredited
+    from billing_domain.core.events import AccountCredited
 
     stream = AccountStream("acc-1")
     stream.opened()
@@ -134,9 +134,9 @@ def test_finding_texts_say_the_version_once_and_what_is_known_of_an_unreadable_e
     """Issue 18: "v30: v30: balance -1304 is negative" and "(event ?)" for an event with no readable id."""
     from builders import AccountStream
 
-    from billing_domain.findings import Kind
-    from billing_domain.reconcile.diff import diff_accounts
-    from billing_domain.reconcile.lag import LagJudge
+    from billing_domain.core.diff import diff_accounts
+    from billing_domain.core.findings import Kind
+    from billing_domain.core.lag import LagJudge
 
     stream = AccountStream("acc-1")
     stream.opened()

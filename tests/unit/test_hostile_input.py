@@ -19,17 +19,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.messages import FakeMessage
 
-from billing_domain.accounts import AccountAggregate, AccountState
 from billing_domain.config import Topics
-from billing_domain.cut import Cut
-from billing_domain.events import AccountCredited, AccountSuspended, Event, encode_event
-from billing_domain.exceptions import EventPosition
-from billing_domain.findings import Kind, ReconciliationReport
-from billing_domain.projector import ProjectionBatch
-from billing_domain.rebuild import plan_changes
-from billing_domain.reconcile.checkpoint import decode_ledger, dump_entities, dump_ledger, load_entities, load_ledger
-from billing_domain.reconcile.replay import Replay
-from billing_domain.reconcile.service import ReplayOutcome, build_report
+from billing_domain.core.accounts import AccountAggregate, AccountState
+from billing_domain.core.checkpoint import decode_ledger, dump_entities, dump_ledger, load_entities, load_ledger
+from billing_domain.core.cut import Cut
+from billing_domain.core.events import AccountCredited, AccountSuspended, Event, encode_event
+from billing_domain.core.exceptions import EventPosition
+from billing_domain.core.findings import Kind, ReconciliationReport
+from billing_domain.core.replay import Replay
+from billing_domain.services.rebuild import plan_changes
+from billing_domain.services.reconcile import ReplayOutcome, build_report
+from billing_sandbox.projector import ProjectionBatch
 
 SETTINGS = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 TOPICS = Topics()

@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from billing_domain.accounts import AccountAggregate, AccountState
 from billing_domain.config import Topics
-from billing_domain.cut import Cut
-from billing_domain.events import (
+from billing_domain.core.accounts import AccountAggregate, AccountState
+from billing_domain.core.cut import Cut
+from billing_domain.core.events import (
     AccountCredited,
     AccountDebited,
     AccountOpened,
@@ -33,12 +33,12 @@ from billing_domain.events import (
     TransactionFailed,
     TransactionInitiated,
 )
-from billing_domain.exceptions import EventPosition
-from billing_domain.findings import Kind, ReconciliationReport
-from billing_domain.reconcile.lag import LagJudge
-from billing_domain.reconcile.replay import Replay
-from billing_domain.reconcile.service import ReconcileOptions, ReplayOutcome, build_report
-from billing_domain.transactions import TransactionAggregate, TransactionState
+from billing_domain.core.exceptions import EventPosition
+from billing_domain.core.findings import Kind, ReconciliationReport
+from billing_domain.core.lag import LagJudge
+from billing_domain.core.replay import Replay
+from billing_domain.core.transactions import TransactionAggregate, TransactionState
+from billing_domain.services.reconcile import ReconcileOptions, ReplayOutcome, build_report
 
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "billing-recon-hypothesis")
 TOPICS = Topics.with_prefix("live.")

@@ -1,4 +1,4 @@
-"""Who the audit names, per entry point, and whether that name was checked by anyone (billing_domain.operators)."""
+"""Who the audit names, per entry point, and whether that name was checked by anyone (billing_domain.core.operators)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,15 @@ import os
 
 import pytest
 
-from billing_domain.exceptions import ConfigurationError
-from billing_domain.operators import API_TOKEN_TAG, DECLARED_ACTOR_TAG, Operator, from_cli, from_dagster_run, resolve
+from billing_domain.core.exceptions import ConfigurationError
+from billing_domain.core.operators import (
+    API_TOKEN_TAG,
+    DECLARED_ACTOR_TAG,
+    Operator,
+    from_cli,
+    from_dagster_run,
+    resolve,
+)
 
 
 def test_a_dagster_run_names_the_api_token_then_dagsters_user_then_the_self_declared_names() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from billing_domain.progress import ProgressTracker, format_duration
+from billing_domain.services.progress import ProgressTracker, format_duration
 from billing_pipelines.progress_log import ProgressLog
 
 

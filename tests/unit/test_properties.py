@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from billing_domain.accounts import ACTIVE, CLOSED, SUSPENDED, AccountAggregate
-from billing_domain.events import AccountCredited, AccountDebited, Event, decode_event, encode_event
-from billing_domain.transactions import COMPENSATED, COMPLETED, FAILED, PENDING, TransactionAggregate
+from billing_domain.core.accounts import ACTIVE, CLOSED, SUSPENDED, AccountAggregate
+from billing_domain.core.events import AccountCredited, AccountDebited, Event, decode_event, encode_event
+from billing_domain.core.transactions import COMPENSATED, COMPLETED, FAILED, PENDING, TransactionAggregate
 
 # Hypothesis' caches go to a temporary directory, not into the repository (database=None: no example store).
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "billing-recon-hypothesis")

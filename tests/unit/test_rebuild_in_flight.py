@@ -12,14 +12,14 @@ from datetime import datetime, timedelta
 import msgspec
 from builders import AccountStream
 
-from billing_domain.accounts import AccountAggregate, AccountState
 from billing_domain.config import Topics
-from billing_domain.cut import Cut
-from billing_domain.exceptions import EventPosition
-from billing_domain.rebuild import plan_changes
-from billing_domain.reconcile.lag import LagJudge
-from billing_domain.reconcile.replay import Replay
-from billing_domain.reconcile.service import ReplayOutcome
+from billing_domain.core.accounts import AccountAggregate, AccountState
+from billing_domain.core.cut import Cut
+from billing_domain.core.exceptions import EventPosition
+from billing_domain.core.lag import LagJudge
+from billing_domain.core.replay import Replay
+from billing_domain.services.rebuild import plan_changes
+from billing_domain.services.reconcile import ReplayOutcome
 
 TOPICS = Topics.with_prefix("t.")
 

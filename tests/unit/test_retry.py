@@ -11,13 +11,13 @@ import pytest
 import sqlalchemy.exc
 from confluent_kafka import KafkaError, KafkaException
 
-from billing_domain.exceptions import (
+from billing_domain.adapters.retry import RetryPolicy, is_transient
+from billing_domain.core.exceptions import (
     EventDecodeError,
     EventStoreUnavailableError,
     InvariantViolationError,
     OptimisticLockError,
 )
-from billing_domain.retry import RetryPolicy, is_transient
 
 FAST = RetryPolicy(base_delay_s=0.001, max_delay_s=0.01)
 
@@ -88,13 +88,13 @@ class Flaky:
 
 
 def _retry_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "billing_domain.retry"]
+    return [r for r in caplog.records if r.name == "billing_domain.adapters.retry"]
 
 
 def test_retries_a_transient_failure_and_succeeds(caplog: pytest.LogCaptureFixture) -> None:
     operation = Flaky([psycopg.errors.DeadlockDetected("deadlock detected"), TimeoutError("slow")],
                       result="rebuilt")
-    with caplog.at_level(logging.WARNING, logger="billing_domain.retry"):
+    with caplog.at_level(logging.WARNING, logger="billing_domain.adapters.retry"):
         assert FAST.run(operation, "rebuild account acc-9") == "rebuilt"
     assert operation.calls == 3
     records = _retry_records(caplog)
@@ -110,7 +110,7 @@ def test_gives_up_after_max_attempts_and_reraises_the_original(caplog: pytest.Lo
     errors: list[BaseException] = [OptimisticLockError(f"lost race {i}") for i in range(10)]
     operation = Flaky(errors)
     policy = RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.01)
-    with caplog.at_level(logging.WARNING, logger="billing_domain.retry"), \
+    with caplog.at_level(logging.WARNING, logger="billing_domain.adapters.retry"), \
             pytest.raises(OptimisticLockError, match="lost race 2"):
         policy.run(operation, "guarded write")
     assert operation.calls == 3
@@ -130,7 +130,7 @@ def test_does_not_retry_a_non_transient_error(make_error: Callable[[], BaseExcep
                                               caplog: pytest.LogCaptureFixture) -> None:
     error = make_error()
     operation = Flaky([error, error])
-    with caplog.at_level(logging.WARNING, logger="billing_domain.retry"), pytest.raises(type(error)) as info:
+    with caplog.at_level(logging.WARNING, logger="billing_domain.adapters.retry"), pytest.raises(type(error)) as info:
         FAST.run(operation, "read projection")
     assert info.value is error
     assert operation.calls == 1
@@ -139,7 +139,7 @@ def test_does_not_retry_a_non_transient_error(make_error: Callable[[], BaseExcep
 
 def test_no_retry_when_the_first_call_succeeds(caplog: pytest.LogCaptureFixture) -> None:
     operation = Flaky([])
-    with caplog.at_level(logging.WARNING, logger="billing_domain.retry"):
+    with caplog.at_level(logging.WARNING, logger="billing_domain.adapters.retry"):
         assert FAST.run(operation, "noop") == "ok"
     assert operation.calls == 1
     assert _retry_records(caplog) == []

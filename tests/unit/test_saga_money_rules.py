@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from billing_domain.reconcile.replay import MoneyMove
-from billing_domain.reconcile.sagas import saga_problems
-from billing_domain.transactions import COMPENSATED, COMPLETED, FAILED, PENDING, TransactionAggregate
+from billing_domain.core.replay import MoneyMove
+from billing_domain.core.sagas import saga_problems
+from billing_domain.core.transactions import COMPENSATED, COMPLETED, FAILED, PENDING, TransactionAggregate
 
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "billing-recon-hypothesis")
 SOURCE, DESTINATION, OTHER = "acc-src", "acc-dst", "acc-other"

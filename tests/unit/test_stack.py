@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from billing_domain.stack import EmbeddedStack, StackError
+from billing_sandbox.stack import EmbeddedStack, StackError
 
 
 def test_a_partly_deleted_data_folder_is_refused_with_a_way_out(tmp_path: Path) -> None:

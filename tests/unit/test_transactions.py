@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 from builders import SagaStream, make_event
 
-from billing_domain.events import AccountCredited, Event
-from billing_domain.exceptions import InvariantViolationError, StreamCorruptionError
-from billing_domain.transactions import (
+from billing_domain.core.events import AccountCredited, Event
+from billing_domain.core.exceptions import InvariantViolationError, StreamCorruptionError
+from billing_domain.core.transactions import (
     COMPENSATED,
     COMPLETED,
     FAILED,

@@ -1,0 +1,314 @@
+"""`billing-recon`: the original engine's admin endpoints as commands, over the same services
+the Dagster jobs call.
+
+Exit codes a script can use: 0 clean, 1 findings (or refusals), 2 error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from billing_cli import api, bench, engine, point_in_time, projector_lag, recovery, security
+from billing_cli.report_text import render_ledger, render_report
+from billing_cli.support import (
+    EXIT_CLEAN,
+    EXIT_ERROR,
+    EXIT_FINDINGS,
+    ActorOption,
+    ErrorPathGroup,
+    JsonOption,
+    ReasonOption,
+    cli_services,
+    err,
+    id_list,
+    minutes_option,
+    progress_bar,
+)
+from billing_domain.bootstrap import Services
+from billing_domain.core.exceptions import ConcurrentOperationError
+from billing_domain.core.findings import ReconciliationReport
+from billing_domain.core.operators import from_cli
+from billing_domain.services.lifecycle import on_full_reconciliation
+from billing_domain.services.rebuild import RebuildResult, RebuildSelection, rebuild
+from billing_domain.services.reconcile import (
+    ReconcileOptions,
+    build_report,
+    new_run_id,
+    reconcile_all,
+    replay_all,
+    save_checkpoint,
+)
+from billing_domain.services.single import reconcile_entity
+from billing_sandbox.stack import EmbeddedStack
+
+app = typer.Typer(help="Reconcile and repair the billing engine's projections.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, cls=ErrorPathGroup)
+reconcile_app = typer.Typer(help="Compare projections with the events.", no_args_is_help=True)
+rebuild_app = typer.Typer(help="Rebuild projections from the events (guarded, audited).", no_args_is_help=True)
+stack_app = typer.Typer(help="The embedded PostgreSQL and broker.", no_args_is_help=True)
+app.add_typer(reconcile_app, name="reconcile")
+app.add_typer(rebuild_app, name="rebuild")
+app.add_typer(stack_app, name="stack")
+FullOption = Annotated[bool, typer.Option("--full", help="Replay the whole log, not just since the checkpoint.")]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _size(services: Services, full: bool) -> tuple[int | None, bool]:
+    """The progress bar's total: about the whole log for a full replay; unknown when resuming."""
+    from billing_domain.adapters.kafka.offsets import estimated_cut_size
+
+    return (estimated_cut_size(services.event_store), True) if full else (None, False)
+
+
+def _finish(report: ReconciliationReport, services: Services, as_json: bool) -> None:
+    services.recon_store.save_report(report, source="cli")
+    on_full_reconciliation(services.recon_store, report)  # finding lifecycle: new, open, resolved...
+    if as_json:
+        sys.stdout.write(report.to_json_bytes().decode() + "\n")
+    else:
+        sys.stdout.write(render_report(report))
+    raise typer.Exit(EXIT_CLEAN if report.is_clean else EXIT_FINDINGS)
+
+
+# --- reconcile ---------------------------------------------------------------------------------------
+@reconcile_app.command("accounts")
+def reconcile_accounts(as_json: JsonOption = False, full: FullOption = False) -> None:
+    """Every account against one cut of the log (and the ledger identities)."""
+    _reconcile_scope("accounts", ("account", "ledger"), as_json, full=full)
+
+
+@reconcile_app.command("transactions")
+def reconcile_transactions(as_json: JsonOption = False, full: FullOption = False,
+                           stuck_minutes: Annotated[float | None, minutes_option(
+                               "--stuck-minutes", "Stuck threshold.")] = None) -> None:
+    """Every transfer saga: status, fields, stuck transfers, money per transfer."""
+    overrides = {} if stuck_minutes is None else {"stuck_after": timedelta(minutes=stuck_minutes)}
+    _reconcile_scope("transactions", ("transaction",), as_json, full=full, **overrides)
+
+
+@reconcile_app.command("all")
+def reconcile_everything(as_json: JsonOption = False, full: FullOption = False) -> None:
+    """Accounts, transactions and the accounting equation in one pass."""
+    with cli_services() as services, progress_bar("reconciling", as_json, *_size(services, full)) as progress:
+        report = reconcile_all(services.event_store, services.projections, progress=progress,
+                               options=ReconcileOptions.from_settings(services.settings),
+                               checkpoints=services.checkpoints, full=full)
+        _finish(report, services, as_json)
+
+
+def _reconcile_scope(scope: str, entity_types: tuple[str, ...], as_json: bool, *, full: bool = False,
+                     **overrides: Any) -> None:
+    with cli_services() as services, progress_bar(f"reconciling {scope}", as_json, *_size(services, full)) as progress:
+        started = datetime.now(UTC)
+        run_id = new_run_id()
+        options = ReconcileOptions.from_settings(services.settings, **overrides)
+        outcome = replay_all(services.event_store, services.projections, options=options, progress=progress,
+                             checkpoints=services.checkpoints, full=full)
+        report = build_report(outcome, run_id=run_id, scope=scope, started_at=started, options=options,
+                              entity_types=entity_types)
+        save_checkpoint(services.event_store, services.checkpoints, outcome, run_id, report)
+        _finish(report, services, as_json)
+
+
+@reconcile_app.command("account")
+def reconcile_one_account(account_id: str, as_json: JsonOption = False) -> None:
+    """One account: its events against its projection row."""
+    _reconcile_one("account", account_id, as_json)
+
+
+@reconcile_app.command("transaction")
+def reconcile_one_transaction(transaction_id: str, as_json: JsonOption = False) -> None:
+    """One transfer saga: its events against its projection row."""
+    _reconcile_one("transaction", transaction_id, as_json)
+
+
+def _reconcile_one(entity_type: str, entity_id: str, as_json: bool) -> None:
+    with cli_services() as services:
+        report = reconcile_entity(services.event_store, services.projections, entity_type, entity_id,
+                                  options=ReconcileOptions.from_settings(services.settings),
+                                  checkpoints=services.checkpoints)
+        plural = f"{entity_type}s"
+        if not report.stats.get(plural) and not report.stats.get(f"{entity_type}_rows") and not report.findings:
+            err.print(f"error: no {entity_type} {entity_id!r}: it has neither events nor a projection row")
+            raise typer.Exit(EXIT_ERROR)
+        _finish(report, services, as_json)
+
+
+@app.command("accounting-equation")
+def accounting_equation(as_json: JsonOption = False) -> None:
+    """The contract's accounting identities, per currency."""
+    with cli_services() as services, progress_bar("replaying", as_json) as progress:
+        options = ReconcileOptions.from_settings(services.settings)
+        outcome = replay_all(services.event_store, services.projections, options=options, progress=progress,
+                             checkpoints=services.checkpoints)
+        report = build_report(outcome, run_id=new_run_id(), scope="ledger", started_at=datetime.now(UTC),
+                              options=options, entity_types=("ledger",))
+        services.recon_store.save_report(report, source="cli")
+        if as_json:
+            sys.stdout.write(json.dumps(report.to_json()["ledger"], indent=2) + "\n")
+        else:
+            Console().print(render_ledger(report.ledger))
+        raise typer.Exit(EXIT_CLEAN if report.is_clean else EXIT_FINDINGS)
+
+
+@app.command("stuck")
+def stuck(minutes: Annotated[float | None, minutes_option("--minutes", "Pending longer than this is stuck.")] = None,
+          as_json: JsonOption = False) -> None:
+    """Transfers pending longer than the threshold, measured on the run's clock (not the newest event's time)."""
+    with cli_services() as services, progress_bar("replaying", as_json) as progress:
+        overrides = {} if minutes is None else {"stuck_after": timedelta(minutes=minutes)}
+        report = reconcile_all(services.event_store, services.projections, progress=progress,
+                               options=ReconcileOptions.from_settings(services.settings, **overrides),
+                               checkpoints=services.checkpoints)
+        stuck_findings = [f for f in report.findings if f.kind.value == "stuck"]
+        if as_json:
+            sys.stdout.write(json.dumps([f.to_json() for f in stuck_findings], indent=2, default=str) + "\n")
+        else:
+            for finding in stuck_findings:
+                sys.stdout.write(f"{finding.entity_id}: {finding.detail}\n")
+            sys.stdout.write(f"{len(stuck_findings)} stuck transfer(s)\n")
+        raise typer.Exit(EXIT_FINDINGS if stuck_findings else EXIT_CLEAN)
+
+
+@app.command("export-findings")
+def export_findings(run: Annotated[str | None, typer.Option(help="A run id (default: the latest full run).")] = None,
+                    out: Annotated[Path | None, typer.Option(help="CSV file (default: stdout).")] = None) -> None:
+    """A stored report's findings as CSV (money and versions as integer columns)."""
+    from billing_domain.services.export import findings_csv
+
+    with cli_services() as services:
+        run_id = run or services.recon_store.latest_run_id()
+        if run_id is None or not services.recon_store.run_exists(run_id):
+            err.print(f"error: run: no reconciliation run {run_id!r} in billing_recon")
+            raise typer.Exit(EXIT_ERROR)
+        text = findings_csv(services.recon_store.findings(run_id))
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        err.print(f"wrote {out}")
+
+
+# --- rebuild -----------------------------------------------------------------------------------------
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show the before/after, write nothing.")]
+
+
+def _rebuild(entity_type: str, selection: RebuildSelection, reason: str, actor: str, dry_run: bool,
+             delete_orphans: bool, as_json: bool) -> None:
+    with cli_services() as services, progress_bar(f"rebuilding {entity_type}s", as_json) as progress:
+        try:
+            result = rebuild(services.event_store, services.projections, services.recon_store,
+                             entity_type=entity_type, selection=selection, dry_run=dry_run,  # type: ignore[arg-type]
+                             reason=reason, operator=from_cli(actor), delete_orphans=delete_orphans,
+                             progress=progress, checkpoints=services.checkpoints)
+        except ConcurrentOperationError as exc:  # a refusal of this request (exit 1), not an error of the tool
+            err.print(f"refused: {exc}")
+            raise typer.Exit(EXIT_FINDINGS) from exc
+        _print_rebuild(result, as_json)
+        raise typer.Exit(EXIT_FINDINGS if result.refused or any(
+            v.startswith("still") for v in result.outcome.values()) else EXIT_CLEAN)
+
+
+def _print_rebuild(result: RebuildResult, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2, default=str) + "\n")
+        return
+    mode = "dry run" if result.dry_run else "rebuild"
+    sys.stdout.write(f"{mode} of {result.entity_type}s ({result.run_id}), audit #{result.audit_id}: "
+                     f"{result.counts()}, {result.written} row(s) written\n")
+    for change in result.changes:
+        if change.action == "unchanged":
+            continue
+        sys.stdout.write(f"  {change.entity_id}: {change.action} -> {result.outcome.get(change.entity_id, '')}\n")
+        if change.action in ("update", "reset_ahead", "insert", "delete") and change.before != change.after:
+            diff = _diff(change.before, change.after)
+            if diff:
+                sys.stdout.write(f"      {diff}\n")
+
+
+def _diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
+    if before is None or after is None:
+        return "(new row)" if before is None else "(row deleted)"
+    keys = [k for k in after if before.get(k) != after.get(k) and k not in ("updated_at", "last_event_id")]
+    return ", ".join(f"{k}: {before.get(k)} -> {after.get(k)}" for k in keys)
+
+
+def _register_rebuild(entity_type: str) -> None:
+    plural = f"{entity_type}s"
+
+    @rebuild_app.command(entity_type, help=f"Rebuild one {entity_type} from its events.")
+    def one(entity_id: str, reason: ReasonOption, actor: ActorOption = "", dry_run: DryRunOption = False,
+            as_json: JsonOption = False) -> None:
+        _rebuild(entity_type, RebuildSelection(ids=(entity_id,)), reason, actor, dry_run, False, as_json)
+
+    @rebuild_app.command(plural, help=f"Rebuild {plural}: --all, --ids, or (default) what a report flagged.")
+    def many(reason: ReasonOption, all_: Annotated[bool, typer.Option("--all")] = False,
+             ids: Annotated[list[str] | None, typer.Option("--ids", help="Repeat or comma-separate.")] = None,
+             from_report: Annotated[str | None, typer.Option("--from-report", help="A run id.")] = None,
+             delete_orphans: Annotated[bool, typer.Option("--delete-orphans")] = False,
+             actor: ActorOption = "", dry_run: DryRunOption = False, as_json: JsonOption = False) -> None:
+        # --ids given but empty is an error (id_list): only no selection flag at all means the default.
+        chosen = id_list(ids) or ()
+        _rebuild(entity_type, RebuildSelection(ids=chosen, all=all_, from_run=from_report), reason, actor, dry_run,
+                 delete_orphans, as_json)
+
+
+_register_rebuild("account")
+_register_rebuild("transaction")
+
+
+# --- stack -------------------------------------------------------------------------------------------
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start (or reuse) the embedded PostgreSQL and broker. The broker keeps events in memory only."""
+    info = EmbeddedStack().up()
+    for name, value in info.env().items():
+        sys.stdout.write(f"export {name}={value}\n")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop both servers (the broker's events are lost; PostgreSQL's data folder stays)."""
+    EmbeddedStack().down()
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    stack = EmbeddedStack()
+    info = stack.status()
+    healthy = stack.is_healthy()
+    sys.stdout.write(f"{'running' if healthy else 'not running'}: {info}\n")
+    raise typer.Exit(EXIT_CLEAN if healthy else EXIT_FINDINGS)
+
+
+@stack_app.command("env")
+def stack_env() -> None:
+    """Print the variables to export to use the running embedded stack."""
+    info = EmbeddedStack().status()
+    if info is None:
+        err.print("the embedded stack is not running: billing-recon stack up")
+        raise typer.Exit(EXIT_ERROR)
+    for name, value in info.env().items():
+        sys.stdout.write(f"export {name}={value}\n")
+
+
+# --- feature commands --------------------------------------------------------------------------------
+# Each feature module exposes `register(app)`; one line here per module keeps this file small.
+for feature in (engine, bench, api, point_in_time, security, projector_lag, recovery):
+    feature.register(app)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,253 @@
+"""Offsets of the event store beyond a cut: exact partition ends, a group's commits, offsets by time.
+
+The broker's ListOffsets (watermarks, offsets for a time) can answer at batch granularity (the
+embedded Tansu broker does: the high watermark may be the start of the last batch, and a time in
+the future may map to offset 0). So ListOffsets only ever gives a *starting point*; an exact end
+is what a fetch reports at partition EOF, and an exact point in time is found by reading forward
+and looking at the events themselves. Everything here is right on Apache Kafka too.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.core.cut import TopicPartitionKey
+from billing_domain.core.exceptions import EventStoreUnavailableError
+
+METADATA_TIMEOUT_S = 10.0
+CONSUME_BATCH = 1_000
+CONSUME_TIMEOUT_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionEnd:
+    """A partition's exact end (the offset after its last message) and its last message, if any."""
+
+    end: int
+    last: Message | None
+
+
+def all_partitions(store: KafkaEventStore, topics: Sequence[str] | None = None) -> list[TopicPartitionKey]:
+    """Every (topic, partition) of `topics` (default: both event topics), sorted."""
+    return [(t, p) for t in (topics or store.topics.all()) for p in store.partitions_of(t)]
+
+
+def log_starts(store: KafkaEventStore, partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+    """The low watermark of each partition: where a consumer with no committed offset starts."""
+    consumer = _reader(store)
+    try:
+        return {tp: _watermarks(store, consumer, tp)[0] for tp in partitions}
+    finally:
+        consumer.close()
+
+
+def approximate_high_watermarks(store: KafkaEventStore,
+                                partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+    """The high watermark ListOffsets reports: exact on Apache Kafka, possibly the start of the last
+    batch on the embedded broker. Good for estimates and starting points, never for ends."""
+    consumer = _reader(store)
+    try:
+        return {tp: _watermarks(store, consumer, tp)[1] for tp in partitions}
+    finally:
+        consumer.close()
+
+
+def exact_ends(store: KafkaEventStore,
+               partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, PartitionEnd]:
+    """Read each partition from just before its reported high watermark to EOF; the fetch's own
+    answer there is the exact end. Also returns the last message (the newest event) of each."""
+    wanted = list(partitions)
+    if not wanted:
+        return {}
+    starts = {tp: max(high - 1, 0) for tp, high in approximate_high_watermarks(store, wanted).items()}
+    scan = PartitionScan(store, starts)
+    last: dict[TopicPartitionKey, Message] = {}
+    ends: dict[TopicPartitionKey, int] = {}
+    for message in scan:
+        tp = (message.topic() or "", message.partition() or 0)
+        if is_eof(message):
+            ends[tp] = message.offset() or 0  # the fetch's high watermark: exact, whatever ListOffsets said
+        else:
+            last[tp] = message
+    return {tp: PartitionEnd(ends[tp], last.get(tp)) for tp in wanted}
+
+
+def committed_offsets(store: KafkaEventStore, group_id: str,
+                      partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
+    """The offsets `group_id` committed (the next offset it will read), None where it committed none.
+
+    Asked with a consumer that never subscribes, so the group is not disturbed (no rebalance)."""
+    wanted = list(partitions)
+    overrides: dict[str, str | int | float | bool] = {"group.id": group_id, "enable.auto.commit": False}
+    consumer = store.new_consumer(**overrides)
+    try:
+        try:
+            answer = store.retry.run(lambda: consumer.committed([TopicPartition(t, p) for t, p in wanted],
+                                                                timeout=METADATA_TIMEOUT_S),
+                                     f"offsets committed by {group_id}")
+        except KafkaException as exc:
+            raise EventStoreUnavailableError(f"offsets committed by {group_id}: {exc}") from exc
+        return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+                for tp in answer}
+    finally:
+        consumer.close()
+
+
+def starting_offsets_for_time(store: KafkaEventStore, partitions: Iterable[TopicPartitionKey],
+                              timestamp_ms: int) -> dict[TopicPartitionKey, int]:
+    """Per partition, an offset at or before the first message whose broker timestamp is >= `timestamp_ms`.
+
+    ListOffsets by time answers at batch granularity on some brokers (earlier: still a valid start);
+    where it finds no such message (-1) the reported high watermark is the start (at or before the end).
+    """
+    wanted = list(partitions)
+    consumer = _reader(store)
+    try:
+        try:
+            answer = store.retry.run(lambda: consumer.offsets_for_times(
+                [TopicPartition(t, p, timestamp_ms) for t, p in wanted], timeout=METADATA_TIMEOUT_S),
+                "offsets for a time")
+        except KafkaException as exc:
+            raise EventStoreUnavailableError(f"offsets for a time: {exc}") from exc
+        starts: dict[TopicPartitionKey, int] = {}
+        for tp in answer:
+            key = (tp.topic, tp.partition)
+            starts[key] = tp.offset if tp.offset >= 0 else _watermarks(store, consumer, key)[1]
+        return starts
+    finally:
+        consumer.close()
+
+
+def messages_at(store: KafkaEventStore, offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, Message]:
+    """The message at each given offset (absent where the partition ends before it), with one consumer."""
+    scan = PartitionScan(store, offsets)
+    found: dict[TopicPartitionKey, Message] = {}
+    for message in scan:
+        tp = (message.topic() or "", message.partition() or 0)
+        if not is_eof(message) and message.offset() == offsets[tp]:
+            found[tp] = message
+        scan.finish(tp)
+    return found
+
+
+# --- internals -----------------------------------------------------------------------------------------
+def _reader(store: KafkaEventStore) -> Consumer:
+    return store.new_consumer(**{"group.id": f"billing-recon-offsets-{uuid.uuid4()}"})
+
+
+def _watermarks(store: KafkaEventStore, consumer: Consumer, tp: TopicPartitionKey) -> tuple[int, int]:
+    try:
+        low, high = store.retry.run(lambda: consumer.get_watermark_offsets(TopicPartition(tp[0], tp[1]),
+                                                                           timeout=METADATA_TIMEOUT_S),
+                                    f"watermarks of {tp[0]}[{tp[1]}]")
+    except KafkaException as exc:
+        raise EventStoreUnavailableError(f"watermarks of {tp[0]}[{tp[1]}]: {exc}") from exc
+    return int(low), int(high)
+
+
+class PartitionScan:
+    """Read partitions from given offsets, each until its EOF or until the caller `finish`es it.
+
+    Iterating yields messages and, last for each partition, its EOF marker (`is_eof`)."""
+
+    def __init__(self, store: KafkaEventStore, starts: dict[TopicPartitionKey, int]) -> None:
+        self.store = store
+        self.starts = dict(starts)
+        self._remaining = set(starts)
+        self._consumer: Consumer | None = None
+        self.read = 0
+
+    def finish(self, tp: TopicPartitionKey) -> None:
+        """Stop reading `tp` (messages of it already fetched are dropped)."""
+        if tp in self._remaining:
+            self._remaining.discard(tp)
+            if self._consumer is not None:
+                self._consumer.pause([TopicPartition(tp[0], tp[1])])
+
+    def __iter__(self) -> Iterator[Message]:
+        if not self._remaining:
+            return
+        consumer = self._consumer = _reader(self.store)
+        try:
+            consumer.assign([TopicPartition(t, p, o) for (t, p), o in self.starts.items()])
+            yield from self._scan(consumer)
+        finally:
+            self._consumer = None
+            consumer.close()
+
+    def _scan(self, consumer: Consumer) -> Iterator[Message]:
+        last_progress = time.monotonic()
+        while self._remaining:
+            try:
+                batch = consumer.consume(CONSUME_BATCH, timeout=CONSUME_TIMEOUT_S)
+            except KafkaException as exc:
+                raise EventStoreUnavailableError(f"consume failed: {exc}") from exc
+            if batch:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > self.store.stall_timeout_s:
+                raise EventStoreUnavailableError(f"no answer from {self.store.bootstrap_servers} for "
+                                                 f"{self.store.stall_timeout_s:.0f}s")
+            for message in batch:
+                tp = (message.topic() or "", message.partition() or 0)
+                if tp not in self._remaining:
+                    continue  # prefetched past a partition already finished
+                error = message.error()
+                if error is not None and not is_eof(message):
+                    raise EventStoreUnavailableError(f"reading {tp[0]}[{tp[1]}]: {error.str()}")
+                if not is_eof(message):
+                    self.read += 1
+                yield message
+                if is_eof(message):
+                    self.finish(tp)
+
+
+def is_eof(message: Message) -> bool:
+    """The marker a fetch sends at a partition's end (`enable.partition.eof`); its offset is the end."""
+    error = message.error()
+    return error is not None and error.code() == KafkaError._PARTITION_EOF
+
+
+def estimated_cut_size(store: KafkaEventStore, start: dict[TopicPartitionKey, int] | None = None,
+                       stop: dict[TopicPartitionKey, int] | None = None) -> int:
+    """About how many messages a cut from `start` (default 0) to `stop` (default the ends) holds.
+
+    From the reported high watermarks, so only an estimate ("about"): on the embedded broker each
+    partition's last batch may be missing from it. Cheap: no message is read."""
+    partitions = all_partitions(store)
+    ends = dict(stop) if stop is not None else approximate_high_watermarks(store, partitions)
+    starts = start or {}
+    return sum(max(ends.get(tp, 0) - starts.get(tp, 0), 0) for tp in partitions)
+
+
+class _Occurred(msgspec.Struct, gc=False):
+    occurred_at: Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+_OCCURRED = msgspec.json.Decoder(_Occurred)
+
+
+def occurred_at_of(value: bytes | None) -> datetime | None:
+    """The envelope's `occurred_at`, read without decoding the whole event; None if there is none."""
+    if value is None:
+        return None
+    try:
+        return _OCCURRED.decode(value).occurred_at
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        return None
+
+
+def broker_time_of(message: Message) -> datetime | None:
+    """The message's broker timestamp (create or append time), if it has one."""
+    kind, millis = message.timestamp()
+    if kind == TIMESTAMP_NOT_AVAILABLE or millis < 0:
+        return None
+    return datetime.fromtimestamp(millis / 1000, tz=UTC)

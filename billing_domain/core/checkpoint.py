@@ -1,0 +1,197 @@
+"""Replay checkpoints: resume a replay from the state a previous one reached.
+
+A checkpoint holds every aggregate's folded state (with the event ids that tell a redelivery
+from a conflicting event), the saga money, the ledger sums and the end offsets it covers. It is
+never trusted blindly: `why_not_trusted` refuses one written by another code version, one whose
+topics lost partitions, and one whose last covered message is no longer the message it saw (a
+recreated or truncated topic). The caller then replays in full and says why.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import msgspec
+
+from billing_domain.core.accounts import AccountAggregate
+from billing_domain.core.aggregate import Aggregate
+from billing_domain.core.cut import Cut, TopicPartitionKey
+from billing_domain.core.exceptions import CheckpointUnreadableError, EventPosition
+from billing_domain.core.replay import Corruption, InvariantBreak, MoneyMove, Replay
+from billing_domain.core.transactions import TransactionAggregate
+
+# 2: a stream's problems in log order, the first one not stored apart; 3: a saga leg keeps its occurred_at;
+# 4: an aggregate's event ids without placeholders for a gap (`runs`), and the partition its stream is on;
+# 5: the ledger sums as decimal text (a sum of 64-bit amounts can pass 64 bits)
+CHECKPOINT_FORMAT = 5
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+# What a damaged or hand-edited blob raises: bad msgpack, or the wrong shape for its fields.
+_UNREADABLE = (msgspec.DecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError)
+
+
+def code_version() -> str:
+    try:
+        package = version("billing-recon")
+    except PackageNotFoundError:
+        package = "dev"
+    return f"format-{CHECKPOINT_FORMAT}/billing-recon-{package}"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointHeader:
+    topics: str
+    code_version: str
+    cut: Cut
+    tail_marks: dict[str, int]
+    ledger: dict[str, Any]
+    run_id: str | None
+    has_delta_memo: bool = False  # the run left a memo for a delta run (`CheckpointStore.delta_memo`)
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRow:
+    entity_type: str
+    entity_id: str
+    topic: str
+    partition: int
+    state: bytes
+
+
+def tail_mark(value: bytes | None) -> int:
+    return zlib.crc32(value or b"")
+
+
+def why_not_trusted(header: CheckpointHeader, partitions: dict[str, list[int]],
+                    current_marks: dict[str, int | None]) -> str | None:
+    """None if the checkpoint may be resumed from; else the reason a full replay is needed."""
+    if header.code_version != code_version():
+        return f"checkpoint written by {header.code_version}, this is {code_version()}"
+    for (topic, partition), end in header.cut.end.items():
+        if partition not in partitions.get(topic, []):
+            return f"{topic}[{partition}] is gone since the checkpoint (topic recreated?)"
+        key = f"{topic}:{partition}"
+        if end > 0 and current_marks.get(key) != header.tail_marks.get(key):
+            return (f"the message at {topic}[{partition}]@{end - 1} is not the one the checkpoint covered "
+                    "(topic recreated or truncated)")
+    return None
+
+
+# --- entity state ---------------------------------------------------------------------------------------
+def _slots(cls: type) -> list[str]:
+    names = [name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ())]
+    return [n for n in names if n != "_applying"]
+
+
+_ACCOUNT_SLOTS = _slots(AccountAggregate)
+_TRANSACTION_SLOTS = _slots(TransactionAggregate)
+
+
+def dump_entities(replay: Replay, only: set[tuple[str, str]] | None = None) -> Iterable[EntityRow]:
+    """Every entity's state as rows (or only the `only` ones)."""
+    keys: Iterable[tuple[str, str]]
+    if only is None:
+        keys = ([("account", i) for i in replay.accounts] + [("transaction", i) for i in replay.transactions]
+                + [k for k in replay.corrupt if k[1] not in (replay.accounts if k[0] == "account"
+                                                             else replay.transactions)]
+                + [("money", i) for i in replay.saga_money])
+    else:
+        keys = only
+    for entity_type, entity_id in keys:
+        topic, partition = replay.partition_of.get((entity_type, entity_id), ("", -1))
+        yield EntityRow(entity_type, entity_id, topic, partition, _dump(replay, entity_type, entity_id))
+
+
+def _dump(replay: Replay, entity_type: str, entity_id: str) -> bytes:
+    if entity_type == "money":
+        moves = replay.saga_money.get(entity_id, [])
+        return _encoder.encode([(m.account_id, m.reason, m.amount_minor, m.currency, m.event_id, m.occurred_at)
+                                for m in moves])
+    aggregate: Aggregate | None = (replay.accounts if entity_type == "account" else replay.transactions).get(entity_id)
+    slots = _ACCOUNT_SLOTS if entity_type == "account" else _TRANSACTION_SLOTS
+    corruption = replay.corrupt.get((entity_type, entity_id))
+    broken = replay.invariant_breaks.get(entity_id) if entity_type == "account" else None
+    return _encoder.encode({
+        "a": {s: getattr(aggregate, s) for s in slots} if aggregate is not None else None,
+        "c": {"problems": corruption.problems} if corruption else None,
+        "b": [broken.version, broken.rule, broken.event_id, _position(broken.position)] if broken else None,
+    })
+
+
+def load_entities(replay: Replay, rows: Iterable[EntityRow]) -> None:
+    """Put checkpointed state back into a fresh replay. Raises `CheckpointUnreadableError` naming the
+    entity whose state does not decode; the replay is then partly loaded and must be discarded."""
+    if replay.touched is None:
+        replay.touched = set()  # from here on the replay is a resumed one (see `Replay.touched`)
+    for row in rows:
+        try:
+            _load_entity(replay, row)
+        except _UNREADABLE as exc:
+            raise CheckpointUnreadableError(f"the checkpointed state of {row.entity_type} {row.entity_id!r} "
+                                            f"does not decode ({type(exc).__name__}: {exc})") from exc
+
+
+def _load_entity(replay: Replay, row: EntityRow) -> None:
+    data = _decoder.decode(row.state)
+    if row.topic:
+        replay.partition_of[(row.entity_type, row.entity_id)] = (row.topic, row.partition)
+    if row.entity_type == "money":
+        replay.saga_money[row.entity_id] = [MoneyMove(*move) for move in data]
+        return
+    if data["a"] is not None:
+        aggregate: Aggregate = (AccountAggregate if row.entity_type == "account"
+                                else TransactionAggregate)(row.entity_id)
+        for name, value in data["a"].items():
+            setattr(aggregate, name, value)
+        target: dict[str, Any] = replay.accounts if row.entity_type == "account" else replay.transactions
+        target[row.entity_id] = aggregate
+    if data["c"] is not None:
+        corruption = Corruption(row.entity_type, row.entity_id, data["c"]["problems"])
+        replay.corrupt[(row.entity_type, row.entity_id)] = corruption
+    if data["b"] is not None:
+        version_, rule, event_id, position = data["b"]
+        replay.invariant_breaks[row.entity_id] = InvariantBreak(version_, rule, event_id,
+                                                                _from_position(position) or EventPosition("", 0, 0))
+
+
+def dump_ledger(replay: Replay) -> bytes:
+    # Sums as decimal text: each amount fits 64 bits, a currency's sum of them need not (msgpack's ints do).
+    return _encoder.encode({"credits": {c: {k: str(v) for k, v in r.items()} for c, r in replay.credits.items()},
+                            "debits": {c: {k: str(v) for k, v in r.items()} for c, r in replay.debits.items()},
+                            "cut_time": replay.cut_time, "events_read": replay.events_read})
+
+
+def load_ledger(replay: Replay, ledger: dict[str, Any]) -> None:
+    for currency, reasons in ledger["credits"].items():
+        replay.credits[currency].update({k: int(v) for k, v in reasons.items()})
+    for currency, reasons in ledger["debits"].items():
+        replay.debits[currency].update({k: int(v) for k, v in reasons.items()})
+    replay.cut_time = ledger["cut_time"]
+
+
+def decode_ledger(blob: bytes) -> dict[str, Any]:
+    try:
+        decoded: dict[str, Any] = _decoder.decode(blob)
+    except msgspec.DecodeError as exc:
+        raise CheckpointUnreadableError(f"the checkpoint's ledger sums do not decode ({exc})") from exc
+    return decoded
+
+
+def _position(position: EventPosition | None) -> list[Any] | None:
+    return [position.topic, position.partition, position.offset] if position else None
+
+
+def _from_position(values: list[Any] | None) -> EventPosition | None:
+    return EventPosition(*values) if values else None
+
+
+def topics_key(topics: Iterable[str]) -> str:
+    return ",".join(topics)
+
+
+def marks_key(tp: TopicPartitionKey) -> str:
+    return f"{tp[0]}:{tp[1]}"

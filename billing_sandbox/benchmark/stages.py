@@ -1,0 +1,208 @@
+"""The measured stages. Each runs in its own process (see `isolation`) and returns its figures."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from billing_domain.core.accounts import ACTIVE, AccountState
+from billing_domain.core.events import AccountCredited, Event
+from billing_domain.services.rebuild import RebuildSelection
+from billing_domain.services.reconcile import build_report, new_run_id, replay_all, save_checkpoint
+from billing_domain.services.single import reconcile_entity
+from billing_sandbox.benchmark.environment import BenchTarget
+from billing_sandbox.simulate import SimulationConfig, simulate
+from billing_sandbox.simulate.history import new_id
+
+Figures = dict[str, Any]
+BATCH, TIMEOUT_S = 10_000, 0.1  # the floor's consume(), as the brief fixes it
+
+
+def simulate_stage(target: BenchTarget, accounts: int, days: int, seed: int) -> Figures:
+    """A clean history (no faults), projections written in bulk as a caught-up projector holds them."""
+    services = target.open()
+    try:
+        services.recon_store.migrate()
+        config = SimulationConfig(seed=seed, accounts=accounts, days=days, faults=False, bulk_projections=True)
+        began = time.perf_counter()
+        manifest = simulate(services.event_store, services.projections, config)
+        return {"seconds": time.perf_counter() - began, "counts": dict(manifest.counts),
+                "history_end": manifest.history_end, "config": config.to_json()}
+    finally:
+        services.close()
+
+
+def floor_stage(target: BenchTarget, repeats: int = 2) -> Figures:
+    """Read every message's bytes to partition EOF and do nothing else; best of `repeats` runs."""
+    services = target.open()
+    try:
+        runs = [_read_everything(services.event_store, target) for _ in range(repeats)]
+    finally:
+        services.close()
+    best = min(runs, key=lambda r: r["seconds"])
+    return {**best, "runs_s": [r["seconds"] for r in runs]}
+
+
+def _read_everything(event_store: Any, target: BenchTarget) -> Figures:
+    began = time.perf_counter()
+    partitions = [(t, p) for t in target.topics.all() for p in event_store.partitions_of(t)]
+    consumer = event_store.new_consumer()
+    consumer.assign([TopicPartition(t, p, 0) for t, p in partitions])
+    open_partitions, messages, size = set(partitions), 0, 0
+    try:
+        while open_partitions:
+            for message in consumer.consume(BATCH, timeout=TIMEOUT_S):
+                error = message.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(error.str())
+                    open_partitions.discard((message.topic(), message.partition()))
+                    continue
+                value = message.value()
+                messages += 1
+                size += len(value) if value else 0
+    finally:
+        consumer.close()
+    seconds = time.perf_counter() - began
+    return {"seconds": seconds, "messages": messages, "bytes": size, "events_per_s": messages / seconds}
+
+
+def reconcile_stage(target: BenchTarget, full: bool) -> Figures:
+    """What `billing-recon reconcile all` does: replay, diff and every report (saved, serialised), then
+    the checkpoint; each part timed. `full=False` resumes from the checkpoint."""
+    services = target.open()
+    try:
+        started_at, run_id = datetime.now(UTC), new_run_id("bench")
+        t0 = time.perf_counter()
+        outcome = replay_all(services.event_store, services.projections, checkpoints=services.checkpoints,
+                             full=full, delta=True)
+        t1 = time.perf_counter()
+        report = build_report(outcome, run_id=run_id, scope="all", started_at=started_at)
+        t2 = time.perf_counter()
+        services.recon_store.save_report(report, source="bench")
+        report_bytes = len(report.to_json_bytes())
+        t3 = time.perf_counter()
+        save_checkpoint(services.event_store, services.checkpoints, outcome, run_id, report)
+        t4 = time.perf_counter()
+    finally:
+        services.close()
+    return {"seconds": t3 - t0, "seconds_with_checkpoint": t4 - t0, "replay_s": t1 - t0, "diff_s": t2 - t1,
+            "save_report_s": t3 - t2, "checkpoint_s": t4 - t3, "replay_parts": dict(outcome.timings),
+            "events_read": outcome.replay.events_read, "accounts": report.stats["accounts"],
+            "transactions": report.stats["transactions"], "findings": len(report.findings),
+            "finding_kinds": report.counts_by_kind(), "mode": outcome.mode, "mode_reason": outcome.mode_reason,
+            "report_bytes": report_bytes, "events_per_s": outcome.replay.events_read / (t3 - t0)}
+
+
+def append_stage(target: BenchTarget, events: int, history_end: str, seed: int) -> Figures:
+    """Append `events` valid deposits on random active accounts after the history, and project them."""
+    services = target.open()
+    try:
+        rng = random.Random(seed)
+        rows = services.projections.read_accounts()
+        state = {k: r for k, r in sorted(rows.items()) if r.status == ACTIVE}
+        ids = list(state)
+        at = datetime.fromisoformat(history_end.replace("Z", "+00:00"))
+        appended: list[Event] = []
+        while len(appended) < events:
+            row = state[rng.choice(ids)]
+            amount = min(rng.randint(100, 10_000), row.max_balance_minor - row.balance_minor)
+            if amount <= 0:
+                continue
+            at += timedelta(milliseconds=1)
+            event = Event(new_id(rng), "AccountCredited", 1, "account", row.account_id, row.version + 1, at, None,
+                          AccountCredited(amount, None, "deposit"))
+            appended.append(event)
+            state[row.account_id] = _credited(row, event, amount)
+        began = time.perf_counter()
+        services.event_store.append(appended)
+        touched = {e.aggregate_id for e in appended}
+        with services.projections.engine.begin() as conn:
+            services.projections.upsert_accounts(conn, [state[i] for i in sorted(touched)])
+        return {"events": len(appended), "accounts": len(touched), "seconds": time.perf_counter() - began}
+    finally:
+        services.close()
+
+
+def _credited(row: AccountState, event: Event, amount: int) -> AccountState:
+    return AccountState(row.account_id, row.owner_id, row.currency, row.balance_minor + amount,
+                        row.min_balance_minor, row.max_balance_minor, row.status, event.aggregate_version,
+                        event.event_id, event.occurred_at)
+
+
+def single_stage(target: BenchTarget, sample: int, seed: int, warmup: int = 5) -> Figures:
+    """`reconcile_entity` on random accounts with the checkpoint present; latency of each call."""
+    services = target.open()
+    try:
+        ids = sorted(services.projections.read_accounts())
+        chosen = random.Random(seed).sample(ids, min(sample, len(ids)))
+        latencies: list[float] = []
+        modes: dict[str, int] = {}
+        findings = 0
+        for i, account_id in enumerate(chosen[:warmup] + chosen):
+            began = time.perf_counter()
+            report = reconcile_entity(services.event_store, services.projections, "account", account_id,
+                                      checkpoints=services.checkpoints)
+            elapsed = time.perf_counter() - began
+            if i < warmup:
+                continue
+            latencies.append(elapsed)
+            mode = str(report.stats.get("replay_mode"))
+            modes[mode] = modes.get(mode, 0) + 1
+            findings += len(report.findings)
+    finally:
+        services.close()
+    ordered = sorted(latencies)
+    return {"samples": len(latencies), "p50_ms": 1000 * statistics.median(ordered),
+            "p95_ms": 1000 * ordered[max(0, round(0.95 * len(ordered)) - 1)], "max_ms": 1000 * ordered[-1],
+            "mean_ms": 1000 * statistics.fmean(ordered), "modes": modes, "findings": findings,
+            "warmup_calls": warmup}
+
+
+def rebuild_stage(target: BenchTarget) -> Figures:
+    """Corrupt every balance (+1), then rebuild all accounts for real; its phases timed by wrapping them."""
+    from billing_domain.services import rebuild as rebuild_module
+
+    services = target.open()
+    phases: dict[str, list[float]] = {}
+    try:
+        with services.projections.engine.begin() as conn:
+            corrupted = conn.exec_driver_sql(
+                "UPDATE billing.account_projection SET balance_minor = balance_minor + 1").rowcount
+        for name, phase in (("replay_all", "replay_s"), ("_write", "write_s"), ("_verify", "verify_s")):
+            setattr(rebuild_module, name, _timed(getattr(rebuild_module, name), phase, phases))
+        began = time.perf_counter()
+        result = rebuild_module.rebuild(services.event_store, services.projections, services.recon_store,
+                                        entity_type="account", selection=RebuildSelection(all=True), dry_run=False,
+                                        reason="benchmark: every balance corrupted by +1", actor="billing-recon bench",
+                                        checkpoints=services.checkpoints)  # as the CLI and the Dagster job do
+        seconds = time.perf_counter() - began
+    finally:
+        services.close()
+    outcomes: dict[str, int] = {}
+    for value in result.outcome.values():
+        outcomes[value] = outcomes.get(value, 0) + 1
+    write_s = sum(phases.get("write_s", [0.0]))
+    # replay_all runs twice: to plan, then inside _verify (so verify_s includes the second replay).
+    timings = {"plan_replay_s": phases["replay_s"][0], "write_s": write_s, "verify_s": sum(phases.get("verify_s", [])),
+               "verify_replay_s": sum(phases["replay_s"][1:])}
+    timings["plan_and_audit_s"] = seconds - timings["plan_replay_s"] - write_s - timings["verify_s"]
+    return {"seconds": seconds, "corrupted": corrupted, "written": result.written, "counts": result.counts(),
+            "outcomes": outcomes, "rows_per_s": result.written / seconds, "phases": timings,
+            "write_rows_per_s": result.written / write_s if write_s else 0.0}
+
+
+def _timed(function: Callable[..., Any], phase: str, phases: dict[str, list[float]]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            phases.setdefault(phase, []).append(time.perf_counter() - began)
+    return wrapper
