@@ -16,9 +16,9 @@ from typing import Any
 import dagster as dg
 
 from billing_domain.config import Settings
-from billing_domain.findings import Finding, ReconciliationReport
-from billing_domain.lifecycle import on_full_reconciliation
-from billing_domain.reconcile.service import (
+from billing_domain.core.findings import Finding, ReconciliationReport
+from billing_domain.services.lifecycle import on_full_reconciliation
+from billing_domain.services.reconcile import (
     ReconcileOptions,
     ReplayOutcome,
     build_report,

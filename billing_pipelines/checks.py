@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 
 from billing_domain.config import Settings
-from billing_domain.findings import Finding, Kind, Severity
+from billing_domain.core.findings import Finding, Kind, Severity
 from billing_pipelines.assets import ACCOUNT_REPORT, LEDGER_REPORT, TRANSACTION_REPORT, findings_markdown
 from billing_pipelines.resources import ProjectionsResource
 

@@ -17,16 +17,16 @@ from confluent_kafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore, make_engine
-from billing_domain.adapters.recon_store import ReconStore
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
+from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.config import Settings, Topics, redact_url
-from billing_domain.exceptions import EventStoreError
-from billing_domain.findings import REBUILDABLE_KINDS, Kind
-from billing_domain.simulate import Manifest, SimulationConfig, simulate
+from billing_domain.core.exceptions import EventStoreError
+from billing_domain.core.findings import REBUILDABLE_KINDS, Kind
 from billing_pipelines.constants import DAILY_RECONCILIATION_JOB, REBUILD_ACCOUNTS_JOB, REBUILD_TRANSACTIONS_JOB
 from billing_pipelines.definitions import build_defs, default_resources
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, resolved_settings
+from billing_sandbox.simulate import Manifest, SimulationConfig, simulate
 
 console = Console()
 WHY_IT_REMAINS = {

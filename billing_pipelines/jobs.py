@@ -1,6 +1,6 @@
 """The jobs: `daily_reconciliation` over the reconciliation assets, and the two rebuild op jobs.
 
-A rebuild is `billing_domain.rebuild.rebuild`; the op only turns launchpad config into its
+A rebuild is `billing_domain.services.rebuild.rebuild`; the op only turns launchpad config into its
 arguments, turns a `ConfigurationError` into a Dagster failure that says what to fix, and
 describes the result (before/after per entity, verification) as output metadata.
 """
@@ -11,9 +11,9 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from billing_domain.exceptions import ConcurrentOperationError, ConfigurationError
-from billing_domain.operators import from_dagster_run
-from billing_domain.rebuild import RebuildResult, RebuildSelection, rebuild, validate_rebuild_request
+from billing_domain.core.exceptions import ConcurrentOperationError, ConfigurationError
+from billing_domain.core.operators import from_dagster_run
+from billing_domain.services.rebuild import RebuildResult, RebuildSelection, rebuild, validate_rebuild_request
 from billing_pipelines.assets import ALL_RECONCILIATION_KEYS
 from billing_pipelines.constants import (
     DAILY_RECONCILIATION_JOB,

@@ -13,7 +13,7 @@ from typing import Any
 
 import dagster as dg
 
-from billing_domain.point_in_time import AsOfBalances, balances_from, cut_at, format_utc, replay_to
+from billing_domain.services.point_in_time import AsOfBalances, balances_from, cut_at, format_utc, replay_to
 from billing_pipelines.progress_log import progress_log
 from billing_pipelines.resources import EventStoreResource
 

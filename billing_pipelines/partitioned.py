@@ -14,11 +14,11 @@ from typing import Any
 import dagster as dg
 
 from billing_domain.config import Settings
-from billing_domain.cut import Cut
-from billing_domain.reconcile.lag import LagJudge
-from billing_domain.reconcile.parallel import GroupTask, fold_group, partition_groups
-from billing_domain.reconcile.replay import Replay
-from billing_domain.reconcile.service import ReconcileOptions, ReplayOutcome, build_report, judge_from_here
+from billing_domain.core.cut import Cut
+from billing_domain.core.lag import LagJudge
+from billing_domain.core.replay import Replay
+from billing_domain.services.parallel import GroupTask, fold_group, partition_groups
+from billing_domain.services.reconcile import ReconcileOptions, ReplayOutcome, build_report, judge_from_here
 from billing_pipelines.constants import RECONCILE_TAGS, SOURCE
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource
 

@@ -1,6 +1,6 @@
 """Progress of a long replay or rebuild in a Dagster run: a log line every so often, and metadata at the end.
 
-The arithmetic is `billing_domain.progress.ProgressTracker`; this only decides when to log.
+The arithmetic is `billing_domain.services.progress.ProgressTracker`; this only decides when to log.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import dagster as dg
 
-from billing_domain.progress import ProgressTracker
+from billing_domain.services.progress import ProgressTracker
 from billing_pipelines.constants import PROGRESS_EVERY_EVENTS
 
 LOG_EVERY_S = 15.0

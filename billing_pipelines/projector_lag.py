@@ -1,6 +1,6 @@
 """The live projector's lag: an asset with its check, and a sensor that alerts Slack when it grows too far.
 
-The measurement and the verdict are `billing_domain.projector_lag`; here they are described to Dagster
+The measurement and the verdict are `billing_domain.services.projector_lag`; here they are described to Dagster
 (numbers per partition, so the UI plots them) and routed to Slack. The sensor alerts once when the
 lag crosses the thresholds and once when it is back within them (its cursor holds the last state).
 """
@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from billing_domain.projector_lag import (
+from billing_domain.services.projector_lag import (
     LagThresholds,
     LagVerdict,
     ProjectorLag,

@@ -12,11 +12,11 @@ import dagster as dg
 from pydantic import Field
 
 from billing_domain.config import Settings
-from billing_domain.exceptions import ConcurrentOperationError, ConfigurationError
-from billing_domain.lifecycle import Key, acknowledge, keys_of_finding_ids
-from billing_domain.operators import from_dagster_run
-from billing_domain.saga_recovery import RecoveryPlan, execute_plan, plan_recovery
-from billing_domain.shadow_rebuild import diff_markdown, shadow_rebuild
+from billing_domain.core.exceptions import ConcurrentOperationError, ConfigurationError
+from billing_domain.core.operators import from_dagster_run
+from billing_domain.services.lifecycle import Key, acknowledge, keys_of_finding_ids
+from billing_domain.services.saga_recovery import RecoveryPlan, execute_plan, plan_recovery
+from billing_domain.services.shadow_rebuild import diff_markdown, shadow_rebuild
 from billing_pipelines.constants import OPERATION_TAG
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource
 

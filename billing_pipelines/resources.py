@@ -12,14 +12,14 @@ import dagster as dg
 from pydantic import PrivateAttr
 from sqlalchemy.engine import Engine
 
-from billing_domain.adapters.checkpoint_store import CheckpointStore
-from billing_domain.adapters.kafka import KafkaEventStore
-from billing_domain.adapters.postgres import ProjectionStore, make_engine
-from billing_domain.adapters.recon_store import ReconStore
+from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
+from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.adapters.slack import SlackNotifier
 from billing_domain.config import Settings, Topics
-from billing_domain.exceptions import ConfigurationError
-from billing_domain.stack import EmbeddedStack
+from billing_domain.core.exceptions import ConfigurationError
+from billing_sandbox.stack import EmbeddedStack
 
 
 def resolved_settings() -> Settings:

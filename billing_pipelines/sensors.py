@@ -5,17 +5,17 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from billing_domain.adapters.recon_store import ReconStore
-from billing_domain.alerts import (
+from billing_domain.adapters.postgres.recon_store import ReconStore
+from billing_domain.config import Settings
+from billing_domain.core.findings import REBUILDABLE_KINDS, Finding, Kind
+from billing_domain.services.alerts import (
     Alert,
     auto_repair_refused_alert,
     findings_alert,
     lifecycle_alert,
     run_failure_alert,
 )
-from billing_domain.config import Settings
-from billing_domain.findings import REBUILDABLE_KINDS, Finding, Kind
-from billing_domain.lifecycle import run_lifecycle
+from billing_domain.services.lifecycle import run_lifecycle
 from billing_pipelines.constants import (
     DAILY_RECONCILIATION_JOB,
     REBUILD_ACCOUNTS_JOB,
