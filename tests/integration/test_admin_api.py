@@ -1,7 +1,7 @@
 """The admin API over real HTTP: uvicorn on a free port, the embedded PostgreSQL and broker, one real
 dagster-webserver for the rebuilds, and the OpenAPI schema fuzzed with schemathesis.
 
-All tests of this module share one small history (support.histories.stuck_transfer_history, with the faults of
+All tests of this module share one small history (support.builders.stuck_transfer_history, with the faults of
 support.admin_api_history) and one set of servers; the tests that read run before the rebuild that repairs acc-c.
 """
 
@@ -31,8 +31,8 @@ from support.admin_api_servers import (
     free_port,
     serve_in_thread,
 )
+from support.builders import EventFactory, stuck_transfer_history
 from support.dagster_servers import DagsterProcess, wait_for_webserver, webserver_command, write_workspace
-from support.histories import EventFactory, stuck_transfer_history
 from typer.testing import CliRunner
 
 from billing_api.app import create_app

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
-from support.histories import EventFactory, project, stuck_transfer_history
+from support.builders import EventFactory, project, stuck_transfer_history
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore
 from billing_domain.adapters.postgres.projection_store import ProjectionStore

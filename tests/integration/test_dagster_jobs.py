@@ -1,6 +1,6 @@
 """The Dagster layer on the real embedded servers: daily_reconciliation, checks, rebuild jobs, sensors.
 
-The history is hand-built (support.histories.stuck_transfer_history, with two faults in the account projections,
+The history is hand-built (support.builders.stuck_transfer_history, with two faults in the account projections,
 an orphan row and a stuck transfer), so every expected finding is known. Resources point at this test's database
 and topics.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from support.histories import project, stuck_transfer_history
+from support.builders import project, stuck_transfer_history
 from support.slack_standin import SlackStandin
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.builders import project, stuck_transfer_history
 from support.dagster_servers import dagster_webserver
-from support.histories import project, stuck_transfer_history
 from test_dagster_jobs import inject_faults
 
 from billing_domain.adapters.postgres.recon_store import ReconStore

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from support.builders import EventFactory
 from support.clock import TestClock
-from support.histories import EventFactory
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore, RawRecord
 from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore

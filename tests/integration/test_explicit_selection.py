@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 import pytest
 from support.admin_api_servers import call, serve_in_thread
-from support.histories import project, stuck_transfer_history
+from support.builders import project, stuck_transfer_history
 
 from billing_api.app import create_app
 from billing_api.settings import ApiSettings

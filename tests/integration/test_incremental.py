@@ -7,7 +7,7 @@ from collections.abc import Generator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support.histories import EventFactory, project
+from support.builders import EventFactory, project
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore, RawRecord
 from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore, CheckpointView

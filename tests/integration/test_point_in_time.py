@@ -10,7 +10,7 @@ from typing import Any
 import confluent_kafka
 import dagster as dg
 import pytest
-from support.histories import EventFactory, fold, project
+from support.builders import EventFactory, fold, project
 from typer.testing import CliRunner
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore

@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
-from support.histories import EventFactory
+from support.builders import EventFactory
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore
 from billing_domain.adapters.postgres.projection_store import ProjectionStore

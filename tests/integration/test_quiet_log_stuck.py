@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from support.histories import EventFactory, project
+from support.builders import EventFactory, project
 from typer.testing import CliRunner
 
 from billing_cli.app import EXIT_FINDINGS, app

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from support.histories import EventFactory, fold, project
+from support.builders import EventFactory, fold, project
 from typer.testing import CliRunner
 
 from billing_cli.app import app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from support.histories import HISTORY_START, EventFactory, project, transfer_history
+from support.builders import HISTORY_START, EventFactory, project, transfer_history
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore, RawRecord
 from billing_domain.adapters.postgres.projection_store import ProjectionStore

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from support.histories import HISTORY_START, EventFactory, fold, project
+from support.builders import HISTORY_START, EventFactory, fold, project
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore, RawRecord
 from billing_domain.adapters.postgres.projection_store import ProjectionStore

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from slack_sdk.http_retry import builtin_handlers
-from support.histories import project, stuck_transfer_history
+from support.builders import project, stuck_transfer_history
 from support.slack_standin import SlackStandin
 from test_dagster_jobs import make_resources, run_job  # shared helpers of the Dagster tests
 

@@ -7,7 +7,7 @@ next one resume from it.
 
 from __future__ import annotations
 
-from support.histories import EventFactory, project
+from support.builders import EventFactory, project
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore
 from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from paused_process import start_cli
 from reliability_helpers import Damaged, create_database, damaged_history, twin_of
-from support.histories import EventFactory, project
+from support.builders import EventFactory, project
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore
 from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine

@@ -17,7 +17,7 @@ from typing import Any
 
 import dagster as dg
 from confluent_kafka import Producer
-from support.histories import project
+from support.builders import project
 from typer.testing import CliRunner
 
 from billing_cli.app import EXIT_FINDINGS, app

@@ -1,4 +1,4 @@
-"""The admin API tests' history, `support.histories.stuck_transfer_history`, with two known faults.
+"""The admin API tests' history, `support.builders.stuck_transfer_history`, with two known faults.
 
 Three EUR accounts, a deposit, a completed transfer (tx-1) and a transfer pending 26 minutes at the
 cut (tx-2: stuck). Faults: acc-a's balance +7 (balance_mismatch), acc-c's row deleted (missing_projection).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from billing_domain.adapters.postgres.projection_store import ProjectionStore
 from billing_domain.core.events import Event
-from support.histories import project
+from support.builders import project
 
 
 def project_with_faults(events: list[Event], projections: ProjectionStore) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from builders import T0, AccountStream, SagaStream, make_event
+from support.builders import T0, AccountStream, SagaStream, make_event
 
 from billing_domain.core.accounts import ACTIVE, CLOSED, SUSPENDED, AccountAggregate, AccountState
 from billing_domain.core.events import AccountCredited, AccountDebited

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from builders import AccountStream, SagaStream, envelope_dict, make_event, to_wire
+from support.builders import AccountStream, SagaStream, envelope_dict, make_event, to_wire
 
 from billing_domain.core.events import (
     ACCOUNT_PAYLOADS,

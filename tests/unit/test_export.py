@@ -66,7 +66,7 @@ def test_every_numeric_cell_parses_as_an_integer() -> None:
 
 def test_the_difference_has_the_sign_of_the_detail_texts() -> None:
     """A real diff's finding text and its CSV row say the same number: the projection minus the events."""
-    from builders import AccountStream
+    from support.builders import AccountStream
 
     from billing_domain.core.accounts import AccountAggregate
     from billing_domain.core.diff import diff_accounts

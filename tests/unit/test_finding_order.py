@@ -87,7 +87,7 @@ def test_a_transfer_reported_only_for_an_illegal_move_lists_its_money_in_one_ord
 
 def test_a_redelivered_copy_of_a_refused_event_is_the_same_problem_once() -> None:
     """The broker may deliver any message again, a refused one too: its copy must not add a problem."""
-    from builders import AccountStream, make_event
+    from support.builders import AccountStream, make_event
 
     from billing_domain.core.events import AccountCredited
 
@@ -109,7 +109,7 @@ def test_a_redelivered_copy_of_a_refused_event_is_the_same_problem_once() -> Non
 def test_copies_of_one_event_on_two_partitions_are_two_problems_in_any_order() -> None:
     """Only a copy on the same partition is a redelivery: on two partitions, which is read first must not
     decide which one the finding lists (hypothesis found this against a first version of the rule)."""
-    from builders import AccountStream, envelope_dict, to_wire
+    from support.builders import AccountStream, envelope_dict, to_wire
     from support.messages import FakeMessage
 
     stream = AccountStream("acc-0")
@@ -132,7 +132,7 @@ def test_copies_of_one_event_on_two_partitions_are_two_problems_in_any_order() -
 
 def test_finding_texts_say_the_version_once_and_what_is_known_of_an_unreadable_event() -> None:
     """Issue 18: "v30: v30: balance -1304 is negative" and "(event ?)" for an event with no readable id."""
-    from builders import AccountStream
+    from support.builders import AccountStream
 
     from billing_domain.core.diff import diff_accounts
     from billing_domain.core.findings import Kind

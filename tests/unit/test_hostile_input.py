@@ -14,9 +14,9 @@ import tracemalloc
 from datetime import UTC, datetime
 from typing import Any
 
-from builders import AccountStream, SagaStream, envelope_dict, make_event, new_event_id, to_wire
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.builders import AccountStream, SagaStream, envelope_dict, make_event, new_event_id, to_wire
 from support.messages import FakeMessage
 
 from billing_domain.config import Topics

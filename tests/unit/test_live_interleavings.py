@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from builders import T0, make_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
+from support.builders import T0, make_event
 
 from billing_domain.config import Topics
 from billing_domain.core.accounts import AccountAggregate, AccountState

@@ -10,10 +10,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builders import AccountStream, SagaStream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
+from support.builders import AccountStream, SagaStream
 
 from billing_domain.core.accounts import ACTIVE, CLOSED, SUSPENDED, AccountAggregate
 from billing_domain.core.events import AccountCredited, AccountDebited, Event, decode_event, encode_event

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import msgspec
-from builders import AccountStream
+from support.builders import AccountStream
 
 from billing_domain.config import Topics
 from billing_domain.core.accounts import AccountAggregate, AccountState

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from builders import SagaStream, make_event
+from support.builders import SagaStream, make_event
 
 from billing_domain.core.events import AccountCredited, Event
 from billing_domain.core.exceptions import InvariantViolationError, StreamCorruptionError
