@@ -14,9 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import Self
 
 from billing_domain.core.exceptions import ConfigurationError
+from billing_domain.core.records import Topics  # a value of the core (the fold reads it); importable from here too
 
-DEFAULT_ACCOUNT_TOPIC = "billing.account-events"
-DEFAULT_TRANSACTION_TOPIC = "billing.transaction-events"
 # Upper bounds of the numeric settings: past them a value is a typo, not a choice (a stuck threshold of a
 # year, as the admin API allows; a lag window of a day would hide every missing row for a day).
 MAX_STUCK_MINUTES = 525_600.0
@@ -27,21 +26,6 @@ POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 DATABASE_URL_FORM = "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _BOOTSTRAP_SERVER = re.compile(r"(?:[A-Za-z_]+://)?(\[[0-9A-Fa-f:.]+\]|[^\s:/,\[\]]+)(?::(\d+))?")
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """The two event topics. A prefix replaces the leading `billing.` of both names."""
-
-    accounts: str = DEFAULT_ACCOUNT_TOPIC
-    transactions: str = DEFAULT_TRANSACTION_TOPIC
-
-    @classmethod
-    def with_prefix(cls, prefix: str) -> Topics:
-        return cls(f"{prefix}account-events", f"{prefix}transaction-events")
-
-    def all(self) -> tuple[str, str]:
-        return (self.accounts, self.transactions)
 
 
 @dataclass(frozen=True, slots=True)

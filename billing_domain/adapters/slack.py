@@ -9,25 +9,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
+from billing_domain.ports import Delivery  # the port's value; importable from here too
+
 log = logging.getLogger(__name__)
 DEFAULT_API_URL = "https://slack.com/api/"
 TIMEOUT_S = 10
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """What became of one message: `sent` with Slack's `ts`, or why not."""
-
-    sent: bool
-    ts: str | None = None
-    error: str | None = None
 
 
 class SlackNotifier:

@@ -17,14 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from confluent_kafka import Message
-
-from billing_domain.config import Topics
 from billing_domain.core.accounts import AccountAggregate, AccountState
 from billing_domain.core.aggregate import Aggregate
 from billing_domain.core.events import MAX_VERSION, AccountCredited, AccountDebited, Event, decode_event
 from billing_domain.core.exceptions import EventDecodeError, EventPosition, StreamCorruptionError
 from billing_domain.core.findings import Finding, Kind
+from billing_domain.core.records import LogPosition, LogRecord, Topics
 from billing_domain.core.transactions import TransactionAggregate, TransactionState
 
 MAX_PROBLEMS_LISTED = 20
@@ -193,7 +191,7 @@ class Replay:
         self.duplicates += other.duplicates
 
     # --- feeding ------------------------------------------------------------------------------------
-    def feed(self, messages: Iterable[Message]) -> None:
+    def feed(self, messages: Iterable[LogRecord]) -> None:
         # The replay's hot loop: attributes are read into locals once per batch, not once per event.
         accounts_topic = self.topics.accounts
         only = self.only_ids
@@ -230,11 +228,11 @@ class Replay:
         self.events_read += read
         self.cut_time = cut_time
 
-    def _wrong_topic(self, message: Message, event: Event) -> None:
+    def _wrong_topic(self, message: LogPosition, event: Event) -> None:
         self._corrupt_at(message, event.aggregate_type, event.aggregate_id,
                          f"{event.event_type} on topic {message.topic()}", event.event_id)
 
-    def _keyless(self, message: Message, event: Event) -> None:
+    def _keyless(self, message: LogPosition, event: Event) -> None:
         # Not applied: where a keyless message lands is up to its producer's partitioner, so applying it
         # would make the fold depend on the order partitions are read in.
         self._corrupt_at(message, event.aggregate_type, event.aggregate_id,
@@ -247,13 +245,13 @@ class Replay:
             self.events_read += 1
             message = _PositionedMessage(position, event.aggregate_id)
             if event.aggregate_type == "account":
-                self._apply_account(event, message)  # type: ignore[arg-type]
+                self._apply_account(event, message)
             else:
-                self._apply_transaction(event, message)  # type: ignore[arg-type]
+                self._apply_transaction(event, message)
             if self.cut_time is None or event.occurred_at > self.cut_time:
                 self.cut_time = event.occurred_at
 
-    def _apply_account(self, event: Event, message: Message) -> None:
+    def _apply_account(self, event: Event, message: LogPosition) -> None:
         account = self.accounts.get(event.aggregate_id)
         if account is None:
             account = self.accounts[event.aggregate_id] = AccountAggregate(event.aggregate_id)
@@ -278,7 +276,7 @@ class Replay:
         if row_version == account.version:
             self.account_snapshots[event.aggregate_id] = account.state()
 
-    def _apply_transaction(self, event: Event, message: Message) -> None:
+    def _apply_transaction(self, event: Event, message: LogPosition) -> None:
         saga = self.transactions.get(event.aggregate_id)
         if saga is None:
             saga = self.transactions[event.aggregate_id] = TransactionAggregate(event.aggregate_id)
@@ -297,7 +295,7 @@ class Replay:
         if row_version == saga.version:
             self.transaction_snapshots[event.aggregate_id] = saga.state()
 
-    def _apply(self, aggregate: Aggregate, entity_type: str, event: Event, message: Message) -> bool:
+    def _apply(self, aggregate: Aggregate, entity_type: str, event: Event, message: LogPosition) -> bool:
         """Apply with the stream rules; False when the event changed nothing (redelivery or refused).
 
         One aggregate, one partition: only events on the partition its stream started on are applied
@@ -312,7 +310,7 @@ class Replay:
         self.duplicates += 1
         return False
 
-    def _apply_in_order(self, aggregate: Aggregate, entity_type: str, event: Event, message: Message) -> bool:
+    def _apply_in_order(self, aggregate: Aggregate, entity_type: str, event: Event, message: LogPosition) -> bool:
         try:
             if aggregate.apply(event):
                 return True
@@ -321,7 +319,7 @@ class Replay:
         self.duplicates += 1
         return False
 
-    def _refused(self, aggregate: Aggregate, entity_type: str, event: Event, message: Message,
+    def _refused(self, aggregate: Aggregate, entity_type: str, event: Event, message: LogPosition,
                  exc: StreamCorruptionError) -> bool:
         """Report an event the stream rules refused; after a gap, fold it all the same."""
         self._corrupt_at(message, entity_type, event.aggregate_id, exc.reason, event.event_id, exc.field)
@@ -329,7 +327,7 @@ class Replay:
             return self._apply_across_gap(aggregate, event)
         return False
 
-    def _apply_off_home(self, aggregate: Aggregate, entity_type: str, event: Event, message: Message) -> bool:
+    def _apply_off_home(self, aggregate: Aggregate, entity_type: str, event: Event, message: LogPosition) -> bool:
         """An event of a stream not started yet, or off its stream's partition.
 
         The order across partitions is not defined, so whatever is read first must not decide the fold:
@@ -384,13 +382,13 @@ class Replay:
                 event.occurred_at))
 
     # --- poison -------------------------------------------------------------------------------------
-    def _poison(self, message: Message, exc: EventDecodeError) -> None:
+    def _poison(self, message: LogRecord, exc: EventDecodeError) -> None:
         entity_type = "account" if message.topic() == self.topics.accounts else "transaction"
         entity_id = poison_entity_id(exc, message)
         self._corrupt_at(message, entity_type, entity_id, f"{UNDECODABLE}: {exc.reason}", exc.event_id,
                          exc.field)
 
-    def _corrupt_at(self, message: Message, entity_type: str, entity_id: str, reason: str,
+    def _corrupt_at(self, message: LogPosition, entity_type: str, entity_id: str, reason: str,
                     event_id: str | None, field_name: str | None = None) -> None:
         corruption = self.corrupt.get((entity_type, entity_id))
         if corruption is None:
@@ -426,7 +424,7 @@ class Replay:
 
 @dataclass(frozen=True, slots=True)
 class _PositionedMessage:
-    """Just enough of a Kafka message for positions in findings, for pre-decoded events."""
+    """Where a pre-decoded event sits: all the fold reads of its record (a `LogPosition`)."""
 
     position: EventPosition
     aggregate_id: str
@@ -454,14 +452,14 @@ def _off_home(partition: int | None, home: int | None) -> str:
     return f"on partition {partition}, but the stream is on partition {home} (one aggregate, one partition)"
 
 
-def poison_entity_id(exc: EventDecodeError, message: Message) -> str:
+def poison_entity_id(exc: EventDecodeError, message: LogPosition) -> str:
     """The entity a poison event is reported under: its key, or where it sits when it has none."""
     return exc.key or f"<no key> {position_of(message)}"
 
 
-def _place(message: Message) -> tuple[str, int]:
+def _place(message: LogPosition) -> tuple[str, int]:
     return message.topic() or "", message.partition() or 0
 
 
-def position_of(message: Message) -> EventPosition:
+def position_of(message: LogPosition) -> EventPosition:
     return EventPosition(message.topic() or "", message.partition() or 0, message.offset() or 0)

@@ -16,19 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from confluent_kafka import Message
-
-from billing_domain.adapters.kafka.event_store import KafkaEventStore
-from billing_domain.adapters.kafka.offsets import (
-    all_partitions,
-    broker_time_of,
-    committed_offsets,
-    exact_ends,
-    log_starts,
-    messages_at,
-    occurred_at_of,
-)
 from billing_domain.core.exceptions import ConfigurationError
+from billing_domain.core.records import LogRecord, broker_time_of, occurred_at_of
+from billing_domain.ports import EventLog
 from billing_domain.services.alerts import Alert
 
 DEFAULT_PROJECTOR_GROUP = "billing-projector"
@@ -105,16 +95,16 @@ def projector_group(env: Mapping[str, str] | None = None) -> str:
     return env.get(ENV_PROJECTOR_GROUP) or DEFAULT_PROJECTOR_GROUP
 
 
-def measure_lag(event_store: KafkaEventStore, group_id: str | None = None, *,
+def measure_lag(event_store: EventLog, group_id: str | None = None, *,
                 now: datetime | None = None) -> ProjectorLag:
     """The group's lag on every partition of both topics, and the age of its oldest unapplied event."""
     group_id = group_id or projector_group()
-    partitions = all_partitions(event_store)
-    committed = committed_offsets(event_store, group_id, partitions)
-    ends = exact_ends(event_store, partitions)
-    starts = log_starts(event_store, [tp for tp in partitions if committed.get(tp) is None])
+    partitions = event_store.all_partitions()
+    committed = event_store.committed_offsets(group_id, partitions)
+    ends = event_store.exact_ends(partitions)
+    starts = event_store.log_starts([tp for tp in partitions if committed.get(tp) is None])
     next_offset = {tp: c if (c := committed.get(tp)) is not None else starts[tp] for tp in partitions}
-    oldest = messages_at(event_store, {tp: o for tp, o in next_offset.items() if ends[tp].end > o})
+    oldest = event_store.records_at({tp: o for tp, o in next_offset.items() if ends[tp].end > o})
     lag = ProjectorLag(group_id, now or datetime.now(UTC))
     for tp in partitions:
         first = next_offset[tp]
@@ -180,7 +170,7 @@ def lag_recovered_alert(lag: ProjectorLag) -> Alert:
     return Alert(text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
 
 
-def _event_time(message: Message | None) -> datetime | None:
+def _event_time(message: LogRecord | None) -> datetime | None:
     """The event's own time; for an undecodable message (the projector skips it too) the broker's."""
     if message is None:
         return None

@@ -7,6 +7,7 @@ does), so the offsets the fetch itself reports are the only exact ones.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -17,11 +18,13 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from billing_domain.adapters.kafka import offsets as log_offsets
 from billing_domain.adapters.retry import DEFAULT_RETRY, RetryPolicy
-from billing_domain.config import Topics
 from billing_domain.core.cut import Cut, TopicPartitionKey
 from billing_domain.core.events import Event, encode_event
 from billing_domain.core.exceptions import EventStoreError, EventStoreUnavailableError
+from billing_domain.core.records import LogRecord, Topics
+from billing_domain.ports import EventLog, PartitionEnd
 
 log = logging.getLogger(__name__)
 # `logger` is a logging.Logger, which confluent-kafka's stubs do not list among the config values.
@@ -74,7 +77,9 @@ class RawRecord:
 
 
 class KafkaEventStore:
-    """Append and read the billing events. `topics` names the two topics of the contract."""
+    """Append and read the billing events (the `EventLog` port). `topics` names the two topics of the contract.
+
+    The offsets beyond a cut are `offsets`' functions, which take the store; its methods here are the port's."""
 
     def __init__(self, bootstrap_servers: str, topics: Topics | None = None, *, partitions: int = 4,
                  retry: RetryPolicy = DEFAULT_RETRY, client_config: ClientConfig | None = None) -> None:
@@ -222,6 +227,34 @@ class KafkaEventStore:
                 if offsets.get(tp) == message.offset():
                     values[tp] = message.value()
         return values
+
+    # --- offsets beyond a cut (see offsets.py) -------------------------------------------------------
+    def all_partitions(self, topics: Sequence[str] | None = None) -> list[TopicPartitionKey]:
+        return log_offsets.all_partitions(self, topics)
+
+    def records_at(self, positions: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, LogRecord]:
+        return dict(log_offsets.messages_at(self, positions))
+
+    def scan(self, starts: dict[TopicPartitionKey, int]) -> log_offsets.RecordScan:
+        return log_offsets.RecordScan(self, starts)
+
+    def exact_ends(self, partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, PartitionEnd]:
+        return log_offsets.exact_ends(self, partitions)
+
+    def log_starts(self, partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        return log_offsets.log_starts(self, partitions)
+
+    def committed_offsets(self, group_id: str,
+                          partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
+        return log_offsets.committed_offsets(self, group_id, partitions)
+
+    def starting_offsets_for_time(self, partitions: Iterable[TopicPartitionKey],
+                                  timestamp_ms: int) -> dict[TopicPartitionKey, int]:
+        return log_offsets.starting_offsets_for_time(self, partitions, timestamp_ms)
+
+    def reopener(self) -> Callable[[], EventLog]:
+        """This store's servers and topics, to open in a worker process (no producer, no cached metadata)."""
+        return functools.partial(KafkaEventStore, self.bootstrap_servers, self.topics)
 
     def new_consumer(self, **overrides: object) -> Consumer:
         return Consumer({

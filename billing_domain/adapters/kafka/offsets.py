@@ -12,36 +12,45 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated
+from typing import Protocol
 
-import msgspec
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.retry import RetryPolicy
 from billing_domain.core.cut import TopicPartitionKey
 from billing_domain.core.exceptions import EventStoreUnavailableError
+from billing_domain.core.records import Topics
+
+# Pure readers of a record, the core's; importable from here too.
+from billing_domain.core.records import broker_time_of as broker_time_of
+from billing_domain.core.records import occurred_at_of as occurred_at_of
+from billing_domain.ports import PartitionEnd
 
 METADATA_TIMEOUT_S = 10.0
 CONSUME_BATCH = 1_000
 CONSUME_TIMEOUT_S = 0.1
 
 
-@dataclass(frozen=True, slots=True)
-class PartitionEnd:
-    """A partition's exact end (the offset after its last message) and its last message, if any."""
+class KafkaClient(Protocol):
+    """What these functions use of `event_store.KafkaEventStore`, which calls them for its `EventLog` methods
+    (so that module imports this one, never the reverse)."""
 
-    end: int
-    last: Message | None
+    bootstrap_servers: str
+    topics: Topics
+    retry: RetryPolicy
+    stall_timeout_s: float
+
+    def partitions_of(self, topic: str) -> list[int]: ...
+
+    def new_consumer(self, **overrides: object) -> Consumer: ...
 
 
-def all_partitions(store: KafkaEventStore, topics: Sequence[str] | None = None) -> list[TopicPartitionKey]:
+def all_partitions(store: KafkaClient, topics: Sequence[str] | None = None) -> list[TopicPartitionKey]:
     """Every (topic, partition) of `topics` (default: both event topics), sorted."""
     return [(t, p) for t in (topics or store.topics.all()) for p in store.partitions_of(t)]
 
 
-def log_starts(store: KafkaEventStore, partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+def log_starts(store: KafkaClient, partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
     """The low watermark of each partition: where a consumer with no committed offset starts."""
     consumer = _reader(store)
     try:
@@ -50,7 +59,7 @@ def log_starts(store: KafkaEventStore, partitions: Iterable[TopicPartitionKey]) 
         consumer.close()
 
 
-def approximate_high_watermarks(store: KafkaEventStore,
+def approximate_high_watermarks(store: KafkaClient,
                                 partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
     """The high watermark ListOffsets reports: exact on Apache Kafka, possibly the start of the last
     batch on the embedded broker. Good for estimates and starting points, never for ends."""
@@ -61,7 +70,7 @@ def approximate_high_watermarks(store: KafkaEventStore,
         consumer.close()
 
 
-def exact_ends(store: KafkaEventStore,
+def exact_ends(store: KafkaClient,
                partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, PartitionEnd]:
     """Read each partition from just before its reported high watermark to EOF; the fetch's own
     answer there is the exact end. Also returns the last message (the newest event) of each."""
@@ -81,7 +90,7 @@ def exact_ends(store: KafkaEventStore,
     return {tp: PartitionEnd(ends[tp], last.get(tp)) for tp in wanted}
 
 
-def committed_offsets(store: KafkaEventStore, group_id: str,
+def committed_offsets(store: KafkaClient, group_id: str,
                       partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
     """The offsets `group_id` committed (the next offset it will read), None where it committed none.
 
@@ -102,7 +111,7 @@ def committed_offsets(store: KafkaEventStore, group_id: str,
         consumer.close()
 
 
-def starting_offsets_for_time(store: KafkaEventStore, partitions: Iterable[TopicPartitionKey],
+def starting_offsets_for_time(store: KafkaClient, partitions: Iterable[TopicPartitionKey],
                               timestamp_ms: int) -> dict[TopicPartitionKey, int]:
     """Per partition, an offset at or before the first message whose broker timestamp is >= `timestamp_ms`.
 
@@ -127,7 +136,7 @@ def starting_offsets_for_time(store: KafkaEventStore, partitions: Iterable[Topic
         consumer.close()
 
 
-def messages_at(store: KafkaEventStore, offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, Message]:
+def messages_at(store: KafkaClient, offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, Message]:
     """The message at each given offset (absent where the partition ends before it), with one consumer."""
     scan = PartitionScan(store, offsets)
     found: dict[TopicPartitionKey, Message] = {}
@@ -140,11 +149,11 @@ def messages_at(store: KafkaEventStore, offsets: dict[TopicPartitionKey, int]) -
 
 
 # --- internals -----------------------------------------------------------------------------------------
-def _reader(store: KafkaEventStore) -> Consumer:
+def _reader(store: KafkaClient) -> Consumer:
     return store.new_consumer(**{"group.id": f"billing-recon-offsets-{uuid.uuid4()}"})
 
 
-def _watermarks(store: KafkaEventStore, consumer: Consumer, tp: TopicPartitionKey) -> tuple[int, int]:
+def _watermarks(store: KafkaClient, consumer: Consumer, tp: TopicPartitionKey) -> tuple[int, int]:
     try:
         low, high = store.retry.run(lambda: consumer.get_watermark_offsets(TopicPartition(tp[0], tp[1]),
                                                                            timeout=METADATA_TIMEOUT_S),
@@ -159,7 +168,7 @@ class PartitionScan:
 
     Iterating yields messages and, last for each partition, its EOF marker (`is_eof`)."""
 
-    def __init__(self, store: KafkaEventStore, starts: dict[TopicPartitionKey, int]) -> None:
+    def __init__(self, store: KafkaClient, starts: dict[TopicPartitionKey, int]) -> None:
         self.store = store
         self.starts = dict(starts)
         self._remaining = set(starts)
@@ -210,13 +219,35 @@ class PartitionScan:
                     self.finish(tp)
 
 
+class RecordScan:
+    """A `PartitionScan` as the `LogScan` port: records only, each partition's exact end kept in `ends`."""
+
+    def __init__(self, store: KafkaClient, starts: dict[TopicPartitionKey, int]) -> None:
+        self._scan = PartitionScan(store, starts)
+        self.ends: dict[TopicPartitionKey, int] = {}
+
+    @property
+    def read(self) -> int:
+        return self._scan.read
+
+    def finish(self, tp: TopicPartitionKey) -> None:
+        self._scan.finish(tp)
+
+    def __iter__(self) -> Iterator[Message]:
+        for message in self._scan:
+            if is_eof(message):
+                self.ends[(message.topic() or "", message.partition() or 0)] = message.offset() or 0
+            else:
+                yield message
+
+
 def is_eof(message: Message) -> bool:
     """The marker a fetch sends at a partition's end (`enable.partition.eof`); its offset is the end."""
     error = message.error()
     return error is not None and error.code() == KafkaError._PARTITION_EOF
 
 
-def estimated_cut_size(store: KafkaEventStore, start: dict[TopicPartitionKey, int] | None = None,
+def estimated_cut_size(store: KafkaClient, start: dict[TopicPartitionKey, int] | None = None,
                        stop: dict[TopicPartitionKey, int] | None = None) -> int:
     """About how many messages a cut from `start` (default 0) to `stop` (default the ends) holds.
 
@@ -226,28 +257,3 @@ def estimated_cut_size(store: KafkaEventStore, start: dict[TopicPartitionKey, in
     ends = dict(stop) if stop is not None else approximate_high_watermarks(store, partitions)
     starts = start or {}
     return sum(max(ends.get(tp, 0) - starts.get(tp, 0), 0) for tp in partitions)
-
-
-class _Occurred(msgspec.Struct, gc=False):
-    occurred_at: Annotated[datetime, msgspec.Meta(tz=True)]
-
-
-_OCCURRED = msgspec.json.Decoder(_Occurred)
-
-
-def occurred_at_of(value: bytes | None) -> datetime | None:
-    """The envelope's `occurred_at`, read without decoding the whole event; None if there is none."""
-    if value is None:
-        return None
-    try:
-        return _OCCURRED.decode(value).occurred_at
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-        return None
-
-
-def broker_time_of(message: Message) -> datetime | None:
-    """The message's broker timestamp (create or append time), if it has one."""
-    kind, millis = message.timestamp()
-    if kind == TIMESTAMP_NOT_AVAILABLE or millis < 0:
-        return None
-    return datetime.fromtimestamp(millis / 1000, tz=UTC)

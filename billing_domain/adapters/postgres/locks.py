@@ -46,3 +46,16 @@ def saga_recovery_lock(engine: Engine) -> AbstractContextManager[None]:
     """One saga recovery at a time: two would plan the same version + 1."""
     return advisory_lock(engine, SAGA_RECOVERY_KEY, "another saga recovery is running (it holds the advisory lock "
                                                     f"{SAGA_RECOVERY_KEY!r}); wait for it to finish and retry")
+
+
+class AdvisoryLocks:
+    """The `Locks` port on one database's advisory locks (the projections' database, where every writer is)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def rebuild(self, entity_type: str) -> AbstractContextManager[None]:
+        return rebuild_lock(self.engine, entity_type)
+
+    def saga_recovery(self) -> AbstractContextManager[None]:
+        return saga_recovery_lock(self.engine)

@@ -22,27 +22,22 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 
 from billing_domain.adapters.postgres.bulk_read import stream_rows
-from billing_domain.adapters.postgres.projection_store import ACCOUNT_COLUMNS, SCHEMA, TRANSACTION_COLUMNS
 from billing_domain.core.accounts import AccountState
 from billing_domain.core.transactions import TransactionState
+from billing_domain.ports import ACCOUNT_COLUMNS, TRANSACTION_COLUMNS
+from billing_domain.ports import ReadMark as ReadMark  # the port's value; importable from here too
 
 XID_SPACE = 1 << 32
 # Past this many transaction ids between two reads `age()` could wrap (2^31): compare nothing then.
 MAX_XID_DISTANCE = 1 << 30
-TABLES = {"account": ("account_projection", "account_id"), "transaction": ("transaction_projection", "transaction_id")}
+# Schema-qualified: the projection store (projection_store.py) reads its snapshots from here, not the reverse.
+TABLES = {"account": ("billing.account_projection", "account_id"),
+          "transaction": ("billing.transaction_projection", "transaction_id")}
 
 
 # Transaction ids only compare within one server's life: a restored or moved database starts another.
 _DATABASE = ("SELECT d.oid::text || '@' || pg_postmaster_start_time()::text FROM pg_database d "
              "WHERE d.datname = current_database()")
-
-
-@dataclass(frozen=True, slots=True)
-class ReadMark:
-    """Where a read of the projections stands in PostgreSQL's transaction history."""
-
-    xmin: int  # the oldest transaction still running when the read began (64-bit, epoch included)
-    database: str  # the database's oid and its server's start time
 
 
 def read_mark(engine: Engine) -> ReadMark:
@@ -71,20 +66,20 @@ class ProjectionSnapshot:
 
     def ids(self, entity_type: str) -> set[str]:
         table, key = TABLES[entity_type]
-        return {row[0] for row in stream_rows(self.conn, f"SELECT {key} FROM {SCHEMA}.{table}")}
+        return {row[0] for row in stream_rows(self.conn, f"SELECT {key} FROM {table}")}
 
     def changed_ids(self, entity_type: str, earlier_xmin: int) -> set[str]:
         """Rows written by a transaction not older than `earlier_xmin` (see the module's note)."""
         table, key = TABLES[entity_type]
         result = self.conn.exec_driver_sql(
-            f"SELECT {key} FROM {SCHEMA}.{table} WHERE age(xmin) <= age(%(x)s::text::xid)",
+            f"SELECT {key} FROM {table} WHERE age(xmin) <= age(%(x)s::text::xid)",
             {"x": str(earlier_xmin % XID_SPACE)})
         return {row[0] for row in result}
 
     def balance_sums(self) -> dict[str, tuple[int, int]]:
         """Per row currency: Σ balance_minor and the number of rows."""
         result = self.conn.exec_driver_sql(
-            f"SELECT currency, sum(balance_minor)::text, count(*) FROM {SCHEMA}.account_projection GROUP BY currency")
+            f"SELECT currency, sum(balance_minor)::text, count(*) FROM {TABLES['account'][0]} GROUP BY currency")
         return {row[0]: (int(row[1]), int(row[2])) for row in result}
 
     def read_accounts(self, ids: Sequence[str]) -> dict[str, AccountState]:
@@ -98,7 +93,7 @@ class ProjectionSnapshot:
             return []
         table, key = TABLES[entity_type]
         result = self.conn.exec_driver_sql(
-            f"SELECT {', '.join(columns)} FROM {SCHEMA}.{table} WHERE {key} = ANY(%(ids)s)", {"ids": list(ids)})
+            f"SELECT {', '.join(columns)} FROM {table} WHERE {key} = ANY(%(ids)s)", {"ids": list(ids)})
         return [tuple(row) for row in result]
 
 

@@ -8,49 +8,24 @@ lower version, even while the live projector writes the same rows.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from billing_domain.adapters.postgres.bulk_read import stream_rows
+from billing_domain.adapters.postgres.locks import AdvisoryLocks
+from billing_domain.adapters.postgres.projection_changes import ProjectionSnapshot, projection_snapshot, read_mark
+from billing_domain.adapters.postgres.projection_ddl import PROJECTION_DDL, SCHEMA, copy_types
 from billing_domain.core.accounts import AccountState
 from billing_domain.core.transactions import TransactionState
 
-SCHEMA = "billing"
-ACCOUNT_COLUMNS = ("account_id", "owner_id", "currency", "balance_minor", "min_balance_minor",
-                   "max_balance_minor", "status", "version", "last_event_id", "updated_at")
-TRANSACTION_COLUMNS = ("transaction_id", "source_account_id", "destination_account_id", "amount_minor",
-                       "currency", "status", "failure_reason", "version", "initiated_at", "updated_at")
+# The contract's columns are the port's (a service lists them without this module); importable from here too.
+from billing_domain.ports import ACCOUNT_COLUMNS, TRANSACTION_COLUMNS, ReadMark
 
-PROJECTION_DDL = """
-CREATE SCHEMA IF NOT EXISTS billing;
-CREATE TABLE IF NOT EXISTS billing.account_projection (
-    account_id         text PRIMARY KEY,
-    owner_id           text        NOT NULL,
-    currency           char(3)     NOT NULL,
-    balance_minor      bigint      NOT NULL,
-    min_balance_minor  bigint      NOT NULL,
-    max_balance_minor  bigint      NOT NULL,
-    status             text        NOT NULL,
-    version            integer     NOT NULL,
-    last_event_id      text,
-    updated_at         timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS billing.transaction_projection (
-    transaction_id          text PRIMARY KEY,
-    source_account_id       text        NOT NULL,
-    destination_account_id  text        NOT NULL,
-    amount_minor            bigint      NOT NULL,
-    currency                char(3)     NOT NULL,
-    status                  text        NOT NULL,
-    failure_reason          text,
-    version                 integer     NOT NULL,
-    initiated_at            timestamptz NOT NULL,
-    updated_at              timestamptz NOT NULL
-);
-"""
+_State = TypeVar("_State", AccountState, TransactionState)
 
 
 # Seconds to wait for a connection: without it, a server behind a dropped route holds a command for the
@@ -72,6 +47,7 @@ class ProjectionStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.locks = AdvisoryLocks(engine)  # the locks of the operations that write these rows, on their database
 
     def ensure_schema(self) -> None:
         """Create the contract's tables if absent. Checks first: a least-privilege role may not run DDL."""
@@ -102,6 +78,13 @@ class ProjectionStore:
                 return list(stream_rows(conn, query))
             # %b: the ids go as a binary array; as text, psycopg checks every id for quoting with a regex.
             return list(stream_rows(conn, f"{query} WHERE {key} = ANY(%(ids)b)", {"ids": list(ids)}))
+
+    # --- where a read stands, and consistent reads of both tables (see projection_changes) -----------
+    def read_mark(self) -> ReadMark:
+        return read_mark(self.engine)
+
+    def snapshot(self) -> AbstractContextManager[ProjectionSnapshot]:
+        return projection_snapshot(self.engine)
 
     # --- rows locked by the caller's transaction (the live projector) --------------------------------
     def lock_accounts(self, conn: Connection, ids: Sequence[str]) -> dict[str, AccountState]:
@@ -166,6 +149,28 @@ class ProjectionStore:
             f"UPDATE {SCHEMA}.{table} SET {sets} WHERE {columns[0]} = %(key)s AND {same}", params)
         return int(result.rowcount) == 1
 
+    # --- the same writes, each in a transaction of its own (the ports' form: a rebuild's batches) ------
+    def upsert(self, entity_type: str, states: Sequence[AccountState] | Sequence[TransactionState]) -> int:
+        """`upsert_accounts` or `upsert_transactions` in one transaction: a batch is written all or not at all."""
+        with self.engine.begin() as conn:
+            if entity_type == "account":
+                return self.upsert_accounts(conn, _states(AccountState, states))
+            return self.upsert_transactions(conn, _states(TransactionState, states))
+
+    def compare_and_set(self, entity_type: str, seen: AccountState | TransactionState,
+                        new: AccountState | TransactionState) -> bool:
+        with self.engine.begin() as conn:
+            if isinstance(seen, AccountState) and isinstance(new, AccountState) and entity_type == "account":
+                return self.compare_and_set_account(conn, seen, new)
+            if isinstance(seen, TransactionState) and isinstance(new, TransactionState):
+                return self.compare_and_set_transaction(conn, seen, new)
+        raise TypeError(f"compare_and_set: {type(seen).__name__} and {type(new).__name__} are not two "
+                        f"{entity_type} states")
+
+    def delete(self, entity_type: str, ids: Sequence[str]) -> int:
+        with self.engine.begin() as conn:
+            return self.delete_rows(conn, entity_type, ids)
+
     # --- COPY into another table of the same columns (the shadow rebuild) -----------------------------
     def copy_accounts_into(self, conn: Connection, table: str, states: Iterable[AccountState]) -> int:
         """COPY account states into `table` (schema-qualified, the contract's columns). Returns rows copied."""
@@ -180,6 +185,14 @@ class ProjectionStore:
         result = conn.exec_driver_sql(f"DELETE FROM {SCHEMA}.{table} WHERE {key} = ANY(%(ids)s)",
                                       {"ids": list(ids)})
         return int(result.rowcount)
+
+
+def _states(kind: type[_State], states: Sequence[object]) -> list[_State]:
+    """The states, checked to be of the entity type written: a wrong one is a bug, never a row."""
+    checked = [state for state in states if isinstance(state, kind)]
+    if len(checked) != len(states):
+        raise TypeError(f"upsert: not every state is a {kind.__name__}")
+    return checked
 
 
 def _select_for_update(conn: Connection, table: str, columns: Sequence[str],
@@ -205,10 +218,7 @@ def _copy_in(conn: Connection, table: str, columns: Sequence[str], rows: Iterabl
 
 
 def _pg_types(columns: Sequence[str]) -> list[str]:
-    types = {"balance_minor": "int8", "min_balance_minor": "int8", "max_balance_minor": "int8",
-             "amount_minor": "int8", "version": "int4", "updated_at": "timestamptz",
-             "initiated_at": "timestamptz"}  # char(3) has text's binary form
-    return [types.get(c, "text") for c in columns]
+    return copy_types(columns)  # the types of projection_ddl, the tables' one definition
 
 
 def _account_tuple(s: AccountState) -> tuple[Any, ...]:

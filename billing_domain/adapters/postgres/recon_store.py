@@ -7,8 +7,6 @@ database to the latest revision and is safe to call from every run.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,32 +18,13 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine
 
 from billing_domain.core.findings import Finding, Kind, ReconciliationReport, Severity
-from billing_domain.core.operators import Operator
+from billing_domain.ports import PENDING as PENDING  # the port's audit values; importable from here too
+from billing_domain.ports import AuditRecord
 
 SCHEMA = "billing_recon"
 MIGRATIONS = Path(__file__).parent / "migrations"
 FINDING_COLUMNS = ("run_id", "entity_type", "entity_id", "kind", "severity", "detail", "expected", "actual",
                    "topic", "partition", "offset", "event_id")
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    operator: Operator
-    reason: str
-    operation: str
-    dry_run: bool
-    entity_type: str
-    entity_ids: Sequence[str]
-    outcome: str
-    run_id: str | None = None
-    cut: dict[str, Any] | None = None
-    before: dict[str, Any] | None = None
-    after: dict[str, Any] | None = None
-    details: dict[str, Any] | None = None
-    completes: int | None = None  # the id of the `pending` row this record completes
-
-
-PENDING = "pending"  # the outcome of a record written before its operation's first write
 
 
 class ReconStore:
