@@ -1,7 +1,10 @@
 """Fault 8: the event decoder fuzzed with many thousands of inputs: mutated valid events, random bytes,
 random JSON. Only `EventDecodeError` ever comes out, naming where and which field; what is not refused
 is a valid event (it encodes back to an event that decodes the same). Each test counts, in its own
-figures, every input it tried and whether it was refused or decoded as valid.
+figures, every input when it tries it, and then, apart, each one it saw refused (an `EventDecodeError`
+naming position and field) or decoded as valid: an input the decoder fails on any other way stays tried
+and nothing else. After all its examples, each test asserts on those counts: every input refused or
+valid, and random bytes and random JSON all refused (neither can make an event).
 
 No decode is timed (a timed assertion passes on a fast machine and fails on a busy one, proving
 nothing): pathological inputs are bounded by the memory their decode allocates, which is the same on
@@ -34,10 +37,9 @@ from billing_domain.core.exceptions import EventDecodeError, EventPosition
 # the input (a parser gone quadratic, a per-element object graph) breaks this.
 ALLOCATION_PER_INPUT_BYTE = 4
 ALLOCATION_SLACK_BYTES = 256 * 1024
-# One fixture per test, shared by its examples on purpose: the test's figures sum them all. (Hypothesis
-# fills the rightmost parameters, so `figures` comes first.)
-FUZZ = settings(max_examples=2500, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+# Each test runs its examples through an inner @given function, so that after the last one it can assert on
+# what its figures counted over them all.
+FUZZ = settings(max_examples=2500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 POSITION = EventPosition("billing.account-events", 0, 42)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 VALID: list[dict[str, Any]] = [json.loads(encode_event(e)) for e in (
@@ -55,16 +57,23 @@ json_values = st.recursive(
 
 
 def _decode(value: bytes | None, key: bytes | None, figures: TestFigures) -> None:
-    """Decode one input: refused with a located EventDecodeError, or a valid event; counted after trying."""
+    """Decode one input: refused with a located EventDecodeError, or a valid event. Tried is counted before the
+    decode, refused or valid only once seen, so an input that fails any other way is tried and nothing else."""
+    figures.fuzz_tried()
     try:
         event = decode_event(value, key, position=POSITION)
     except EventDecodeError as exc:
-        assert exc.position == POSITION and exc.field  # names where and which field
-        figures.fuzz_input(refused=True)
+        assert exc.position == POSITION and exc.field, (exc.position, exc.field)  # names where and which field
+        figures.fuzz_refused()
         return
     # Accepted: then it is an event, not garbage that slipped through; it survives its own round trip.
     assert decode_event(encode_event(event), key, position=POSITION) == event
-    figures.fuzz_input(refused=False)
+    figures.fuzz_valid()
+
+
+def _every_input_refused_or_valid(figures: TestFigures) -> None:
+    assert figures.fuzz_inputs_tried > 0
+    assert figures.fuzz_inputs_refused + figures.fuzz_inputs_valid == figures.fuzz_inputs_tried, figures
 
 
 @st.composite
@@ -89,22 +98,39 @@ def mutated_events(draw: st.DrawFn) -> bytes:
     return raw
 
 
-@FUZZ
-@given(mutated_events(), st.sampled_from([None, b"acc-1", b"tx-1", b"\xff\xfe"]))
-def test_mutated_valid_events(figures: TestFigures, value: bytes, key: bytes | None) -> None:
-    _decode(value, key, figures)
+def test_mutated_valid_events(figures: TestFigures) -> None:
+    @FUZZ
+    @given(mutated_events(), st.sampled_from([None, b"acc-1", b"tx-1", b"\xff\xfe"]))
+    def decode(value: bytes, key: bytes | None) -> None:
+        _decode(value, key, figures)
+
+    decode()
+    _every_input_refused_or_valid(figures)
+    assert figures.fuzz_inputs_refused > 0, figures  # a mutation that breaks the contract is seen refused
 
 
-@FUZZ
-@given(st.one_of(st.none(), st.binary(max_size=300)), st.one_of(st.none(), st.binary(max_size=20)))
-def test_random_bytes(figures: TestFigures, value: bytes | None, key: bytes | None) -> None:
-    _decode(value, key, figures)
+def test_random_bytes(figures: TestFigures) -> None:
+    @FUZZ
+    @given(st.one_of(st.none(), st.binary(max_size=300)), st.one_of(st.none(), st.binary(max_size=20)))
+    def decode(value: bytes | None, key: bytes | None) -> None:
+        _decode(value, key, figures)
+
+    decode()
+    _every_input_refused_or_valid(figures)
+    # An event is a JSON object of nine named fields: 300 random bytes never make one, so every input is refused.
+    assert figures.fuzz_inputs_refused == figures.fuzz_inputs_tried, figures
 
 
-@FUZZ
-@given(json_values)
-def test_random_json(figures: TestFigures, value: Any) -> None:
-    _decode(json.dumps(value).encode(), b"acc-1", figures)
+def test_random_json(figures: TestFigures) -> None:
+    @FUZZ
+    @given(json_values)
+    def decode(value: Any) -> None:
+        _decode(json.dumps(value).encode(), b"acc-1", figures)
+
+    decode()
+    _every_input_refused_or_valid(figures)
+    # Its keys are at most 10 characters and an event needs "aggregate_version": never an event, always refused.
+    assert figures.fuzz_inputs_refused == figures.fuzz_inputs_tried, figures
 
 
 PATHOLOGICAL = [b"[" * 500, b"1" * 1_000_000, b'"' + b"\\u0000" * 100_000 + b'"',

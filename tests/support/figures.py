@@ -78,13 +78,25 @@ class TestFigures:
         yield
         self.bad_inputs_refused += 1
 
-    def fuzz_input(self, refused: bool) -> None:
-        """One generated input, which may or may not be a valid event: refused or decoded as valid."""
+    # Decoder fuzz: a generated input is counted tried before it is decoded, and refused or valid only once that
+    # outcome is seen; an input the decoder fails on any other way stays tried with neither.
+    def fuzz_tried(self) -> None:
+        """One generated input, which may or may not be a valid event, about to be decoded."""
         self.fuzz_inputs_tried += 1
-        if refused:
-            self.fuzz_inputs_refused += 1
-        else:
-            self.fuzz_inputs_valid += 1
+
+    def fuzz_refused(self) -> None:
+        """The input just tried was refused with an error naming where (topic, partition, offset) and which field."""
+        self._fuzz_outcome()
+        self.fuzz_inputs_refused += 1
+
+    def fuzz_valid(self) -> None:
+        """The input just tried decoded as a valid event (one that survives its own round trip)."""
+        self._fuzz_outcome()
+        self.fuzz_inputs_valid += 1
+
+    def _fuzz_outcome(self) -> None:
+        outcomes = self.fuzz_inputs_refused + self.fuzz_inputs_valid
+        assert outcomes < self.fuzz_inputs_tried, "an outcome without its attempt"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

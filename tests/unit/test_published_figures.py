@@ -115,13 +115,26 @@ def test_an_outcome_without_its_attempt_is_a_bug_in_the_test() -> None:
         figures.interleaving_equal()
 
 
+def test_a_fuzz_input_is_tried_before_it_is_decoded_and_refused_or_valid_only_once_seen() -> None:
+    figures = TestFigures("t::a")
+    with pytest.raises(AssertionError, match="without its attempt"):
+        figures.fuzz_refused()
+    figures.fuzz_tried()
+    figures.fuzz_refused()
+    figures.fuzz_tried()  # the decoder failed on this one some other way: neither refused nor valid
+    figures.fuzz_tried()
+    figures.fuzz_valid()
+    assert (figures.fuzz_inputs_tried, figures.fuzz_inputs_refused, figures.fuzz_inputs_valid) == (3, 1, 1)
+
+
 def test_a_failed_test_keeps_its_attempts_and_bad_outcomes_but_not_its_good_ones() -> None:
     passed, failed = TestFigures("t::passed", passed=True), TestFigures("t::failed", passed=False)
     for record in (passed, failed):
         record.injected("kill")
         record.survived("kill")
         record.bad_input(refused=True)
-        record.fuzz_input(refused=False)
+        record.fuzz_tried()
+        record.fuzz_valid()
         record.rows_checked_after_races += 10
         record.rows_lost_or_moved_backwards += 1
     totals = Totals.of([passed, failed])
@@ -136,6 +149,7 @@ def test_a_failed_test_keeps_its_attempts_and_bad_outcomes_but_not_its_good_ones
 def test_totals_do_not_depend_on_the_order_of_the_tests() -> None:
     records = [TestFigures(f"t::{i}", passed=i % 2 == 0) for i in range(4)]
     for i, record in enumerate(records):
-        record.fuzz_input(refused=i % 3 == 0)
+        record.fuzz_tried()
+        record.fuzz_refused() if i % 3 == 0 else record.fuzz_valid()
         record.injected(f"fault {i % 2}", i)
     assert published_rows(Totals.of(records)) == published_rows(Totals.of(reversed(records)))
