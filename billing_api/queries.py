@@ -1,13 +1,14 @@
 """The reads behind the endpoints: the same domain services the CLI calls, shaped for JSON answers.
 
-Full replays (reconcile-all, stuck, the accounting equation) resume from the replay checkpoint and
-write the next one, so they run one at a time; reading one entity runs alongside them.
+Every read that stores a report goes through `run_reconciliation`. Full replays (reconcile-all, the
+accounting equation) resume from the replay checkpoint and write the next one, so they run one at a
+time; `stuck` is read-only; reading one entity runs alongside them.
 """
 
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from billing_api.errors import ApiError
@@ -20,15 +21,10 @@ from billing_api.schemas import (
     StuckTransactions,
 )
 from billing_domain.bootstrap import Services
+from billing_domain.core.exceptions import UnknownEntityError
 from billing_domain.core.findings import Finding, Kind, ReconciliationReport, Severity
-from billing_domain.services.reconcile import (
-    ReconcileOptions,
-    ReplayOutcome,
-    build_report,
-    new_run_id,
-    replay_all,
-    save_checkpoint,
-)
+from billing_domain.services.reconcile import ReconcileOptions, ReplayOutcome, new_run_id
+from billing_domain.services.run_reconciliation import ReconciliationRequest, is_known, run_reconciliation
 from billing_domain.services.single import reconcile_entity
 
 SOURCE = "api"  # billing_recon.recon_run.source
@@ -46,10 +42,13 @@ class Reads:
 
     # --- one entity ---------------------------------------------------------------------------------
     def reconcile_one(self, entity_type: str, entity_id: str) -> EntityReconciliation:
-        report = self._entity_report(entity_type, entity_id)
-        if not _known(report, entity_type):
-            raise ApiError(404, "not_found", f"no {entity_type} {entity_id!r}: no events and no projection row")
-        self.services.recon_store.save_report(report, source=SOURCE)
+        request = ReconciliationRequest(new_run_id(SOURCE), SOURCE, f"{entity_type}:{entity_id}", (entity_type,),
+                                        entity=(entity_type, entity_id))
+        try:
+            report = run_reconciliation(self.services.run_stores(), request, self._options()).report
+        except UnknownEntityError:
+            raise ApiError(404, "not_found", f"no {entity_type} {entity_id!r}: no events and no projection row"
+                           ) from None
         return EntityReconciliation(entity_type=entity_type, entity_id=entity_id, match=report.is_clean,
                                     issues=[finding_out(f) for f in report.findings], run_id=report.run_id,
                                     replay_mode=str(report.stats.get("replay_mode", "full")))
@@ -59,7 +58,7 @@ class Reads:
         projections = self.services.projections
         rows: dict[str, Any] = (projections.read_accounts([entity_id]) if entity_type == "account"
                                 else projections.read_transactions([entity_id]))
-        return bool(rows) or _known(self._entity_report(entity_type, entity_id), entity_type)
+        return bool(rows) or is_known(self._entity_report(entity_type, entity_id), entity_type)
 
     def _entity_report(self, entity_type: str, entity_id: str) -> ReconciliationReport:
         s = self.services
@@ -101,27 +100,15 @@ class Reads:
 
     def _full(self, scope: str, entity_types: tuple[str, ...], options: ReconcileOptions, *, save: bool
               ) -> tuple[ReconciliationReport, ReplayOutcome]:
-        s = self.services
         if not self._full_replay.acquire(timeout=FULL_REPLAY_WAIT_S):
             raise ApiError(503, "busy", "another full reconciliation is still running; retry later")
         try:
-            started, run_id = datetime.now(UTC), new_run_id(SOURCE)
-            outcome = replay_all(s.event_store, s.projections, options=options, checkpoints=s.checkpoints)
-            report = build_report(outcome, run_id=run_id, scope=scope, started_at=started, options=options,
-                                  entity_types=entity_types)
-            save_checkpoint(s.event_store, s.checkpoints, outcome, run_id, report)
+            request = ReconciliationRequest(new_run_id(SOURCE), SOURCE, scope, entity_types, record=save)
+            run = run_reconciliation(self.services.run_stores(), request, options)
         finally:
             self._full_replay.release()
-        if save:
-            s.recon_store.save_report(report, source=SOURCE)
-        return report, outcome
+        assert run.outcome is not None  # a whole-log run always has its replay
+        return run.report, run.outcome
 
     def _options(self) -> ReconcileOptions:
         return ReconcileOptions.from_settings(self.services.settings)
-
-
-def _known(report: ReconciliationReport, entity_type: str) -> bool:
-    """Did the entity's events or projection row show up (or a corrupt stream under its id)?"""
-    folded = report.stats.get("accounts" if entity_type == "account" else "transactions", 0)
-    rows = report.stats.get("account_rows" if entity_type == "account" else "transaction_rows", 0)
-    return bool(folded or rows or report.findings)

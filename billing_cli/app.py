@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,17 +36,9 @@ from billing_domain.bootstrap import Services
 from billing_domain.core.exceptions import ConcurrentOperationError
 from billing_domain.core.findings import ReconciliationReport
 from billing_domain.core.operators import from_cli
-from billing_domain.services.lifecycle import on_full_reconciliation
 from billing_domain.services.rebuild import RebuildResult, RebuildSelection, rebuild
-from billing_domain.services.reconcile import (
-    ReconcileOptions,
-    build_report,
-    new_run_id,
-    reconcile_all,
-    replay_all,
-    save_checkpoint,
-)
-from billing_domain.services.single import reconcile_entity
+from billing_domain.services.reconcile import ALL_ENTITY_TYPES, ProgressCallback, ReconcileOptions, new_run_id
+from billing_domain.services.run_reconciliation import ReconciliationRequest, run_reconciliation
 from billing_sandbox.stack import EmbeddedStack
 
 app = typer.Typer(help="Reconcile and repair the billing engine's projections.", no_args_is_help=True,
@@ -73,9 +65,14 @@ def _size(services: Services, full: bool) -> tuple[int | None, bool]:
     return (estimated_cut_size(services.event_store), True) if full else (None, False)
 
 
-def _finish(report: ReconciliationReport, services: Services, as_json: bool) -> None:
-    services.recon_store.save_report(report, source="cli")
-    on_full_reconciliation(services.recon_store, report)  # finding lifecycle: new, open, resolved...
+def _reconcile(services: Services, request: ReconciliationRequest, progress: ProgressCallback | None = None,
+               **overrides: Any) -> ReconciliationReport:
+    """The use case every reconcile command runs: replay, report, then store report, lifecycle, checkpoint."""
+    options = ReconcileOptions.from_settings(services.settings, **overrides)
+    return run_reconciliation(services.run_stores(), request, options, progress=progress).report
+
+
+def _show(report: ReconciliationReport, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(report.to_json_bytes().decode() + "\n")
     else:
@@ -95,32 +92,23 @@ def reconcile_transactions(as_json: JsonOption = False, full: FullOption = False
                            stuck_minutes: Annotated[float | None, minutes_option(
                                "--stuck-minutes", "Stuck threshold.")] = None) -> None:
     """Every transfer saga: status, fields, stuck transfers, money per transfer."""
-    overrides = {} if stuck_minutes is None else {"stuck_after": timedelta(minutes=stuck_minutes)}
-    _reconcile_scope("transactions", ("transaction",), as_json, full=full, **overrides)
+    stuck_after = None if stuck_minutes is None else timedelta(minutes=stuck_minutes)
+    _reconcile_scope("transactions", ("transaction",), as_json, full=full, stuck_after=stuck_after)
 
 
 @reconcile_app.command("all")
 def reconcile_everything(as_json: JsonOption = False, full: FullOption = False) -> None:
     """Accounts, transactions and the accounting equation in one pass."""
-    with cli_services() as services, progress_bar("reconciling", as_json, *_size(services, full)) as progress:
-        report = reconcile_all(services.event_store, services.projections, progress=progress,
-                               options=ReconcileOptions.from_settings(services.settings),
-                               checkpoints=services.checkpoints, full=full)
-        _finish(report, services, as_json)
+    _reconcile_scope("all", ALL_ENTITY_TYPES, as_json, full=full, delta=True)
 
 
 def _reconcile_scope(scope: str, entity_types: tuple[str, ...], as_json: bool, *, full: bool = False,
-                     **overrides: Any) -> None:
-    with cli_services() as services, progress_bar(f"reconciling {scope}", as_json, *_size(services, full)) as progress:
-        started = datetime.now(UTC)
-        run_id = new_run_id()
-        options = ReconcileOptions.from_settings(services.settings, **overrides)
-        outcome = replay_all(services.event_store, services.projections, options=options, progress=progress,
-                             checkpoints=services.checkpoints, full=full)
-        report = build_report(outcome, run_id=run_id, scope=scope, started_at=started, options=options,
-                              entity_types=entity_types)
-        save_checkpoint(services.event_store, services.checkpoints, outcome, run_id, report)
-        _finish(report, services, as_json)
+                     delta: bool = False, stuck_after: timedelta | None = None) -> None:
+    label = "reconciling" if scope == "all" else f"reconciling {scope}"
+    with cli_services() as services, progress_bar(label, as_json, *_size(services, full)) as progress:
+        request = ReconciliationRequest(new_run_id(), "cli", scope, entity_types, full=full, delta=delta)
+        overrides = {} if stuck_after is None else {"stuck_after": stuck_after}
+        _show(_reconcile(services, request, progress, **overrides), as_json)
 
 
 @reconcile_app.command("account")
@@ -137,26 +125,17 @@ def reconcile_one_transaction(transaction_id: str, as_json: JsonOption = False) 
 
 def _reconcile_one(entity_type: str, entity_id: str, as_json: bool) -> None:
     with cli_services() as services:
-        report = reconcile_entity(services.event_store, services.projections, entity_type, entity_id,
-                                  options=ReconcileOptions.from_settings(services.settings),
-                                  checkpoints=services.checkpoints)
-        plural = f"{entity_type}s"
-        if not report.stats.get(plural) and not report.stats.get(f"{entity_type}_rows") and not report.findings:
-            err.print(f"error: no {entity_type} {entity_id!r}: it has neither events nor a projection row")
-            raise typer.Exit(EXIT_ERROR)
-        _finish(report, services, as_json)
+        request = ReconciliationRequest(new_run_id(), "cli", f"{entity_type}:{entity_id}", (entity_type,),
+                                        entity=(entity_type, entity_id))
+        _show(_reconcile(services, request), as_json)
 
 
 @app.command("accounting-equation")
 def accounting_equation(as_json: JsonOption = False) -> None:
     """The contract's accounting identities, per currency."""
     with cli_services() as services, progress_bar("replaying", as_json) as progress:
-        options = ReconcileOptions.from_settings(services.settings)
-        outcome = replay_all(services.event_store, services.projections, options=options, progress=progress,
-                             checkpoints=services.checkpoints)
-        report = build_report(outcome, run_id=new_run_id(), scope="ledger", started_at=datetime.now(UTC),
-                              options=options, entity_types=("ledger",))
-        services.recon_store.save_report(report, source="cli")
+        request = ReconciliationRequest(new_run_id(), "cli", "ledger", ("ledger",))
+        report = _reconcile(services, request, progress)
         if as_json:
             sys.stdout.write(json.dumps(report.to_json()["ledger"], indent=2) + "\n")
         else:
@@ -170,9 +149,8 @@ def stuck(minutes: Annotated[float | None, minutes_option("--minutes", "Pending 
     """Transfers pending longer than the threshold, measured on the run's clock (not the newest event's time)."""
     with cli_services() as services, progress_bar("replaying", as_json) as progress:
         overrides = {} if minutes is None else {"stuck_after": timedelta(minutes=minutes)}
-        report = reconcile_all(services.event_store, services.projections, progress=progress,
-                               options=ReconcileOptions.from_settings(services.settings, **overrides),
-                               checkpoints=services.checkpoints)
+        request = ReconciliationRequest(new_run_id(), "cli", "stuck", ("transaction",), record=False)
+        report = _reconcile(services, request, progress, **overrides)
         stuck_findings = [f for f in report.findings if f.kind.value == "stuck"]
         if as_json:
             sys.stdout.write(json.dumps([f.to_json() for f in stuck_findings], indent=2, default=str) + "\n")

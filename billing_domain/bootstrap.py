@@ -1,9 +1,14 @@
-"""The composition root for the command line: settings → servers → adapters."""
+"""The one composition root: settings → servers → adapters, handed to the services as their ports.
+
+Every entry point builds its adapters here and nowhere else: the CLI (`open_services`), the Dagster
+resources (`event_store_for`, `Stores`), the admin API, the demo and the benchmark (`wire`). Swapping an
+adapter (another broker client, the in-memory fakes of the tests) is then one change in one file.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlalchemy.exc
 from sqlalchemy.engine import Engine
@@ -12,11 +17,26 @@ from billing_domain.adapters.kafka.event_store import KafkaEventStore
 from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore
 from billing_domain.adapters.postgres.projection_store import CONNECT_TIMEOUT_S, ProjectionStore, make_engine
 from billing_domain.adapters.postgres.recon_store import ReconStore
-from billing_domain.config import Settings, redact_url
+from billing_domain.adapters.slack import SlackNotifier
+from billing_domain.config import Settings, Topics, redact_url
 from billing_domain.core.exceptions import BillingError, ConfigurationError
+from billing_domain.services.run_reconciliation import RunStores
 from billing_sandbox.stack import EmbeddedStack
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Stores:
+    """The PostgreSQL side: the projections (schema billing) and the pipeline's own tables (billing_recon)."""
+
+    projections: ProjectionStore
+    recon_store: ReconStore
+    checkpoints: CheckpointStore
+
+    def dispose(self) -> None:
+        self.projections.engine.dispose()
+        self.recon_store.engine.dispose()
 
 
 @dataclass(slots=True)
@@ -27,10 +47,46 @@ class Services:
     recon_store: ReconStore
     checkpoints: CheckpointStore
 
+    def run_stores(self) -> RunStores:
+        """The ports of `run_reconciliation`."""
+        return RunStores(self.event_store, self.projections, self.recon_store, self.checkpoints)
+
     def close(self) -> None:
         self.event_store.close()
         self.projections.engine.dispose()
         self.recon_store.engine.dispose()
+
+
+def event_store_for(settings: Settings) -> KafkaEventStore:
+    """The contract's two topics on the settings' broker (no connection until first use)."""
+    servers = _required(settings.kafka_bootstrap_servers, "BILLING_KAFKA_BOOTSTRAP_SERVERS")
+    return KafkaEventStore(servers, settings.topics, partitions=settings.topic_partitions)
+
+
+def stores_for(database_url: str, recon_database_url: str | None = None) -> Stores:
+    """Both schemas' stores; `billing_recon` on its own server when `recon_database_url` names one."""
+    projections_engine = make_engine(database_url)
+    recon_engine = (make_engine(recon_database_url)
+                    if recon_database_url and recon_database_url != database_url else projections_engine)
+    recon_store = ReconStore(recon_engine)
+    return Stores(ProjectionStore(projections_engine), recon_store, CheckpointStore(recon_engine))
+
+
+def notifier_for(settings: Settings, bot_token: str | None) -> SlackNotifier:
+    """Slack alerts; without a token messages are logged, not sent."""
+    return SlackNotifier(bot_token, settings.slack_channel, settings.slack_api_url)
+
+
+def wire(settings: Settings) -> Services:
+    """Every adapter for these settings, without connecting: for the demo, the benchmark and the Dagster jobs,
+    whose servers are known to be up (or whose first use reports it)."""
+    stores = stores_for(_required(settings.database_url, "BILLING_DATABASE_URL"), settings.recon_database_url)
+    return Services(settings, event_store_for(settings), stores.projections, stores.recon_store, stores.checkpoints)
+
+
+def with_topics(settings: Settings, topics: Topics, partitions: int | None = None) -> Settings:
+    """The settings on other topics (the demo's fresh ones, a benchmark run's prefix)."""
+    return replace(settings, topics=topics, topic_partitions=partitions or settings.topic_partitions)
 
 
 def resolve_servers(settings: Settings) -> Settings:
@@ -54,10 +110,8 @@ def open_services(settings: Settings | None = None) -> Services:
         missing = "BILLING_KAFKA_BOOTSTRAP_SERVERS" if not settings.kafka_bootstrap_servers else "BILLING_DATABASE_URL"
         raise ConfigurationError(f"{missing}: not set; set both servers, or neither to use the embedded stack")
     recon_url = settings.recon_database_url or settings.database_url
-    event_store = KafkaEventStore(settings.kafka_bootstrap_servers, settings.topics,
-                                  partitions=settings.topic_partitions)
-    projections = ProjectionStore(make_engine(settings.database_url))
-    recon_store = ReconStore(make_engine(recon_url))
+    services = wire(settings)
+    event_store, projections, recon_store = services.event_store, services.projections, services.recon_store
     try:
         _connect(projections.engine, "BILLING_DATABASE_URL", settings.database_url)
         if recon_url != settings.database_url:
@@ -69,7 +123,7 @@ def open_services(settings: Settings | None = None) -> Services:
     except BaseException:
         _dispose(projections.engine, recon_store.engine)
         raise
-    return Services(settings, event_store, projections, recon_store, CheckpointStore(recon_store.engine))
+    return services
 
 
 def _connect(engine: Engine, setting: str, url: str) -> None:
@@ -93,3 +147,10 @@ def first_line(exc: BaseException) -> str:
 def _dispose(*engines: Engine) -> None:
     for engine in engines:
         engine.dispose()
+
+
+def _required(value: str | None, env_name: str) -> str:
+    if not value:
+        raise ConfigurationError(f"{env_name} is not set: set both BILLING_KAFKA_BOOTSTRAP_SERVERS and "
+                                 "BILLING_DATABASE_URL, or neither to use the embedded stack")
+    return value

@@ -10,22 +10,14 @@ plots them across runs.
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
 from billing_domain.config import Settings
 from billing_domain.core.findings import Finding, ReconciliationReport
-from billing_domain.services.lifecycle import on_full_reconciliation
-from billing_domain.services.reconcile import (
-    ReconcileOptions,
-    ReplayOutcome,
-    build_report,
-    entity_counts,
-    replay_all,
-    save_checkpoint,
-)
+from billing_domain.services.reconcile import ReconcileOptions, ReplayOutcome, entity_counts
+from billing_domain.services.run_reconciliation import ReconciliationRequest, run_reconciliation
 from billing_pipelines.constants import PROGRESS_EVERY_EVENTS, RECONCILIATION_GROUP, SOURCE
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource
 
@@ -66,24 +58,16 @@ def _spec(key: dg.AssetKey, description: str, deps: tuple[dg.AssetKey, ...] = ()
 )
 def reconciliation(context: dg.AssetExecutionContext, config: ReconciliationConfig, event_store: EventStoreResource,
                    projections: ProjectionsResource) -> Iterator[dg.MaterializeResult]:
-    started_at = datetime.now(UTC)
     options = ReconcileOptions.from_settings(Settings.from_env())  # the thresholds, lag window, projector group
-    checkpoints = projections.checkpoints()
-    outcome = replay_all(event_store.get_store(), projections.projection_store(), options=options,
-                         progress=_progress_logger(context), checkpoints=checkpoints, full=config.full_replay,
-                         delta=True)
-    context.log.info(f"replay: {outcome.mode} ({outcome.mode_reason})")
-    yield dg.MaterializeResult(asset_key=REPLAYED_STATE, metadata=_replay_metadata(outcome))
-
-    reports = {key: _timed_report(outcome, context.run.run_id, started_at, options, types)
-               for key, types in REPORT_ENTITY_TYPES.items()}
-    combined = _combine(context.run.run_id, started_at, outcome, list(reports.values()))
-    projections.recon_store().save_report(combined, source=SOURCE)
-    on_full_reconciliation(projections.recon_store(), combined)  # the finding lifecycle (new, open, resolved...)
-    save_checkpoint(event_store.get_store(), checkpoints, outcome, context.run.run_id, combined)
-    context.log.info(f"stored {len(combined.findings)} findings under run {context.run.run_id} in billing_recon")
-    for key, report in reports.items():
-        yield dg.MaterializeResult(asset_key=key, metadata=report_metadata(report))
+    request = ReconciliationRequest(run_id=context.run.run_id, source=SOURCE, full=config.full_replay, delta=True)
+    run = run_reconciliation(projections.run_stores(event_store), request, options,
+                             progress=_progress_logger(context))
+    assert run.outcome is not None  # a whole-log run always has its replay
+    context.log.info(f"replay: {run.outcome.mode} ({run.outcome.mode_reason})")
+    context.log.info(f"stored {len(run.report.findings)} findings under run {context.run.run_id} in billing_recon")
+    yield dg.MaterializeResult(asset_key=REPLAYED_STATE, metadata=_replay_metadata(run.outcome))
+    for key, types in REPORT_ENTITY_TYPES.items():
+        yield dg.MaterializeResult(asset_key=key, metadata=report_metadata(part_of(run.report, types)))
 
 
 def _progress_logger(context: dg.AssetExecutionContext) -> Any:
@@ -99,21 +83,10 @@ def _progress_logger(context: dg.AssetExecutionContext) -> Any:
     return progress
 
 
-def _timed_report(outcome: ReplayOutcome, run_id: str, started_at: datetime, options: ReconcileOptions,
-                  entity_types: tuple[str, ...]) -> ReconciliationReport:
-    return build_report(outcome, run_id=run_id, scope="all", started_at=started_at, options=options,
-                        entity_types=entity_types)
-
-
-def _combine(run_id: str, started_at: datetime, outcome: ReplayOutcome,
-             reports: list[ReconciliationReport]) -> ReconciliationReport:
-    """One stored report for the run (scope `all`), so `latest_run_id()` and the rebuilds see all of it."""
-    findings: list[Finding] = sorted((f for r in reports for f in r.findings), key=lambda f: f.key)
-    ledger = [i for r in reports for i in r.ledger]
-    stats = {**reports[0].stats, "diff_s": sum(r.stats.get("diff_s", 0.0) for r in reports)}
-    return replace(reports[0], run_id=run_id, scope="all", started_at=started_at, finished_at=datetime.now(UTC),
-                   cut=outcome.cut, findings=findings, ledger=ledger, stats=stats,
-                   entity_types=("account", "transaction", "ledger"))
+def part_of(report: ReconciliationReport, entity_types: tuple[str, ...]) -> ReconciliationReport:
+    """The stored report's findings (and identities) of these entity types: what one asset describes."""
+    return replace(report, findings=[f for f in report.findings if f.entity_type in entity_types],
+                   ledger=report.ledger if "ledger" in entity_types else [], entity_types=entity_types)
 
 
 def _replay_metadata(outcome: ReplayOutcome) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore
-from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
-from billing_domain.adapters.postgres.recon_store import ReconStore
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
+from billing_domain.bootstrap import event_store_for, wire, with_topics
 from billing_domain.config import Settings, Topics, redact_url
 from billing_domain.core.exceptions import EventStoreError
 from billing_domain.core.findings import REBUILDABLE_KINDS, Kind
@@ -49,8 +49,8 @@ def main() -> None:
     console.print(f"Kafka {settings.kafka_bootstrap_servers}, topics {topics.accounts} / {topics.transactions}; "
                   f"PostgreSQL {redact_url(settings.database_url)}")
 
-    event_store = KafkaEventStore(settings.kafka_bootstrap_servers, topics, partitions=settings.topic_partitions)
-    projections = ProjectionStore(make_engine(settings.database_url))
+    services = wire(with_topics(settings, topics))  # the composition root's adapters, on this run's topics
+    event_store, projections, recon = services.event_store, services.projections, services.recon_store
     projections.ensure_schema()
     _empty_projections(projections)
     started = time.perf_counter()
@@ -70,7 +70,6 @@ def main() -> None:
     }
     defs = build_defs(resources)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    recon = ReconStore(make_engine(settings.recon_database_url or settings.database_url))
 
     first = _run(defs, instance, DAILY_RECONCILIATION_JOB)
     found = recon.findings(first)
@@ -98,7 +97,7 @@ def _refuse_servers_of_yours(settings: Settings) -> None:
 
 def _fresh_topics(settings: Settings) -> Topics:
     """The configured topics, or fresh ones when those already hold events (a second `make demo`)."""
-    store = KafkaEventStore(settings.kafka_bootstrap_servers or "", settings.topics)
+    store = event_store_for(settings)
     if not _holds_events(store):
         return settings.topics
     prefix = f"demo-{time.strftime('%Y%m%d%H%M%S')}."

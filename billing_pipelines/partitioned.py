@@ -4,11 +4,10 @@ Plan (read the projections first, deal the partitions into groups) → fold each
 step → merge and report. Locally the multiprocess executor runs the folds on both cores; past one
 machine the same job runs on the Kubernetes or Celery executor with an object-store IO manager
 (see docs/features/benchmark.md). The steps are the domain's own functions: `fold_group`,
-`Replay.merge`, `build_report`.
+`Replay.merge`, then `run_reconciliation` (which stores the report and updates the finding lifecycle).
 """
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -18,7 +17,8 @@ from billing_domain.core.cut import Cut
 from billing_domain.core.lag import LagJudge
 from billing_domain.core.replay import Replay
 from billing_domain.services.parallel import GroupTask, fold_group, partition_groups
-from billing_domain.services.reconcile import ReconcileOptions, ReplayOutcome, build_report, judge_from_here
+from billing_domain.services.reconcile import ReconcileOptions, ReplayOutcome, judge_from_here
+from billing_domain.services.run_reconciliation import ReconciliationRequest, run_reconciliation
 from billing_pipelines.constants import RECONCILE_TAGS, SOURCE
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource
 
@@ -67,7 +67,8 @@ def fold_partition_group(context: dg.OpExecutionContext, task: GroupTask) -> tup
 
 @dg.op
 def merge_and_report(context: dg.OpExecutionContext, rows: tuple[dict, dict, LagJudge], sagas: tuple[Replay, Cut],
-                     parts: list[tuple[Replay, Cut]], projections: ProjectionsResource) -> dg.Output[None]:
+                     parts: list[tuple[Replay, Cut]], projections: ProjectionsResource,
+                     event_store: EventStoreResource) -> dg.Output[None]:
     """Join the groups, then diff, check sagas and the ledger exactly as a single pass would."""
     replay, cut = sagas
     for other, other_cut in parts:
@@ -77,9 +78,9 @@ def merge_and_report(context: dg.OpExecutionContext, rows: tuple[dict, dict, Lag
     options = ReconcileOptions.from_settings(Settings.from_env())  # the thresholds, lag window, projector group
     outcome = ReplayOutcome(replay, cut, rows[0], rows[1], mode="full", mode_reason=f"{len(parts)} partition groups",
                             judge=rows[2])
-    report = build_report(outcome, run_id=context.run.run_id, scope="all", started_at=datetime.now(UTC),
-                          options=options)
-    projections.recon_store().save_report(report, source=SOURCE)
+    # No checkpoint: the groups' merged state has never been checkpointed (the daily job writes them).
+    request = ReconciliationRequest(run_id=context.run.run_id, source=SOURCE, checkpoint=False)
+    report = run_reconciliation(projections.run_stores(event_store), request, options, replayed=outcome).report
     context.log.info(f"stored {len(report.findings)} findings under run {context.run.run_id}")
     metadata = {f"kind/{k}": dg.MetadataValue.int(n) for k, n in report.counts_by_kind().items()}
     metadata["findings"] = dg.MetadataValue.int(len(report.findings))

@@ -8,27 +8,25 @@ these fields only as `dg.EnvVar`, so Dagster resolves them at launch and never s
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import dagster as dg
 from pydantic import PrivateAttr
-from sqlalchemy.engine import Engine
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore
 from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore
-from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
+from billing_domain.adapters.postgres.projection_store import ProjectionStore
 from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.adapters.slack import SlackNotifier
+from billing_domain.bootstrap import Stores, event_store_for, notifier_for, resolve_servers, stores_for, with_topics
 from billing_domain.config import Settings, Topics
 from billing_domain.core.exceptions import ConfigurationError
-from billing_sandbox.stack import EmbeddedStack
+from billing_domain.services.run_reconciliation import RunStores
 
 
 def resolved_settings() -> Settings:
     """The environment's settings, with the embedded stack's servers when none are configured."""
-    settings = Settings.from_env()
-    if settings.uses_embedded_stack:
-        info = EmbeddedStack().up()
-        return settings.with_servers(info.bootstrap_servers, info.database_url)
-    return settings
+    return resolve_servers(Settings.from_env())
 
 
 class EventStoreResource(dg.ConfigurableResource):
@@ -54,7 +52,8 @@ class EventStoreResource(dg.ConfigurableResource):
             servers = self.bootstrap_servers or _required(resolved_settings().kafka_bootstrap_servers,
                                                           "BILLING_KAFKA_BOOTSTRAP_SERVERS")
             topics = Topics.with_prefix(self.topic_prefix) if self.topic_prefix else settings.topics
-            self._store = KafkaEventStore(servers, topics, partitions=self.partitions or settings.topic_partitions)
+            self._store = event_store_for(replace(with_topics(settings, topics, self.partitions),
+                                                  kafka_bootstrap_servers=servers))
         return self._store
 
 
@@ -64,35 +63,37 @@ class ProjectionsResource(dg.ConfigurableResource):
     database_url: str | None = None
     recon_database_url: str | None = None  # defaults to database_url
 
-    _engines: dict[str, Engine] = PrivateAttr(default_factory=dict)
+    _stores: Stores | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.projection_store().ensure_schema()
         self.recon_store().migrate()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        for engine in self._engines.values():
-            engine.dispose()
-        self._engines.clear()
+        if self._stores is not None:
+            self._stores.dispose()
+            self._stores = None
 
     def projection_store(self) -> ProjectionStore:
-        return ProjectionStore(self._engine(self._projections_url()))
+        return self._wired().projections
 
     def recon_store(self) -> ReconStore:
-        url = self.recon_database_url or Settings.from_env().recon_database_url or self._projections_url()
-        return ReconStore(self._engine(url))
+        return self._wired().recon_store
 
     def checkpoints(self) -> CheckpointStore:
         """Replay checkpoints, kept beside the reports in `billing_recon`."""
-        return CheckpointStore(self.recon_store().engine)
+        return self._wired().checkpoints
 
-    def _projections_url(self) -> str:
-        return self.database_url or _required(resolved_settings().database_url, "BILLING_DATABASE_URL")
+    def run_stores(self, event_store: EventStoreResource) -> RunStores:
+        """The ports of `run_reconciliation`."""
+        stores = self._wired()
+        return RunStores(event_store.get_store(), stores.projections, stores.recon_store, stores.checkpoints)
 
-    def _engine(self, url: str) -> Engine:
-        if url not in self._engines:
-            self._engines[url] = make_engine(url)
-        return self._engines[url]
+    def _wired(self) -> Stores:
+        if self._stores is None:
+            url = self.database_url or _required(resolved_settings().database_url, "BILLING_DATABASE_URL")
+            self._stores = stores_for(url, self.recon_database_url or Settings.from_env().recon_database_url)
+        return self._stores
 
 
 class SlackResource(dg.ConfigurableResource):
@@ -105,8 +106,8 @@ class SlackResource(dg.ConfigurableResource):
 
     def notifier(self) -> SlackNotifier:
         settings = Settings.from_env()
-        return SlackNotifier(self.bot_token, self.channel or settings.slack_channel,
-                             self.api_url or settings.slack_api_url)
+        return notifier_for(replace(settings, slack_channel=self.channel or settings.slack_channel,
+                                    slack_api_url=self.api_url or settings.slack_api_url), self.bot_token)
 
     def ui_url(self) -> str:
         return self.ui_base_url or Settings.from_env().ui_base_url

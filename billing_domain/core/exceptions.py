@@ -96,3 +96,12 @@ class RebuildRefusedError(BillingError):
 
 class ConcurrentOperationError(BillingError):
     """Another rebuild or recovery holds the lock on the same entities."""
+
+
+class UnknownEntityError(BillingError):
+    """An entity asked for by id has no events and no projection row (nothing to reconcile)."""
+
+    def __init__(self, entity_type: str, entity_id: str) -> None:
+        super().__init__(f"no {entity_type} {entity_id!r}: it has neither events nor a projection row")
+        self.entity_type = entity_type
+        self.entity_id = entity_id

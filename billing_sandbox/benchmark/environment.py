@@ -15,11 +15,8 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
-from billing_domain.adapters.kafka.event_store import KafkaEventStore
-from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore
-from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
-from billing_domain.adapters.postgres.recon_store import ReconStore
-from billing_domain.config import Topics
+from billing_domain.bootstrap import Services, wire
+from billing_domain.config import Settings, Topics
 from billing_sandbox.stack import EmbeddedStack
 
 PARTITIONS = 4  # the settings' default, as the daily job runs
@@ -39,21 +36,9 @@ class BenchTarget:
         return Topics.with_prefix(self.topic_prefix)
 
     def open(self) -> Services:
-        engine = make_engine(self.database_url)
-        event_store = KafkaEventStore(self.bootstrap_servers, self.topics, partitions=self.partitions)
-        return Services(event_store, ProjectionStore(engine), ReconStore(engine), CheckpointStore(engine))
-
-
-@dataclass(slots=True)
-class Services:
-    event_store: KafkaEventStore
-    projections: ProjectionStore
-    recon_store: ReconStore
-    checkpoints: CheckpointStore
-
-    def close(self) -> None:
-        self.event_store.close()
-        self.projections.engine.dispose()
+        """The composition root's adapters on this run's servers and topics."""
+        return wire(Settings(kafka_bootstrap_servers=self.bootstrap_servers, database_url=self.database_url,
+                             topics=self.topics, topic_partitions=self.partitions))
 
 
 def uses_configured_servers() -> bool:

@@ -6,7 +6,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
@@ -14,7 +14,8 @@ from confluent_kafka import KafkaError, TopicPartition
 from billing_domain.core.accounts import ACTIVE, AccountState
 from billing_domain.core.events import AccountCredited, Event
 from billing_domain.services.rebuild import RebuildSelection
-from billing_domain.services.reconcile import build_report, new_run_id, replay_all, save_checkpoint
+from billing_domain.services.reconcile import ReconcileOptions, new_run_id
+from billing_domain.services.run_reconciliation import ReconciliationRequest, run_reconciliation
 from billing_domain.services.single import reconcile_entity
 from billing_sandbox.benchmark.environment import BenchTarget
 from billing_sandbox.simulate import SimulationConfig, simulate
@@ -74,30 +75,31 @@ def _read_everything(event_store: Any, target: BenchTarget) -> Figures:
 
 
 def reconcile_stage(target: BenchTarget, full: bool) -> Figures:
-    """What `billing-recon reconcile all` does: replay, diff and every report (saved, serialised), then
-    the checkpoint; each part timed. `full=False` resumes from the checkpoint."""
+    """What `billing-recon reconcile all` does, through the same use case: replay, diff, the report saved
+    with its lifecycle, then the checkpoint. The parts come from the run's own stage timings.
+    `full=False` resumes from the checkpoint."""
     services = target.open()
     try:
-        started_at, run_id = datetime.now(UTC), new_run_id("bench")
+        request = ReconciliationRequest(new_run_id("bench"), "bench", full=full, delta=True)
         t0 = time.perf_counter()
-        outcome = replay_all(services.event_store, services.projections, checkpoints=services.checkpoints,
-                             full=full, delta=True)
-        t1 = time.perf_counter()
-        report = build_report(outcome, run_id=run_id, scope="all", started_at=started_at)
-        t2 = time.perf_counter()
-        services.recon_store.save_report(report, source="bench")
+        run = run_reconciliation(services.run_stores(), request, ReconcileOptions())
+        total = time.perf_counter() - t0
+        report, outcome = run.report, run.outcome
+        assert outcome is not None  # a whole-log run always has its replay
         report_bytes = len(report.to_json_bytes())
-        t3 = time.perf_counter()
-        save_checkpoint(services.event_store, services.checkpoints, outcome, run_id, report)
-        t4 = time.perf_counter()
     finally:
         services.close()
-    return {"seconds": t3 - t0, "seconds_with_checkpoint": t4 - t0, "replay_s": t1 - t0, "diff_s": t2 - t1,
-            "save_report_s": t3 - t2, "checkpoint_s": t4 - t3, "replay_parts": dict(outcome.timings),
+    checkpoint_s = float(report.stats.get("checkpoint_s", 0.0))
+    replay_s = sum(outcome.timings.values())
+    diff_s = float(report.stats["diff_s"])
+    seconds = total - checkpoint_s
+    return {"seconds": seconds, "seconds_with_checkpoint": total, "replay_s": replay_s, "diff_s": diff_s,
+            "save_report_s": seconds - replay_s - diff_s, "checkpoint_s": checkpoint_s,
+            "replay_parts": dict(outcome.timings),
             "events_read": outcome.replay.events_read, "accounts": report.stats["accounts"],
             "transactions": report.stats["transactions"], "findings": len(report.findings),
             "finding_kinds": report.counts_by_kind(), "mode": outcome.mode, "mode_reason": outcome.mode_reason,
-            "report_bytes": report_bytes, "events_per_s": outcome.replay.events_read / (t3 - t0)}
+            "report_bytes": report_bytes, "events_per_s": outcome.replay.events_read / seconds}
 
 
 def append_stage(target: BenchTarget, events: int, history_end: str, seed: int) -> Figures:

@@ -6,6 +6,8 @@ from typing import Any
 
 from test_dagster_jobs import keys, run_job, seeded, slack  # noqa: F401 - fixtures
 
+from billing_domain.services.lifecycle import run_lifecycle
+
 
 def test_the_fanned_out_job_stores_the_same_findings_as_the_daily_job(seeded: dict[str, Any]) -> None:  # noqa: F811
     daily = run_job(seeded, "daily_reconciliation")
@@ -18,3 +20,15 @@ def test_the_fanned_out_job_stores_the_same_findings_as_the_daily_job(seeded: di
     assert len(groups) == 3
     expected = keys(seeded["recon"], daily.run_id)
     assert expected and keys(seeded["recon"], fanned.run_id) == expected
+
+
+def test_the_fanned_out_job_updates_the_finding_lifecycle(seeded: dict[str, Any]) -> None:  # noqa: F811
+    """It stores its report through run_reconciliation, like every entry point: so the lifecycle (new, open,
+    resolved...) follows its findings too (it did not, when the job saved the report itself)."""
+    fanned = run_job(seeded, "partitioned_reconciliation")
+
+    assert fanned.success
+    lifecycle = run_lifecycle(seeded["recon"], fanned.run_id)
+    assert lifecycle is not None, "the partitioned run was not applied to the finding lifecycle"
+    found = {(f.entity_type, f.entity_id, f.kind.value) for f in seeded["recon"].findings(fanned.run_id)}
+    assert found and set(lifecycle.statuses) == found
