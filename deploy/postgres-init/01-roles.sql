@@ -30,7 +30,9 @@ REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE :"DBNAME" TO billing_recon;  -- TEMPORARY: rebuild stages rows
 GRANT CONNECT ON DATABASE :"DBNAME" TO billing_owner, billing_viewer;
 
--- The projections exactly as the billing-engine contract fixes them, owned by billing_owner.
+-- The projections exactly as the billing-engine contract fixes them, owned by billing_owner. A copy of
+-- billing_domain/adapters/postgres/projection_ddl.py (psql cannot import it): tests/unit/test_projection_ddl.py
+-- checks that the two agree.
 CREATE SCHEMA billing AUTHORIZATION billing_owner;
 SET ROLE billing_owner;
 CREATE TABLE billing.account_projection (

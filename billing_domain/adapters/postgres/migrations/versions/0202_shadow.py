@@ -2,6 +2,9 @@
 
 Unlogged: they are scratch, rebuilt from the log on every shadow rebuild.
 
+The statements are frozen here, not imported from projection_ddl (the tables' one definition): a revision must
+create the same tables whenever it runs. tests/unit/test_projection_ddl.py checks them against `shadow_ddl()`.
+
 Revision ID: 0202_shadow
 """
 
