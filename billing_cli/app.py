@@ -36,6 +36,7 @@ from billing_domain.bootstrap import Services
 from billing_domain.core.exceptions import ConcurrentOperationError
 from billing_domain.core.findings import ReconciliationReport
 from billing_domain.core.operators import from_cli
+from billing_domain.core.row_diff import changed_columns
 from billing_domain.services.rebuild import RebuildResult, RebuildSelection, rebuild
 from billing_domain.services.reconcile import ALL_ENTITY_TYPES, ProgressCallback, ReconcileOptions, new_run_id
 from billing_domain.services.run_reconciliation import ReconciliationRequest, run_reconciliation
@@ -220,8 +221,7 @@ def _print_rebuild(result: RebuildResult, as_json: bool) -> None:
 def _diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
     if before is None or after is None:
         return "(new row)" if before is None else "(row deleted)"
-    keys = [k for k in after if before.get(k) != after.get(k) and k not in ("updated_at", "last_event_id")]
-    return ", ".join(f"{k}: {before.get(k)} -> {after.get(k)}" for k in keys)
+    return ", ".join(f"{column}: {old} -> {new}" for column, old, new in changed_columns(before, after))
 
 
 def _register_rebuild(entity_type: str) -> None:

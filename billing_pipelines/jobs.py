@@ -13,6 +13,7 @@ from pydantic import Field
 
 from billing_domain.core.exceptions import ConcurrentOperationError, ConfigurationError
 from billing_domain.core.operators import from_dagster_run
+from billing_domain.core.row_diff import changed_columns
 from billing_domain.services.rebuild import RebuildResult, RebuildSelection, rebuild, validate_rebuild_request
 from billing_pipelines.assets import ALL_RECONCILIATION_KEYS
 from billing_pipelines.constants import (
@@ -157,9 +158,9 @@ def _diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> tuple[
     """Only the columns that differ (timestamps and event ids aside), as `col=value` lists."""
     if before is None or after is None:
         return ("(no row)" if before is None else "row", "(no row)" if after is None else "row")
-    keys = [k for k in after if before.get(k) != after.get(k) and k not in ("updated_at", "last_event_id")]
-    return (", ".join(f"{k}={before.get(k)}" for k in keys) or "same",
-            ", ".join(f"{k}={after.get(k)}" for k in keys) or "same")
+    changed = changed_columns(before, after)
+    return (", ".join(f"{column}={old}" for column, old, _ in changed) or "same",
+            ", ".join(f"{column}={new}" for column, _, new in changed) or "same")
 
 
 rebuild_accounts = make_rebuild_job("account", REBUILD_ACCOUNTS_JOB)
