@@ -190,7 +190,7 @@ class ProjectionStore(Protocol):
 
     def snapshot(self) -> AbstractContextManager[ProjectionSnapshot]: ...
 
-    def upsert(self, entity_type: str, states: Sequence[AccountState] | Sequence[TransactionState]) -> int:
+    def upsert(self, entity_type: str, states: Sequence[AccountState | TransactionState]) -> int:
         """Insert or update these rows in one transaction, never moving a row to a lower version; returns the
         rows written."""
         ...

@@ -20,23 +20,16 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from billing_domain.adapters.kafka.event_store import KafkaEventStore
-from billing_domain.adapters.kafka.offsets import (
-    PartitionScan,
-    all_partitions,
-    is_eof,
-    occurred_at_of,
-    starting_offsets_for_time,
-)
-from billing_domain.adapters.postgres.projection_store import ProjectionStore
 from billing_domain.core.cut import Cut, TopicPartitionKey
 from billing_domain.core.diff import diff_accounts, diff_transactions
 from billing_domain.core.exceptions import ConfigurationError
 from billing_domain.core.findings import Finding, Kind, ReconciliationReport
 from billing_domain.core.lag import LagJudge
 from billing_domain.core.ledger import BALANCES_MATCH_EVENTS, ledger_findings, ledger_identities
+from billing_domain.core.records import occurred_at_of
 from billing_domain.core.replay import Replay
 from billing_domain.core.sagas import saga_findings
+from billing_domain.ports import EventLog, ProjectionStore
 from billing_domain.services.rebuild import EntityType, RebuildResult, plan_changes
 from billing_domain.services.reconcile import (
     ReconcileOptions,
@@ -78,20 +71,17 @@ class AsOfCut:
         return sum(self.stop.values())
 
 
-def cut_at(event_store: KafkaEventStore, at: datetime, *, clock_skew: timedelta = DEFAULT_CLOCK_SKEW) -> AsOfCut:
+def cut_at(event_store: EventLog, at: datetime, *, clock_skew: timedelta = DEFAULT_CLOCK_SKEW) -> AsOfCut:
     """The stop-cut for `at`: per partition, the offset of the first event that occurred after `at`
     (the partition's exact end if none did)."""
     at = require_utc(at)
-    partitions = all_partitions(event_store)
-    starts = starting_offsets_for_time(event_store, partitions, _epoch_ms(at - clock_skew))
+    partitions = event_store.all_partitions()
+    starts = event_store.starting_offsets_for_time(partitions, _epoch_ms(at - clock_skew))
     cut = AsOfCut({}, at)
-    scan = PartitionScan(event_store, starts)
+    scan = event_store.scan(starts)
     horizon = at + clock_skew
     for message in scan:
         tp = (message.topic() or "", message.partition() or 0)
-        if is_eof(message):
-            cut.stop.setdefault(tp, message.offset() or 0)
-            continue
         occurred = occurred_at_of(message.value())
         if occurred is None:
             continue  # an undecodable message: the replay reports it where it falls
@@ -102,13 +92,15 @@ def cut_at(event_store: KafkaEventStore, at: datetime, *, clock_skew: timedelta 
             cut.late_events[tp] = cut.late_events.get(tp, 0) + 1
         if occurred > horizon:
             scan.finish(tp)
+    for tp, end in scan.ends.items():  # no event after `at` before the partition's end: the cut ends there
+        cut.stop.setdefault(tp, end)
     cut.scanned = scan.read
     return cut
 
 
-def cut_at_offsets(event_store: KafkaEventStore, offsets: Mapping[TopicPartitionKey, int]) -> AsOfCut:
+def cut_at_offsets(event_store: EventLog, offsets: Mapping[TopicPartitionKey, int]) -> AsOfCut:
     """A stop-cut given as explicit offsets: one for every partition of both topics, none negative."""
-    partitions = set(all_partitions(event_store))
+    partitions = set(event_store.all_partitions())
     unknown = sorted(set(offsets) - partitions)
     missing = sorted(partitions - set(offsets))
     if unknown:
@@ -122,12 +114,12 @@ def cut_at_offsets(event_store: KafkaEventStore, offsets: Mapping[TopicPartition
     return AsOfCut(dict(offsets))
 
 
-def resolve(event_store: KafkaEventStore, as_of: AsOf, *, clock_skew: timedelta = DEFAULT_CLOCK_SKEW) -> AsOfCut:
+def resolve(event_store: EventLog, as_of: AsOf, *, clock_skew: timedelta = DEFAULT_CLOCK_SKEW) -> AsOfCut:
     return (cut_at(event_store, as_of, clock_skew=clock_skew) if isinstance(as_of, datetime)
             else cut_at_offsets(event_store, as_of))
 
 
-def replay_to(event_store: KafkaEventStore, cut: AsOfCut, progress: ProgressCallback | None = None) -> ReplayOutcome:
+def replay_to(event_store: EventLog, cut: AsOfCut, progress: ProgressCallback | None = None) -> ReplayOutcome:
     """Fold the log up to the stop-cut, on its own (no projection rows: they only exist for today)."""
     replay = Replay(event_store.topics)
     with collector_paused():
@@ -205,7 +197,7 @@ def balances_from(outcome: ReplayOutcome, cut: AsOfCut) -> AsOfBalances:
                         sum(cut.late_events.values()))
 
 
-def balances_as_of(event_store: KafkaEventStore, at: AsOf, *, progress: ProgressCallback | None = None,
+def balances_as_of(event_store: EventLog, at: AsOf, *, progress: ProgressCallback | None = None,
                    clock_skew: timedelta = DEFAULT_CLOCK_SKEW) -> AsOfBalances:
     """Each account's balance, currency, version and status as of `at` (a UTC time or a stop-cut)."""
     cut = resolve(event_store, at, clock_skew=clock_skew)
@@ -237,7 +229,7 @@ def report_from(outcome: ReplayOutcome, cut: AsOfCut, *, run_id: str, started_at
                                 findings=sorted(findings, key=lambda f: f.key), ledger=identities, stats=stats)
 
 
-def reconcile_as_of(event_store: KafkaEventStore, at: AsOf, *, run_id: str | None = None,
+def reconcile_as_of(event_store: EventLog, at: AsOf, *, run_id: str | None = None,
                     stuck_after: timedelta = timedelta(minutes=5), progress: ProgressCallback | None = None,
                     clock_skew: timedelta = DEFAULT_CLOCK_SKEW) -> ReconciliationReport:
     """The report (scope "as-of <ts>") of the events' own findings as of `at`."""
@@ -248,7 +240,7 @@ def reconcile_as_of(event_store: KafkaEventStore, at: AsOf, *, run_id: str | Non
 
 
 # --- rebuild "up to": planned only -------------------------------------------------------------------
-def plan_rebuild_as_of(event_store: KafkaEventStore, projections: ProjectionStore, at: AsOf, *,
+def plan_rebuild_as_of(event_store: EventLog, projections: ProjectionStore, at: AsOf, *,
                        entity_type: EntityType, dry_run: bool = True, delete_orphans: bool = False,
                        progress: ProgressCallback | None = None,
                        clock_skew: timedelta = DEFAULT_CLOCK_SKEW) -> RebuildResult:

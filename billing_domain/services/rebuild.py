@@ -29,17 +29,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from billing_domain.adapters.kafka.event_store import KafkaEventStore
-from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore
-from billing_domain.adapters.postgres.locks import rebuild_lock
-from billing_domain.adapters.postgres.projection_store import ProjectionStore
-from billing_domain.adapters.postgres.recon_store import PENDING, AuditRecord, ReconStore
 from billing_domain.core.accounts import AccountState
 from billing_domain.core.aggregate import state_json
 from billing_domain.core.exceptions import ConcurrentOperationError, ConfigurationError
 from billing_domain.core.findings import REBUILDABLE_KINDS, Kind, Severity
 from billing_domain.core.operators import Operator, resolve
 from billing_domain.core.transactions import TransactionState
+from billing_domain.ports import PENDING, AuditRecord, CheckpointStore, EventLog, ProjectionStore, ReportStore
 from billing_domain.services.collector import collector_paused
 from billing_domain.services.crashpoints import reached
 from billing_domain.services.reconcile import ReplayOutcome, build_report, new_run_id, replay_all
@@ -131,7 +127,7 @@ def validate_rebuild_request(entity_type: str, selection: RebuildSelection, reas
         raise ConfigurationError("ids: an id is empty")
 
 
-def rebuild(event_store: KafkaEventStore, projections: ProjectionStore, recon_store: ReconStore, *,
+def rebuild(event_store: EventLog, projections: ProjectionStore, recon_store: ReportStore, *,
             entity_type: EntityType, selection: RebuildSelection, dry_run: bool, reason: str, actor: str = "",
             operator: Operator | None = None, delete_orphans: bool = False, run_id: str | None = None,
             progress: Callable[[int], None] | None = None,
@@ -169,10 +165,10 @@ class _Request:
         return f"rebuild_{self.entity_type}s"
 
 
-def _take_lock(held: ExitStack, projections: ProjectionStore, recon_store: ReconStore, request: _Request) -> None:
+def _take_lock(held: ExitStack, projections: ProjectionStore, recon_store: ReportStore, request: _Request) -> None:
     """The lock for the whole rebuild (plan, write, verify, audit); a refusal is audited too."""
     try:
-        held.enter_context(rebuild_lock(projections.engine, request.entity_type))
+        held.enter_context(projections.locks.rebuild(request.entity_type))
     except ConcurrentOperationError as exc:
         refused = RebuildResult(request.entity_type, False, request.run_id)
         recon_store.write_audit(_audit(refused, request, None, "refused", error=str(exc)))
@@ -180,7 +176,7 @@ def _take_lock(held: ExitStack, projections: ProjectionStore, recon_store: Recon
     reached("rebuild.locked")
 
 
-def _rebuild(event_store: KafkaEventStore, projections: ProjectionStore, recon_store: ReconStore,
+def _rebuild(event_store: EventLog, projections: ProjectionStore, recon_store: ReportStore,
              request: _Request) -> RebuildResult:
     entity_type = request.entity_type
     targets = _targets(recon_store, entity_type, request.selection)
@@ -214,7 +210,7 @@ def _rebuild(event_store: KafkaEventStore, projections: ProjectionStore, recon_s
     return result
 
 
-def _targets(recon_store: ReconStore, entity_type: str, selection: RebuildSelection) -> set[str] | None:
+def _targets(recon_store: ReportStore, entity_type: str, selection: RebuildSelection) -> set[str] | None:
     if selection.all:
         return None
     if selection.ids:
@@ -299,30 +295,23 @@ def _write(projections: ProjectionStore, entity_type: str, changes: list[EntityC
     written = 0
     for start in range(0, len(to_upsert), BATCH_SIZE):
         batch = to_upsert[start:start + BATCH_SIZE]
-        with projections.engine.begin() as conn:  # all-or-nothing per batch
-            states = [c.after_state for c in batch]
-            if entity_type == "account":
-                written += projections.upsert_accounts(conn, states)  # type: ignore[arg-type]
-            else:
-                written += projections.upsert_transactions(conn, states)  # type: ignore[arg-type]
+        # all-or-nothing per batch (every insert and update has the state it writes)
+        written += projections.upsert(entity_type, [c.after_state for c in batch if c.after_state is not None])
         reached("rebuild.batch_committed")
     for change in (c for c in changes if c.action == "reset_ahead"):
-        with projections.engine.begin() as conn:
-            seen, new = change.before_state, change.after_state
-            cas = (projections.compare_and_set_account if entity_type == "account"
-                   else projections.compare_and_set_transaction)
-            if cas(conn, seen, new):  # type: ignore[arg-type]
-                written += 1
-            else:
-                change.reason = "row changed since it was read; not reset (reconcile and retry)"
+        seen, new = change.before_state, change.after_state
+        assert seen is not None and new is not None  # a reset has the row it saw and the state it writes
+        if projections.compare_and_set(entity_type, seen, new):
+            written += 1
+        else:
+            change.reason = "row changed since it was read; not reset (reconcile and retry)"
     deletions = [c.entity_id for c in changes if c.action == "delete"]
     if deletions:
-        with projections.engine.begin() as conn:
-            written += projections.delete_rows(conn, entity_type, deletions)
+        written += projections.delete(entity_type, deletions)
     return written
 
 
-def _verify(event_store: KafkaEventStore, projections: ProjectionStore, result: RebuildResult) -> None:
+def _verify(event_store: EventLog, projections: ProjectionStore, result: RebuildResult) -> None:
     """Read the written rows back and compare them with the states just computed, per entity.
 
     A row the live projector moved past our state meanwhile is checked against the events again
@@ -352,7 +341,7 @@ def _verify(event_store: KafkaEventStore, projections: ProjectionStore, result: 
         _verify_against_events(event_store, projections, result, moved)
 
 
-def _verify_against_events(event_store: KafkaEventStore, projections: ProjectionStore, result: RebuildResult,
+def _verify_against_events(event_store: EventLog, projections: ProjectionStore, result: RebuildResult,
                            ids: set[str]) -> None:
     outcome = replay_all(event_store, projections, only_ids=ids)
     report = build_report(outcome, run_id=result.run_id, scope=f"verify:{result.entity_type}",
@@ -385,8 +374,8 @@ def _differing(row: State, expected: State) -> list[str]:
 
 
 def _rebuild_lock(projections: ProjectionStore, entity_type: str) -> AbstractContextManager[None]:
-    """The rebuild lock of `entity_type` (billing_domain.adapters.postgres.locks), on the projections' database."""
-    return rebuild_lock(projections.engine, entity_type)
+    """The rebuild lock of `entity_type`, where the projections live (the `Locks` port)."""
+    return projections.locks.rebuild(entity_type)
 
 
 def _audit(result: RebuildResult, request: _Request, outcome: ReplayOutcome | None, audit_outcome: str,

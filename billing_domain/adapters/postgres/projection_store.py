@@ -150,7 +150,7 @@ class ProjectionStore:
         return int(result.rowcount) == 1
 
     # --- the same writes, each in a transaction of its own (the ports' form: a rebuild's batches) ------
-    def upsert(self, entity_type: str, states: Sequence[AccountState] | Sequence[TransactionState]) -> int:
+    def upsert(self, entity_type: str, states: Sequence[AccountState | TransactionState]) -> int:
         """`upsert_accounts` or `upsert_transactions` in one transaction: a batch is written all or not at all."""
         with self.engine.begin() as conn:
             if entity_type == "account":
