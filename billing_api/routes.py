@@ -25,6 +25,7 @@ from billing_api.schemas import (
     StuckTransactions,
 )
 from billing_api.settings import ApiSettings
+from billing_domain.config import DEFAULT_STUCK_AFTER_MINUTES, MAX_STUCK_MINUTES
 from billing_domain.core.exceptions import ConfigurationError
 from billing_domain.core.operators import API_TOKEN_TAG, DECLARED_ACTOR_TAG
 from billing_domain.services.rebuild import RebuildSelection, validate_rebuild_request
@@ -81,7 +82,9 @@ async def reconcile_all_transactions(request: Request) -> ReconcileAllSummary:
 @reads.get("/transactions/stuck", response_model=StuckTransactions, tags=["transactions"],
            summary="Transfers pending longer than `minutes` when the projections were read (the run's clock)")
 async def stuck_transactions(request: Request, minutes: Annotated[float, Query(
-        gt=0, le=525_600, description="Pending longer than this many minutes is stuck (default 5).")] = 5.0,
+        gt=0, le=MAX_STUCK_MINUTES,
+        description=f"Pending longer than this many minutes is stuck (default {DEFAULT_STUCK_AFTER_MINUTES:g}).",
+        )] = DEFAULT_STUCK_AFTER_MINUTES,
                              ) -> StuckTransactions:
     return await run_in_threadpool(_reads(request).stuck, minutes)
 

@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Self
 
+from billing_domain.config import DEFAULT_UI_BASE_URL
 from billing_domain.core.exceptions import ConfigurationError
 
-DEFAULT_UI_URL = "http://127.0.0.1:3000"
+DEFAULT_UI_URL = DEFAULT_UI_BASE_URL  # BILLING_DAGSTER_UI_URL, the pipeline's setting
 MIN_TOKEN_LENGTH = 16
 
 

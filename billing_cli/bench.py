@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from billing_domain.config import DEFAULT_TOPIC_PARTITIONS
+
 SIZE_NAMES = ("tiny", "small", "medium", "large")
 
 
@@ -23,7 +25,9 @@ def bench(
     seed: Annotated[int, typer.Option(help="The simulation's seed.")] = 7,
     stack_dir: Annotated[Path | None, typer.Option("--stack-dir", help="The embedded stack's folder.")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the run's database and topics.")] = False,
-    partitions: Annotated[int, typer.Option(min=1, help="Partitions per topic (the settings' default is 4).")] = 4,
+    partitions: Annotated[int, typer.Option(
+        min=1, help=f"Partitions per topic (the settings' default is {DEFAULT_TOPIC_PARTITIONS}).")
+    ] = DEFAULT_TOPIC_PARTITIONS,
 ) -> None:
     """Measure the reconciler on a clean simulated history: floor, full, incremental, single account,
     rebuild, memory, and two peers. Prints one table; not a test (no assertions)."""

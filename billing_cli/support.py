@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from typer.core import TyperGroup
 
 from billing_domain.bootstrap import Services, first_line, open_services
-from billing_domain.config import MAX_STUCK_MINUTES, Settings, redact_url
+from billing_domain.config import DEFAULT_STUCK_AFTER_MINUTES, MAX_STUCK_MINUTES, Settings, redact_url
 from billing_domain.core.exceptions import BillingError, ConfigurationError
 from billing_domain.services.progress import ProgressTracker
 
@@ -164,7 +164,8 @@ def check_minutes(value: float | None) -> float | None:
 
 def minutes_option(name: str, help_text: str) -> Any:
     """A minutes option (default: the settings' BILLING_STUCK_AFTER_MINUTES), checked before anything runs."""
-    return typer.Option(name, help=f"{help_text} Default: BILLING_STUCK_AFTER_MINUTES (5).", callback=check_minutes)
+    default = f"Default: BILLING_STUCK_AFTER_MINUTES ({DEFAULT_STUCK_AFTER_MINUTES:g})."
+    return typer.Option(name, help=f"{help_text} {default}", callback=check_minutes)
 
 
 def id_list(values: Sequence[str] | None, flag: str = "--ids") -> tuple[str, ...] | None:

@@ -11,11 +11,22 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Self
 
 from billing_domain.core.exceptions import ConfigurationError
+from billing_domain.core.lag import DEFAULT_LAG_WINDOW
 from billing_domain.core.records import Topics  # a value of the core (the fold reads it); importable from here too
 
+# Every setting's default, named once: Settings and from_env use these, and so does whatever needs a default
+# without the settings at hand (ReconcileOptions, the services' keyword defaults, the CLI's and the API's options).
+DEFAULT_TOPIC_PARTITIONS = 4
+DEFAULT_STUCK_AFTER_MINUTES = 5.0  # the contract's threshold of `stuck`
+DEFAULT_STUCK_AFTER = timedelta(minutes=DEFAULT_STUCK_AFTER_MINUTES)
+DEFAULT_LAG_WINDOW_SECONDS = DEFAULT_LAG_WINDOW.total_seconds()  # the contract's 60 s, beside its rule (core.lag)
+DEFAULT_UI_BASE_URL = "http://127.0.0.1:3000"
+DEFAULT_AUTO_REPAIR_MAX = 50
+DEFAULT_MAX_LAGGING = 100
 # Upper bounds of the numeric settings: past them a value is a typo, not a choice (a stuck threshold of a
 # year, as the admin API allows; a lag window of a day would hide every missing row for a day).
 MAX_STUCK_MINUTES = 525_600.0
@@ -34,18 +45,19 @@ class Settings:
     database_url: str | None = None
     recon_database_url: str | None = None  # the pipeline's own tables; defaults to database_url
     topics: Topics = field(default_factory=Topics)
-    topic_partitions: int = 4
+    topic_partitions: int = DEFAULT_TOPIC_PARTITIONS
     slack_bot_token: str | None = None
     slack_channel: str | None = None
     slack_api_url: str | None = None
-    stuck_after_minutes: float = 5.0
+    stuck_after_minutes: float = DEFAULT_STUCK_AFTER_MINUTES
     # The contract's lag window: an event younger than this when the projections were read may not be
     # applied yet. The projector's consumer group, when known, decides exactly instead.
-    lag_window_seconds: float = 60.0
+    lag_window_seconds: float = DEFAULT_LAG_WINDOW_SECONDS
     projector_group: str | None = None
-    ui_base_url: str = "http://127.0.0.1:3000"
-    auto_repair_max: int = 50  # the auto-repair sensor acts only while at most this many entities are flagged
-    max_lagging: int = 100  # lagging rows the asset check tolerates
+    ui_base_url: str = DEFAULT_UI_BASE_URL
+    # The auto-repair sensor acts only while at most this many entities are flagged.
+    auto_repair_max: int = DEFAULT_AUTO_REPAIR_MAX
+    max_lagging: int = DEFAULT_MAX_LAGGING  # lagging rows the asset check tolerates
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -61,17 +73,20 @@ class Settings:
             database_url=_database_url(env, "BILLING_DATABASE_URL"),
             recon_database_url=_database_url(env, "BILLING_RECON_DATABASE_URL"),
             topics=topics,
-            topic_partitions=_integer(env, "BILLING_TOPIC_PARTITIONS", "4", maximum=MAX_TOPIC_PARTITIONS),
+            topic_partitions=_integer(env, "BILLING_TOPIC_PARTITIONS", DEFAULT_TOPIC_PARTITIONS,
+                                      maximum=MAX_TOPIC_PARTITIONS),
             slack_bot_token=env.get("BILLING_SLACK_BOT_TOKEN") or None,
             slack_channel=env.get("BILLING_SLACK_CHANNEL") or None,
             slack_api_url=_http_url(env, "BILLING_SLACK_API_URL", None),
-            stuck_after_minutes=_number(env, "BILLING_STUCK_AFTER_MINUTES", "5", maximum=MAX_STUCK_MINUTES),
-            lag_window_seconds=_number(env, "BILLING_LAG_WINDOW_SECONDS", "60", minimum_zero=True,
+            stuck_after_minutes=_number(env, "BILLING_STUCK_AFTER_MINUTES", DEFAULT_STUCK_AFTER_MINUTES,
+                                        maximum=MAX_STUCK_MINUTES),
+            lag_window_seconds=_number(env, "BILLING_LAG_WINDOW_SECONDS", DEFAULT_LAG_WINDOW_SECONDS, minimum_zero=True,
                                        maximum=MAX_LAG_WINDOW_SECONDS),
             projector_group=env.get("BILLING_PROJECTOR_GROUP") or None,
-            ui_base_url=_http_url(env, "BILLING_DAGSTER_UI_URL", "http://127.0.0.1:3000") or "http://127.0.0.1:3000",
-            auto_repair_max=_integer(env, "BILLING_AUTO_REPAIR_MAX", "50", minimum=0, maximum=MAX_COUNT),
-            max_lagging=_integer(env, "BILLING_MAX_LAGGING", "100", minimum=0, maximum=MAX_COUNT),
+            ui_base_url=_http_url(env, "BILLING_DAGSTER_UI_URL", DEFAULT_UI_BASE_URL) or DEFAULT_UI_BASE_URL,
+            auto_repair_max=_integer(env, "BILLING_AUTO_REPAIR_MAX", DEFAULT_AUTO_REPAIR_MAX, minimum=0,
+                                     maximum=MAX_COUNT),
+            max_lagging=_integer(env, "BILLING_MAX_LAGGING", DEFAULT_MAX_LAGGING, minimum=0, maximum=MAX_COUNT),
         )
 
     @property
@@ -86,9 +101,9 @@ class Settings:
 MAX_COUNT = 10_000_000  # a sane bound for the counts the sensors and checks tolerate
 
 
-def _number(env: Mapping[str, str], name: str, default: str, *, minimum_zero: bool = False,
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum_zero: bool = False,
             maximum: float = math.inf) -> float:
-    value = (env.get(name) or default).strip()
+    value = (env.get(name) or str(default)).strip()
     try:
         number = float(value)
     except ValueError:
@@ -102,9 +117,9 @@ def _number(env: Mapping[str, str], name: str, default: str, *, minimum_zero: bo
     return number
 
 
-def _integer(env: Mapping[str, str], name: str, default: str, *, minimum: int = 1, maximum: int) -> int:
+def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1, maximum: int) -> int:
     """A whole number in [minimum, maximum]; `2.5` or `4.0` is refused, not rounded."""
-    value = (env.get(name) or default).strip()
+    value = (env.get(name) or str(default)).strip()
     if not re.fullmatch(r"[+-]?\d+", value):
         raise ConfigurationError(f"{name}: {value!r} must be a whole number")
     number = int(value)

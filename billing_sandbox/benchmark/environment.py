@@ -16,10 +16,10 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from billing_domain.bootstrap import Services, wire
-from billing_domain.config import Settings, Topics
+from billing_domain.config import DEFAULT_TOPIC_PARTITIONS, Settings, Topics
 from billing_sandbox.stack import EmbeddedStack
 
-PARTITIONS = 4  # the settings' default, as the daily job runs
+PARTITIONS = DEFAULT_TOPIC_PARTITIONS  # the settings' default, as the daily job runs
 
 
 @dataclass(frozen=True, slots=True)
