@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from billing_domain.core.accounts import AccountState
@@ -21,6 +22,7 @@ from billing_domain.core.checkpoint import CheckpointHeader, EntityRow
 from billing_domain.core.cut import Cut, TopicPartitionKey
 from billing_domain.core.events import Event
 from billing_domain.core.findings import Finding, ReconciliationReport
+from billing_domain.core.lifecycle import Key, LifecycleRow, RunLifecycle
 from billing_domain.core.operators import Operator
 from billing_domain.core.records import LogPosition, LogRecord, Topics
 from billing_domain.core.transactions import TransactionState
@@ -292,6 +294,122 @@ class CheckpointStore(Protocol):
 
 
 # --- finding lifecycle, shadow tables, saga recovery (PostgreSQL, schema billing_recon) ------------
+class LifecycleTransaction(Protocol):
+    """The lifecycle tables inside one transaction holding the lifecycle lock: no other writer changes what it
+    read before it ends; what it wrote commits when it ends, and nothing of it if the block raises."""
+
+    def applied_statuses(self, run_id: str) -> dict[Key, str] | None:
+        """The status each identity had in that run; None if the run was never applied."""
+        ...
+
+    def latest_applied_at(self) -> datetime | None:
+        """When the newest applied run finished (None before the first)."""
+        ...
+
+    def rows(self, keys: Sequence[Key]) -> dict[Key, LifecycleRow]:
+        """Every identity not resolved, and those of `keys` that are."""
+        ...
+
+    def save_run(self, run_id: str, finished_at: datetime, rows: Sequence[LifecycleRow],
+                 counts: dict[str, int]) -> None:
+        """Write these rows and the status each has in this run, and mark the run applied (with its counts)."""
+        ...
+
+    def note(self, keys: Sequence[Key], *, status: str, action: str, note: str, operator: str,
+             at: datetime) -> None:
+        """Give these identities this status and note, and add the note to their history."""
+        ...
+
+
+class LifecycleStore(Protocol):
+    """The finding lifecycle: each identity's row, each applied run's statuses, the operators' notes."""
+
+    def lifecycle_transaction(self) -> AbstractContextManager[LifecycleTransaction]: ...
+
+    def run_lifecycle(self, run_id: str) -> RunLifecycle | None:
+        """The statuses and severities one applied run gave; None if it was never applied."""
+        ...
+
+    def lifecycle_rows(self, status: str | None = None, limit: int = 1_000) -> list[LifecycleRow]:
+        """The rows (of one status, if given), oldest first seen first."""
+        ...
+
+    def finding_keys(self, finding_ids: Sequence[int]) -> dict[int, Key]:
+        """The identity of each stored finding id found (absent where no finding has that id)."""
+        ...
+
+    def lifecycle_notes(self, key: Key) -> list[dict[str, Any]]:
+        """Every note recorded on one identity, oldest first (recorded_at, action, note, operator)."""
+        ...
+
+
+class ReportsWithLifecycle(ReportStore, LifecycleStore, Protocol):
+    """The reports and the lifecycle they feed, kept together (the tables share a schema)."""
+
+    def stored_report(self, run_id: str) -> ReconciliationReport | None:
+        """A stored run read back: its scope, times and findings; None if there is no such run."""
+        ...
+
+
+@dataclass(slots=True)
+class ShadowPlan:
+    """What the replay decided per table: refused ids (with why), orphan ids, rows seen ahead of the log."""
+
+    refused: dict[str, dict[str, str]] = field(default_factory=dict)
+    orphans: dict[str, list[str]] = field(default_factory=dict)
+    ahead: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict)  # (row seen, state of the log)
+    shadow_rows: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowDiff:
+    """One table's shadow against its live rows: rows per action, the first rows that would change (id,
+    action, live and shadow row as JSON), and the id of every row that would."""
+
+    counts: dict[str, int]
+    sample: list[dict[str, Any]]
+    changed_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowSwap:
+    """What a swap did to one live table: rows written, and live rows kept because they are newer."""
+
+    written: int
+    kept_newer_live: int
+
+
+class ShadowTables(Protocol):
+    """A shadow copy of each projection table beside the live one, diffed and swapped in (version-guarded)."""
+
+    def ensure(self) -> None: ...
+
+    def fill(self, accounts: Sequence[AccountState], transactions: Sequence[TransactionState]) -> dict[str, int]:
+        """Replace both shadow tables' rows with these, at once; the rows per entity type."""
+        ...
+
+    def diff(self, plan: ShadowPlan, sample_rows: int) -> dict[str, ShadowDiff]:
+        """Per entity type, what a swap would do with each row (the plan names refused, orphan and ahead ids)."""
+        ...
+
+    def swap(self, plan: ShadowPlan, *, delete_orphans: bool) -> dict[str, ShadowSwap]:
+        """Write the shadow rows that differ into the live tables in one transaction; a live row of a higher
+        version always wins; rows ahead are reset only if still as seen; orphans deleted only if asked."""
+        ...
+
+
+class ShadowProjections(ProjectionStore, Protocol):
+    """The projections with their shadow tables (in their database: the swap is one transaction)."""
+
+    @property
+    def shadow(self) -> ShadowTables: ...
+
+
+class AuditLookup(Protocol):
+    def audit_record(self, audit_id: int) -> dict[str, Any] | None:
+        """One audit row as stored (its columns by name); None if there is no such row."""
+        ...
+
 
 # --- locks and notifications ------------------------------------------------------------------------
 class Locks(Protocol):

@@ -26,7 +26,7 @@ from datetime import datetime
 
 from billing_domain.core.exceptions import UnknownEntityError
 from billing_domain.core.findings import ReconciliationReport
-from billing_domain.ports import CheckpointStore, EventLog, ProjectionStore, ReportStore
+from billing_domain.ports import CheckpointStore, EventLog, ProjectionStore, ReportsWithLifecycle
 from billing_domain.services.lifecycle import LifecycleUpdate, on_full_reconciliation
 from billing_domain.services.reconcile import (
     ALL_ENTITY_TYPES,
@@ -47,7 +47,7 @@ class RunStores:
 
     event_log: EventLog
     projections: ProjectionStore
-    reports: ReportStore
+    reports: ReportsWithLifecycle  # the reports and the finding lifecycle they feed
     checkpoints: CheckpointStore
 
 

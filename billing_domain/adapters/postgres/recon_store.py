@@ -17,6 +17,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
 
+from billing_domain.adapters.postgres.lifecycle_store import PostgresLifecycleStore
 from billing_domain.core.findings import Finding, Kind, ReconciliationReport, Severity
 from billing_domain.ports import PENDING as PENDING  # the port's audit values; importable from here too
 from billing_domain.ports import AuditRecord
@@ -27,7 +28,10 @@ FINDING_COLUMNS = ("run_id", "entity_type", "entity_id", "kind", "severity", "de
                    "topic", "partition", "offset", "event_id")
 
 
-class ReconStore:
+class ReconStore(PostgresLifecycleStore):
+    """Reports, findings, ledger and audit; and, as a `PostgresLifecycleStore`, the finding lifecycle (its tables
+    sit in this schema)."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
@@ -92,6 +96,16 @@ class ReconStore:
                 f"SELECT run_id FROM {SCHEMA}.recon_run WHERE scope = ANY(:s) AND finished_at IS NOT NULL "
                 "ORDER BY finished_at DESC LIMIT 1"), {"s": scopes}).scalar()
 
+    def stored_report(self, run_id: str) -> ReconciliationReport | None:
+        """A stored run read back: its scope, times and findings (not its cut, stats or ledger)."""
+        with self.engine.connect() as conn:
+            run = conn.execute(sa.text(f"SELECT scope, started_at, finished_at FROM {SCHEMA}.recon_run "
+                                       "WHERE run_id = :r"), {"r": run_id}).first()
+        if run is None:
+            return None
+        return ReconciliationReport(run_id=run_id, scope=run[0], started_at=run[1], finished_at=run[2],
+                                    findings=self.findings(run_id))
+
     def run_exists(self, run_id: str) -> bool:
         with self.engine.connect() as conn:
             return bool(conn.execute(sa.text(f"SELECT 1 FROM {SCHEMA}.recon_run WHERE run_id = :r"),
@@ -114,6 +128,12 @@ class ReconStore:
                  "outcome": record.outcome,
                  "details": _audit_json({**(record.details or {}), "operator": record.operator.to_json()}),
                  "completes": record.completes}).scalar_one())
+
+    def audit_record(self, audit_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.text(f"SELECT * FROM {SCHEMA}.rebuild_audit WHERE audit_id = :a"),
+                               {"a": audit_id}).mappings().first()
+        return None if row is None else dict(row)
 
     def audit_records(self, limit: int = 100) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
