@@ -11,6 +11,8 @@ from typing import Any
 import dagster as dg
 
 from billing_domain.services.projector_lag import (
+    DEFAULT_MAX_PROJECTOR_LAG,
+    DEFAULT_MAX_PROJECTOR_LAG_AGE_MINUTES,
     LagThresholds,
     LagVerdict,
     ProjectorLag,
@@ -36,8 +38,9 @@ class ProjectorLagConfig(dg.Config):
           description="Events the live projector's consumer group has not applied yet, per partition (exact "
                       "partition ends), and how long the oldest of them has waited.",
           check_specs=[dg.AssetCheckSpec(CHECK_NAME, asset=PROJECTOR_LAG, description=(
-              "At most $BILLING_MAX_PROJECTOR_LAG events unapplied (default 1000) and none waiting longer than "
-              "$BILLING_MAX_PROJECTOR_LAG_AGE_MINUTES (default 15) (WARN)."))])
+              f"At most $BILLING_MAX_PROJECTOR_LAG events unapplied (default {DEFAULT_MAX_PROJECTOR_LAG}) and none "
+              f"waiting longer than $BILLING_MAX_PROJECTOR_LAG_AGE_MINUTES (default "
+              f"{DEFAULT_MAX_PROJECTOR_LAG_AGE_MINUTES:g}) (WARN)."))])
 def projector_lag(context: dg.AssetExecutionContext, config: ProjectorLagConfig,
                   event_store: EventStoreResource) -> dg.MaterializeResult:
     lag = measure_lag(event_store.get_store(), config.group_id)
