@@ -20,58 +20,22 @@ live tables, and swapped in only on approval.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from billing_domain.adapters.kafka.event_store import KafkaEventStore
-from billing_domain.adapters.postgres.locks import rebuild_lock
-from billing_domain.adapters.postgres.projection_store import ACCOUNT_COLUMNS, TRANSACTION_COLUMNS, ProjectionStore
-from billing_domain.adapters.postgres.recon_store import PENDING, AuditRecord, ReconStore
-from billing_domain.core.accounts import AccountState
 from billing_domain.core.exceptions import ConfigurationError
 from billing_domain.core.findings import REBUILDABLE_KINDS, Kind
 from billing_domain.core.operators import Operator, resolve
-from billing_domain.core.transactions import TransactionState
+from billing_domain.ports import PENDING, AuditRecord, EventLog, ReportStore, ShadowPlan, ShadowProjections
 from billing_domain.services.crashpoints import reached
 from billing_domain.services.reconcile import ReplayOutcome, build_report, new_run_id, replay_all
 
 OPERATION = "shadow_rebuild"
 SAMPLE_ROWS = 200
-LOCK_TIMEOUT = "5s"  # the swap waits this long at most for a row the live projector holds
-
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    entity_type: str
-    live: str
-    shadow: str
-    key: str
-    columns: tuple[str, ...]
-
-    @property
-    def content(self) -> tuple[str, ...]:
-        """The columns a repair compares (the key, timestamps and event ids aside, as the rebuild does)."""
-        return tuple(c for c in self.columns if c not in (self.key, "version", "updated_at", "last_event_id"))
-
-
-TABLES = (
-    Table("account", "billing.account_projection", "billing_recon.shadow_account_projection", "account_id",
-          ACCOUNT_COLUMNS),
-    Table("transaction", "billing.transaction_projection", "billing_recon.shadow_transaction_projection",
-          "transaction_id", TRANSACTION_COLUMNS),
-)
-
-
-@dataclass(slots=True)
-class ShadowPlan:
-    """What the replay decided per table: refused ids (with why), orphan ids, rows seen ahead of the log."""
-
-    refused: dict[str, dict[str, str]] = field(default_factory=dict)
-    orphans: dict[str, list[str]] = field(default_factory=dict)
-    ahead: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict)  # (row seen, state of the log)
-    shadow_rows: dict[str, int] = field(default_factory=dict)
+__all__ = ["OPERATION", "SAMPLE_ROWS", "ShadowPlan", "ShadowResult", "build_shadow", "diff_markdown", "diff_shadow",
+           "ensure_shadow_tables", "shadow_rebuild", "swap"]
 
 
 @dataclass(slots=True)
@@ -97,7 +61,7 @@ class ShadowResult:
                 "completion_id": self.completion_id}
 
 
-def shadow_rebuild(event_store: KafkaEventStore, projections: ProjectionStore, recon_store: ReconStore, *,
+def shadow_rebuild(event_store: EventLog, projections: ShadowProjections, recon_store: ReportStore, *,
                    reason: str, actor: str = "", operator: Operator | None = None, approve: bool = False,
                    delete_orphans: bool = False, run_id: str | None = None,
                    progress: Callable[[int], None] | None = None) -> ShadowResult:
@@ -107,7 +71,7 @@ def shadow_rebuild(event_store: KafkaEventStore, projections: ProjectionStore, r
         raise ConfigurationError("reason: say why you rebuild (it goes to the audit trail); it is empty")
     who = resolve(operator, actor)
     result = ShadowResult(run_id or new_run_id("shadow"), approve)
-    with rebuild_lock(projections.engine, "account"), rebuild_lock(projections.engine, "transaction"):
+    with projections.locks.rebuild("account"), projections.locks.rebuild("transaction"):
         reached("shadow.locked")
         try:
             plan = _build_and_diff(event_store, projections, result, progress)
@@ -129,7 +93,7 @@ def shadow_rebuild(event_store: KafkaEventStore, projections: ProjectionStore, r
     return result
 
 
-def _build_and_diff(event_store: KafkaEventStore, projections: ProjectionStore, result: ShadowResult,
+def _build_and_diff(event_store: EventLog, projections: ShadowProjections, result: ShadowResult,
                     progress: Callable[[int], None] | None) -> ShadowPlan:
     ensure_shadow_tables(projections)
     outcome = replay_all(event_store, projections, progress=progress)
@@ -141,111 +105,51 @@ def _build_and_diff(event_store: KafkaEventStore, projections: ProjectionStore, 
     return plan
 
 
-def ensure_shadow_tables(projections: ProjectionStore) -> None:
+def ensure_shadow_tables(projections: ShadowProjections) -> None:
     """The shadow tables beside the live ones (the migration makes them when both schemas share a database)."""
-    with projections.engine.begin() as conn:
-        conn.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS billing_recon")
-        for table in TABLES:
-            conn.exec_driver_sql(f"CREATE UNLOGGED TABLE IF NOT EXISTS {table.shadow} "
-                                 f"(LIKE {table.live} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)")
+    projections.shadow.ensure()
 
 
-def build_shadow(projections: ProjectionStore, outcome: ReplayOutcome) -> ShadowPlan:
-    """COPY the replayed state of every trustworthy entity into the (emptied) shadow tables."""
+def build_shadow(projections: ShadowProjections, outcome: ReplayOutcome) -> ShadowPlan:
+    """Fill the (emptied) shadow tables with the replayed state of every trustworthy entity."""
     replay, plan = outcome.replay, ShadowPlan()
-    with projections.engine.begin() as conn:
-        for table in TABLES:
-            aggregates: dict[str, Any] = dict(replay.accounts if table.entity_type == "account"
-                                              else replay.transactions)
-            rows: dict[str, Any] = dict(outcome.account_rows if table.entity_type == "account"
-                                        else outcome.transaction_rows)
-            refused = {i: "refused: the event stream is corrupt" for (t, i) in replay.corrupt if t == table.entity_type}
-            refused |= {i: f"refused: the events break a rule ({a.violations[0]})" for i, a in aggregates.items()
-                        if a.violations and i not in refused}
-            good = [a.state() for i, a in sorted(aggregates.items()) if i not in refused and a.version > 0]
-            heads = {s.account_id if isinstance(s, AccountState) else s.transaction_id: s for s in good}
-            plan.refused[table.entity_type] = refused
-            plan.orphans[table.entity_type] = sorted(i for i in rows if i not in heads and i not in refused)
-            plan.ahead[table.entity_type] = [(rows[i], heads[i]) for i in sorted(rows)
-                                             if i in heads and rows[i].version > heads[i].version]
-            conn.exec_driver_sql(f"TRUNCATE {table.shadow}")
-            copy = (projections.copy_accounts_into if table.entity_type == "account"
-                    else projections.copy_transactions_into)
-            plan.shadow_rows[table.entity_type] = copy(conn, table.shadow, good)
+    corrupt = list(replay.corrupt)
+    accounts = _plan_table(plan, "account", corrupt, replay.accounts, outcome.account_rows)
+    transactions = _plan_table(plan, "transaction", corrupt, replay.transactions, outcome.transaction_rows)
+    plan.shadow_rows = projections.shadow.fill(accounts, transactions)
     return plan
 
 
-def _classified(table: Table) -> str:
-    """Every key of shadow and live with the action the swap would take, and both rows as JSON."""
-    k = table.key
-    differs = " OR ".join(f"s.{c} IS DISTINCT FROM l.{c}" for c in table.content)
-    return f"""
-        SELECT coalesce(s.{k}, l.{k}) AS id, CASE WHEN l.{k} IS NULL THEN NULL ELSE to_jsonb(l) END AS live_row,
-          CASE WHEN s.{k} IS NULL THEN NULL ELSE to_jsonb(s) END AS shadow_row,
-          CASE
-            WHEN l.{k} IS NULL THEN 'insert'
-            WHEN s.{k} IS NULL THEN CASE WHEN l.{k} = ANY(%(refused)s) THEN 'refused'
-                                         WHEN l.{k} = ANY(%(orphans)s) THEN 'orphan' ELSE 'live_only_newer' END
-            WHEN l.version > s.version THEN CASE WHEN l.{k} = ANY(%(ahead)s) THEN 'reset_ahead'
-                                                 ELSE 'keep_live_newer' END
-            WHEN l.version < s.version THEN 'catch_up'
-            WHEN {differs} THEN 'repair'
-            ELSE 'unchanged'
-          END AS action
-        FROM {table.shadow} s FULL OUTER JOIN {table.live} l ON s.{k} = l.{k}"""
+def _plan_table(plan: ShadowPlan, entity_type: str, corrupt: list[tuple[str, str]], aggregates: Mapping[str, Any],
+                rows: Mapping[str, Any]) -> list[Any]:
+    """One table's refused ids (with why), orphans and rows ahead of the log, into `plan`; the states to copy."""
+    refused = {i: "refused: the event stream is corrupt" for (t, i) in corrupt if t == entity_type}
+    refused |= {i: f"refused: the events break a rule ({a.violations[0]})" for i, a in aggregates.items()
+                if a.violations and i not in refused}
+    heads = {i: a.state() for i, a in sorted(aggregates.items()) if i not in refused and a.version > 0}
+    plan.refused[entity_type] = refused
+    plan.orphans[entity_type] = sorted(i for i in rows if i not in heads and i not in refused)
+    plan.ahead[entity_type] = [(rows[i], heads[i]) for i in sorted(rows)
+                               if i in heads and rows[i].version > heads[i].version]
+    return list(heads.values())
 
 
-def _params(table: Table, plan: ShadowPlan) -> dict[str, Any]:
-    return {"refused": sorted(plan.refused[table.entity_type]), "orphans": plan.orphans[table.entity_type],
-            "ahead": [_key(seen) for seen, _ in plan.ahead[table.entity_type]]}
-
-
-def diff_shadow(projections: ProjectionStore, plan: ShadowPlan, result: ShadowResult) -> None:
+def diff_shadow(projections: ShadowProjections, plan: ShadowPlan, result: ShadowResult) -> None:
     """Counts per action and the first rows that would change, per table."""
-    with projections.engine.connect() as conn:
-        for table in TABLES:
-            params = _params(table, plan)
-            counts = conn.exec_driver_sql(f"SELECT action, count(*) FROM ({_classified(table)}) d GROUP BY action",
-                                          params).all()
-            result.counts[table.entity_type] = {str(a): int(n) for a, n in sorted(counts)}
-            sample = conn.exec_driver_sql(
-                f"SELECT id, action, live_row, shadow_row FROM ({_classified(table)}) d "
-                f"WHERE action <> 'unchanged' ORDER BY id LIMIT {SAMPLE_ROWS}", params).all()
-            result.sample[table.entity_type] = [
-                {"id": i, "action": a, "live": live, "shadow": shadow} for i, a, live, shadow in sample]
-            result.changed_ids[table.entity_type] = [str(i) for (i,) in conn.exec_driver_sql(
-                f"SELECT id FROM ({_classified(table)}) d WHERE action <> 'unchanged' ORDER BY id", params)]
+    for entity_type, diff in projections.shadow.diff(plan, SAMPLE_ROWS).items():
+        result.counts[entity_type] = diff.counts
+        result.sample[entity_type] = diff.sample
+        result.changed_ids[entity_type] = diff.changed_ids
 
 
-def swap(projections: ProjectionStore, plan: ShadowPlan, result: ShadowResult, *, delete_orphans: bool) -> None:
+def swap(projections: ShadowProjections, plan: ShadowPlan, result: ShadowResult, *, delete_orphans: bool) -> None:
     """Apply the shadow to the live tables in one transaction; a live row of a higher version always wins."""
-    with projections.engine.begin() as conn:
-        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-        for table in TABLES:
-            k, cols = table.key, ", ".join(table.columns)
-            differs = " OR ".join(f"{{a}}.{c} IS DISTINCT FROM {{b}}.{c}" for c in table.content)
-            upsert = conn.exec_driver_sql(
-                f"INSERT INTO {table.live} AS l ({cols}) "
-                f"SELECT {', '.join('s.' + c for c in table.columns)} FROM {table.shadow} s "
-                f"LEFT JOIN {table.live} c ON c.{k} = s.{k} "
-                f"WHERE c.{k} IS NULL OR c.version < s.version OR (c.version = s.version AND ("
-                + differs.format(a="c", b="s") + f")) ORDER BY s.{k} "
-                f"ON CONFLICT ({k}) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in table.columns[1:])} "
-                "WHERE l.version < EXCLUDED.version OR (l.version = EXCLUDED.version AND ("
-                + differs.format(a="l", b="EXCLUDED") + "))")
-            written = int(upsert.rowcount)
-            cas: Any = (projections.compare_and_set_account if table.entity_type == "account"
-                        else projections.compare_and_set_transaction)
-            written += sum(bool(cas(conn, seen, head)) for seen, head in plan.ahead[table.entity_type])
-            if delete_orphans and plan.orphans[table.entity_type]:
-                written += projections.delete_rows(conn, table.entity_type, plan.orphans[table.entity_type])
-            result.written[table.entity_type] = written
-            result.kept_newer_live[table.entity_type] = int(conn.exec_driver_sql(
-                f"SELECT count(*) FROM {table.shadow} s JOIN {table.live} l ON l.{k} = s.{k} "
-                "WHERE l.version > s.version").scalar_one())
+    for entity_type, swapped in projections.shadow.swap(plan, delete_orphans=delete_orphans).items():
+        result.written[entity_type] = swapped.written
+        result.kept_newer_live[entity_type] = swapped.kept_newer_live
 
 
-def _verify(event_store: KafkaEventStore, projections: ProjectionStore, result: ShadowResult) -> None:
+def _verify(event_store: EventLog, projections: ShadowProjections, result: ShadowResult) -> None:
     """Reconcile again: what a rebuild can fix and is still wrong, and what no rebuild may fix."""
     outcome = replay_all(event_store, projections)
     report = build_report(outcome, run_id=result.run_id, scope="verify:shadow", started_at=datetime.now(UTC),
@@ -276,10 +180,6 @@ def _differing(live: dict[str, Any] | None, shadow: dict[str, Any] | None) -> st
     keys = [c for c in shadow if live.get(c) != shadow.get(c) and c not in ("updated_at", "last_event_id")]
     return (", ".join(f"{c}={live.get(c)}" for c in keys) or "same") + " | " + (
         ", ".join(f"{c}={shadow.get(c)}" for c in keys) or "same")
-
-
-def _key(state: AccountState | TransactionState) -> str:
-    return state.account_id if isinstance(state, AccountState) else state.transaction_id
 
 
 def _audit(result: ShadowResult, operator: Operator, reason: str, outcome: str, error: str | None = None

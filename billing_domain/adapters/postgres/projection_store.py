@@ -19,6 +19,7 @@ from billing_domain.adapters.postgres.bulk_read import stream_rows
 from billing_domain.adapters.postgres.locks import AdvisoryLocks
 from billing_domain.adapters.postgres.projection_changes import ProjectionSnapshot, projection_snapshot, read_mark
 from billing_domain.adapters.postgres.projection_ddl import PROJECTION_DDL, SCHEMA, copy_types
+from billing_domain.adapters.postgres.shadow_store import PostgresShadowTables
 from billing_domain.core.accounts import AccountState
 from billing_domain.core.transactions import TransactionState
 
@@ -48,6 +49,7 @@ class ProjectionStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.locks = AdvisoryLocks(engine)  # the locks of the operations that write these rows, on their database
+        self.shadow = PostgresShadowTables(self)  # the shadow rebuild's tables: swapped in by one transaction here
 
     def ensure_schema(self) -> None:
         """Create the contract's tables if absent. Checks first: a least-privilege role may not run DDL."""
