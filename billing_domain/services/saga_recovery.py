@@ -12,7 +12,7 @@ defines `stuck`), the events decide:
 `plan_recovery` reads and decides; it writes nothing but its audit row. `execute_plan` re-reads every
 stream the plan relies on (the saga's and the source account's, the destination's for a completion) and
 refuses a saga whose stream moved since the plan (version or last event id differ): the engine may have
-finished it meanwhile. Only then does it append, through `KafkaEventStore.append`, refunds first and saga
+finished it meanwhile. Only then does it append, through the event log's `append`, refunds first and saga
 events second. Every plan, execution and refusal is audited (operation `saga_recovery`).
 
 The appends go to Kafka, which no PostgreSQL transaction covers, so the audit is in two rows: a `pending`
@@ -29,13 +29,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import sqlalchemy as sa
-
-from billing_domain.adapters.kafka.event_store import KafkaEventStore
-from billing_domain.adapters.postgres.locks import saga_recovery_lock
-from billing_domain.adapters.postgres.projection_store import ProjectionStore
-from billing_domain.adapters.postgres.recon_store import PENDING as AUDIT_PENDING
-from billing_domain.adapters.postgres.recon_store import SCHEMA, AuditRecord, ReconStore
+from billing_domain.config import DEFAULT_STUCK_AFTER
 from billing_domain.core.accounts import CLOSED, AccountAggregate
 from billing_domain.core.diff import is_stuck
 from billing_domain.core.events import (
@@ -51,6 +45,8 @@ from billing_domain.core.exceptions import ConfigurationError
 from billing_domain.core.operators import Operator, resolve
 from billing_domain.core.replay import MoneyMove, Replay
 from billing_domain.core.transactions import PENDING, TransactionAggregate
+from billing_domain.ports import PENDING as AUDIT_PENDING
+from billing_domain.ports import AuditLookup, AuditRecord, EventLog, ProjectionStore, ReportStore
 from billing_domain.services.crashpoints import reached
 from billing_domain.services.reconcile import ReconcileOptions, new_run_id, replay_all, utc_now
 
@@ -157,10 +153,10 @@ def validate_request(reason: str, actor: str = "", max_sagas: int | None = None,
 
 
 # --- planning -------------------------------------------------------------------------------------
-def plan_recovery(event_store: KafkaEventStore, projections: ProjectionStore, recon_store: ReconStore, *,
+def plan_recovery(event_store: EventLog, projections: ProjectionStore, recon_store: ReportStore, *,
                   reason: str, actor: str = "", operator: Operator | None = None, ids: Sequence[str] = (),
                   max_sagas: int | None = None,
-                  stuck_after: timedelta = timedelta(minutes=5), run_id: str | None = None,
+                  stuck_after: timedelta = DEFAULT_STUCK_AFTER, run_id: str | None = None,
                   clock: Callable[[], datetime] = utc_now) -> RecoveryPlan:
     """Replay one cut, find the stuck sagas (of `ids`, if given) and decide each one. Audited as a dry run."""
     who = validate_request(reason, actor, max_sagas, operator)
@@ -277,7 +273,7 @@ def _saga_event(saga: TransactionAggregate, payload: Payload) -> PlannedEvent:
 
 
 # --- execution ------------------------------------------------------------------------------------
-def execute_plan(event_store: KafkaEventStore, projections: ProjectionStore, recon_store: ReconStore,
+def execute_plan(event_store: EventLog, projections: ProjectionStore, recon_store: ReportStore,
                  plan: RecoveryPlan, *, reason: str, actor: str = "", operator: Operator | None = None
                  ) -> RecoveryResult:
     """Re-read the plan's streams, refuse the sagas whose streams moved, append the rest. Audited: a pending row
@@ -288,7 +284,7 @@ def execute_plan(event_store: KafkaEventStore, projections: ProjectionStore, rec
     if not todo:
         result.audit_id = recon_store.write_audit(_audit(plan, who, reason, dry_run=False, outcome="nothing_to_do"))
         return result
-    with saga_recovery_lock(projections.engine):
+    with projections.locks.saga_recovery():
         reached("saga.locked")
         _refuse_moved(event_store, todo)
         ready = [a for a in todo if a.outcome == "appending"]
@@ -315,7 +311,7 @@ def execute_plan(event_store: KafkaEventStore, projections: ProjectionStore, rec
     return result
 
 
-def _refuse_moved(event_store: KafkaEventStore, todo: Sequence[SagaAction]) -> None:
+def _refuse_moved(event_store: EventLog, todo: Sequence[SagaAction]) -> None:
     """Mark each action `appending`, or refused if a stream it relies on moved since the plan."""
     current = _reread(event_store, todo)
     for action in todo:
@@ -324,7 +320,7 @@ def _refuse_moved(event_store: KafkaEventStore, todo: Sequence[SagaAction]) -> N
         action.outcome = ("refused: moved since the plan (" + "; ".join(moved) + ")") if moved else "appending"
 
 
-def _reread(event_store: KafkaEventStore, actions: Sequence[SagaAction]) -> dict[str, tuple[int, str | None]]:
+def _reread(event_store: EventLog, actions: Sequence[SagaAction]) -> dict[str, tuple[int, str | None]]:
     """Each watched stream's (version, last event id) now, reading only the partitions that hold them."""
     marks = [m for a in actions for m in a.marks]  # they include every stream the actions append to
     ids = {m.aggregate_id for m in marks}
@@ -348,7 +344,7 @@ def _events(actions: Sequence[SagaAction]) -> dict[tuple[str, int], Event]:
     return events
 
 
-def _append(event_store: KafkaEventStore, actions: Sequence[SagaAction], events: dict[tuple[str, int], Event]
+def _append(event_store: EventLog, actions: Sequence[SagaAction], events: dict[tuple[str, int], Event]
             ) -> int:
     """Refunds first, confirmed, then the saga events: a saga is never compensated before its refund exists."""
     refunds = [e for e in events.values() if e.aggregate_type == "account"]
@@ -362,7 +358,7 @@ def _append(event_store: KafkaEventStore, actions: Sequence[SagaAction], events:
     return appended
 
 
-def _verify(event_store: KafkaEventStore, actions: Sequence[SagaAction]) -> None:
+def _verify(event_store: EventLog, actions: Sequence[SagaAction]) -> None:
     """Read back: each appended event must sit at its version; another writer at that version is a conflict."""
     if not actions:
         return
@@ -388,14 +384,13 @@ def _event(planned: PlannedEvent, transaction_id: str, now: datetime) -> Event:
                  payload_types[planned.event_type](**fields))
 
 
-def load_plan(recon_store: ReconStore, audit_id: int) -> RecoveryPlan:
+def load_plan(recon_store: AuditLookup, audit_id: int) -> RecoveryPlan:
     """The plan a dry run stored in audit row `audit_id`, to execute exactly what was reviewed."""
-    with recon_store.engine.connect() as conn:
-        row = conn.execute(sa.text(f"SELECT operation, dry_run, details FROM {SCHEMA}.rebuild_audit "
-                                   "WHERE audit_id = :a"), {"a": audit_id}).first()
-    if row is None or row[0] != OPERATION or not row[1] or "plan" not in (row[2] or {}):
+    row = recon_store.audit_record(audit_id)
+    details = (row or {}).get("details") or {}
+    if row is None or row["operation"] != OPERATION or not row["dry_run"] or "plan" not in details:
         raise ConfigurationError(f"plan: audit #{audit_id} is not a saga recovery dry run")
-    plan = RecoveryPlan.from_json(row[2]["plan"])
+    plan = RecoveryPlan.from_json(details["plan"])
     plan.audit_id = audit_id
     return plan
 
