@@ -121,6 +121,11 @@ class EventLog(Protocol):
         """Where a reader with no committed offset starts each partition (its oldest record kept)."""
         ...
 
+    def reported_ends(self, partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        """Each partition's end as the broker reports it without a read (possibly a batch short): for
+        estimates only, such as how long a tail is before it is read."""
+        ...
+
     def committed_offsets(self, group_id: str,
                           partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
         """The next offset `group_id` will read per partition, None where it committed none; the group is

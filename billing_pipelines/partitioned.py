@@ -17,7 +17,7 @@ from billing_domain.core.cut import Cut
 from billing_domain.core.lag import LagJudge
 from billing_domain.core.replay import Replay
 from billing_domain.services.parallel import GroupTask, fold_group, partition_groups
-from billing_domain.services.reconcile import ReconcileOptions, ReplayOutcome, judge_from_here
+from billing_domain.services.reconcile import ReconcileOptions, ReplayMode, ReplayOutcome, judge_from_here
 from billing_domain.services.run_reconciliation import ReconciliationRequest, run_reconciliation
 from billing_pipelines.constants import RECONCILE_TAGS, SOURCE
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource
@@ -54,7 +54,7 @@ def plan_account_groups(context: dg.OpExecutionContext, config: PartitionedConfi
 
 
 def _task(store: Any, group: set[tuple[str, int]], rows: tuple[dict, dict, LagJudge]) -> GroupTask:
-    return GroupTask(store.bootstrap_servers, store.topics, frozenset(group), None,
+    return GroupTask(store.reopener(), store.topics, frozenset(group), None,
                      {k: r.version for k, r in rows[0].items()}, {k: r.version for k, r in rows[1].items()})
 
 
@@ -76,8 +76,8 @@ def merge_and_report(context: dg.OpExecutionContext, rows: tuple[dict, dict, Lag
         cut.start.update(other_cut.start)
         cut.end.update(other_cut.end)
     options = ReconcileOptions.from_settings(Settings.from_env())  # the thresholds, lag window, projector group
-    outcome = ReplayOutcome(replay, cut, rows[0], rows[1], mode="full", mode_reason=f"{len(parts)} partition groups",
-                            judge=rows[2])
+    outcome = ReplayOutcome(replay, cut, rows[0], rows[1], mode=ReplayMode.FULL,
+                            mode_reason=f"{len(parts)} partition groups", judge=rows[2])
     # No checkpoint: the groups' merged state has never been checkpointed (the daily job writes them).
     request = ReconciliationRequest(run_id=context.run.run_id, source=SOURCE, checkpoint=False)
     report = run_reconciliation(projections.run_stores(event_store), request, options, replayed=outcome).report

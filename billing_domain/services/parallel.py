@@ -19,16 +19,16 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
-from billing_domain.adapters.kafka.event_store import KafkaEventStore
-from billing_domain.config import Topics
 from billing_domain.core.cut import Cut, TopicPartitionKey
+from billing_domain.core.records import Topics
 from billing_domain.core.replay import Replay
+from billing_domain.ports import EventLog
 from billing_domain.services.collector import collector_paused
 
 
 @dataclass(frozen=True, slots=True)
 class GroupTask:
-    bootstrap_servers: str
+    open_log: Callable[[], EventLog]  # picklable: opens the same log in a worker (`EventLog.reopener`)
     topics: Topics
     partitions: frozenset[TopicPartitionKey]
     stop: dict[TopicPartitionKey, int] | None
@@ -47,7 +47,7 @@ def partition_groups(partitions: list[TopicPartitionKey], groups: int) -> list[s
 
 def fold_group(task: GroupTask, progress: Callable[[int], None] | None = None) -> tuple[Replay, Cut]:
     """Fold one group of partitions (runs in a worker, or in this process for the first group)."""
-    store = KafkaEventStore(task.bootstrap_servers, task.topics)
+    store = task.open_log()
     replay = Replay(task.topics, account_versions=task.account_versions,
                     transaction_versions=task.transaction_versions)
     reader = store.read_cut(stop=task.stop, partitions=set(task.partitions), on_batch=progress)
@@ -62,7 +62,7 @@ def _fold_group_pickled(task: GroupTask) -> bytes:
     return pickle.dumps((replay, cut), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def replay_in_parallel(event_store: KafkaEventStore, replay: Replay, workers: int,
+def replay_in_parallel(event_store: EventLog, replay: Replay, workers: int,
                        stop: dict[TopicPartitionKey, int] | None = None,
                        progress: Callable[[int], None] | None = None) -> Cut:
     """Fold every partition into `replay` using `workers` processes (this one included).
@@ -71,7 +71,7 @@ def replay_in_parallel(event_store: KafkaEventStore, replay: Replay, workers: in
     out: as in a single pass, a completed transfer's money is then always on the streams read.
     """
     def task(group: set[TopicPartitionKey]) -> GroupTask:
-        return GroupTask(event_store.bootstrap_servers, event_store.topics, frozenset(group), stop,
+        return GroupTask(event_store.reopener(), event_store.topics, frozenset(group), stop,
                          replay.account_versions, replay.transaction_versions)
 
     transactions = event_store.topics.transactions

@@ -33,6 +33,7 @@ from billing_domain.ports import EventLog, ProjectionStore
 from billing_domain.services.rebuild import EntityType, RebuildResult, plan_changes
 from billing_domain.services.reconcile import (
     ReconcileOptions,
+    ReplayMode,
     ReplayOutcome,
     collector_paused,
     new_run_id,
@@ -129,7 +130,7 @@ def replay_to(event_store: EventLog, cut: AsOfCut, progress: ProgressCallback | 
     if cut.at is not None:
         # "stuck" is judged at the as-of time (not at the newest event before it), never in the future.
         replay.cut_time = min(cut.at, datetime.now(UTC))
-    return ReplayOutcome(replay, reader.cut, {}, {}, mode="full", mode_reason=f"as of {cut.label}")
+    return ReplayOutcome(replay, reader.cut, {}, {}, mode=ReplayMode.FULL, mode_reason=f"as of {cut.label}")
 
 
 # --- balances ----------------------------------------------------------------------------------------

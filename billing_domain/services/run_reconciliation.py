@@ -86,7 +86,8 @@ def run_reconciliation(stores: RunStores, request: ReconciliationRequest, option
         outcome = None
     else:
         outcome = replayed or replay_all(stores.event_log, stores.projections, options=options, progress=progress,
-                                         checkpoints=stores.checkpoints, full=request.full, delta=request.delta)
+                                         checkpoints=stores.checkpoints, full=request.full, delta=request.delta,
+                                         reports=stores.reports)
         report = build_report(outcome, run_id=request.run_id, scope=request.scope, started_at=started_at,
                               options=options, entity_types=request.entity_types)
     lifecycle = _record(stores, report, outcome if request.checkpoint else None, request.source) \

@@ -12,9 +12,6 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from billing_domain.adapters.kafka.event_store import KafkaEventStore
-from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore
-from billing_domain.adapters.postgres.projection_store import ProjectionStore
 from billing_domain.core.accounts import AccountState
 from billing_domain.core.checkpoint import EntityRow, code_version, load_entities, topics_key
 from billing_domain.core.cut import TopicPartitionKey
@@ -22,20 +19,17 @@ from billing_domain.core.exceptions import CheckpointUnreadableError
 from billing_domain.core.findings import ReconciliationReport
 from billing_domain.core.replay import Replay
 from billing_domain.core.transactions import TransactionState
+from billing_domain.ports import CheckpointStore, EventLog, ProjectionStore
 from billing_domain.services import incremental
-from billing_domain.services.reconcile import (
-    ReconcileOptions,
-    ReplayOutcome,
-    build_report,
-    collector_paused,
-    judge_from_here,
-    new_run_id,
-)
+from billing_domain.services.collector import collector_paused
+from billing_domain.services.outcome import ReplayOutcome
+from billing_domain.services.read_plan import ReplayMode
+from billing_domain.services.reconcile import ReconcileOptions, build_report, judge_from_here, new_run_id
 
 log = logging.getLogger(__name__)
 
 
-def reconcile_entity(event_store: KafkaEventStore, projections: ProjectionStore, entity_type: str, entity_id: str, *,
+def reconcile_entity(event_store: EventLog, projections: ProjectionStore, entity_type: str, entity_id: str, *,
                      run_id: str | None = None, options: ReconcileOptions | None = None,
                      checkpoints: CheckpointStore | None = None) -> ReconciliationReport:
     """One account or one transaction: its events against its projection row."""
@@ -63,7 +57,7 @@ def _read_rows(projections: ProjectionStore, entity_type: str, entity_id: str
     return {}, projections.read_transactions([entity_id])
 
 
-def _replay_for(event_store: KafkaEventStore, entity_type: str, accounts: dict[str, AccountState],
+def _replay_for(event_store: EventLog, entity_type: str, accounts: dict[str, AccountState],
                 transactions: dict[str, TransactionState], entity_id: str) -> Replay:
     """A replay that knows the rows of the entity's own type only (a transfer's accounts are folded for
     their money, not diffed: they are not missing rows)."""
@@ -73,7 +67,7 @@ def _replay_for(event_store: KafkaEventStore, entity_type: str, accounts: dict[s
                   if entity_type == "transaction" else None, only_ids={entity_id})
 
 
-def _from_the_start(event_store: KafkaEventStore, projections: ProjectionStore, entity_type: str,
+def _from_the_start(event_store: EventLog, projections: ProjectionStore, entity_type: str,
                     entity_id: str) -> ReplayOutcome:
     accounts, transactions = _read_rows(projections, entity_type, entity_id)
     replay = _replay_for(event_store, entity_type, accounts, transactions, entity_id)
@@ -87,11 +81,11 @@ def _from_the_start(event_store: KafkaEventStore, projections: ProjectionStore, 
             replay.only_ids = {entity_id, saga.source_account_id, saga.destination_account_id}
             for batch in event_store.read_cut(topics=[event_store.topics.accounts]):
                 replay.feed(batch)
-    return ReplayOutcome(replay, reader.cut, accounts, transactions, mode="full",
+    return ReplayOutcome(replay, reader.cut, accounts, transactions, mode=ReplayMode.FULL,
                          mode_reason="no usable checkpoint: read this entity's keys from the start")
 
 
-def _from_checkpoint(event_store: KafkaEventStore, projections: ProjectionStore, checkpoints: CheckpointStore,
+def _from_checkpoint(event_store: EventLog, projections: ProjectionStore, checkpoints: CheckpointStore,
                      entity_type: str, entity_id: str) -> ReplayOutcome | None:
     key = topics_key(event_store.topics.all())
     accounts, transactions = _read_rows(projections, entity_type, entity_id)  # rows before events
@@ -124,11 +118,11 @@ def _from_checkpoint(event_store: KafkaEventStore, projections: ProjectionStore,
                for message in batch):
             return None  # the log is shorter than the checkpoint: it was recreated
         replay.feed(batch)
-    return ReplayOutcome(replay, reader.cut, accounts, transactions, mode="incremental",
+    return ReplayOutcome(replay, reader.cut, accounts, transactions, mode=ReplayMode.INCREMENTAL,
                          mode_reason=f"resumed from checkpoint of run {header.run_id}")
 
 
-def _partitions(event_store: KafkaEventStore, rows: list[EntityRow], entity_type: str) -> set[TopicPartitionKey]:
+def _partitions(event_store: EventLog, rows: list[EntityRow], entity_type: str) -> set[TopicPartitionKey]:
     """Every partition of the topics holding these entities. The checkpoint knows the partition each
     stream is on, but one of its events placed on another partition since, or sent with no key, is a
     finding only if those tails are read too; other keys are skipped before decoding."""

@@ -44,7 +44,8 @@ def recon(projection_store: ProjectionStore) -> ReconStore:
 
 def _daily(event_store: KafkaEventStore, projections: ProjectionStore, recon: ReconStore) -> ReconciliationReport:
     """What the daily job does: reconcile from the checkpoint, store the report."""
-    report = reconcile_all(event_store, projections, checkpoints=CheckpointStore(recon.engine), options=OPTIONS)
+    report = reconcile_all(event_store, projections, checkpoints=CheckpointStore(recon.engine), options=OPTIONS,
+                           reports=recon)
     recon.save_report(report, source="test")
     return report
 
@@ -186,7 +187,8 @@ def test_a_run_that_resumed_does_not_save_over_a_checkpoint_written_meanwhile(
     simulate(event_store, projection_store, SimulationConfig(seed=9, accounts=30, days=1))
     checkpoints = CheckpointStore(recon.engine)
     _daily(event_store, projection_store, recon)
-    slow = replay_all(event_store, projection_store, checkpoints=checkpoints, delta=True)  # run A resumes...
+    slow = replay_all(event_store, projection_store, checkpoints=checkpoints, delta=True,
+                      reports=recon)  # run A resumes...
     assert slow.mode == "delta"
     with checkpoints.reading() as view:
         seen = view.header(topics_key(event_store.topics.all()))

@@ -244,6 +244,9 @@ class KafkaEventStore:
     def log_starts(self, partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         return log_offsets.log_starts(self, partitions)
 
+    def reported_ends(self, partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        return log_offsets.approximate_high_watermarks(self, partitions)
+
     def committed_offsets(self, group_id: str,
                           partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
         return log_offsets.committed_offsets(self, group_id, partitions)

@@ -12,7 +12,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # msgpack (billing_domain.services.delta.DeltaMemo); NULL: the next run diffs everything.
+    # msgpack (billing_domain.services.delta_memo.DeltaMemo); NULL: the next run diffs everything.
     op.execute("ALTER TABLE billing_recon.checkpoint ADD COLUMN delta bytea")
 
 
