@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from billing_domain.config import DEFAULT_STUCK_AFTER
 from billing_domain.core.cut import Cut, TopicPartitionKey
 from billing_domain.core.diff import diff_accounts, diff_transactions
 from billing_domain.core.exceptions import ConfigurationError
@@ -207,7 +208,7 @@ def balances_as_of(event_store: EventLog, at: AsOf, *, progress: ProgressCallbac
 
 # --- the events' own findings ------------------------------------------------------------------------
 def report_from(outcome: ReplayOutcome, cut: AsOfCut, *, run_id: str, started_at: datetime,
-                stuck_after: timedelta = timedelta(minutes=5)) -> ReconciliationReport:
+                stuck_after: timedelta = DEFAULT_STUCK_AFTER) -> ReconciliationReport:
     """What the events themselves say was wrong at that point: corrupt streams, broken invariants,
     sagas whose money does not match, stuck transfers, and the events-only ledger identities."""
     replay = outcome.replay
@@ -231,7 +232,7 @@ def report_from(outcome: ReplayOutcome, cut: AsOfCut, *, run_id: str, started_at
 
 
 def reconcile_as_of(event_store: EventLog, at: AsOf, *, run_id: str | None = None,
-                    stuck_after: timedelta = timedelta(minutes=5), progress: ProgressCallback | None = None,
+                    stuck_after: timedelta = DEFAULT_STUCK_AFTER, progress: ProgressCallback | None = None,
                     clock_skew: timedelta = DEFAULT_CLOCK_SKEW) -> ReconciliationReport:
     """The report (scope "as-of <ts>") of the events' own findings as of `at`."""
     started_at = datetime.now(UTC)

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from billing_domain.config import Settings
+from billing_domain.config import DEFAULT_STUCK_AFTER, Settings
 from billing_domain.core.cut import TopicPartitionKey
 from billing_domain.core.diff import diff_accounts, diff_transactions
 from billing_domain.core.findings import Finding, LedgerIdentity, ReconciliationReport, merge_lagging
@@ -45,7 +45,7 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class ReconcileOptions:
-    stuck_after: timedelta = timedelta(minutes=5)
+    stuck_after: timedelta = DEFAULT_STUCK_AFTER
     stop: dict[tuple[str, int], int] | None = None  # read the log only up to these offsets
     workers: int = 1  # processes for a full replay; partitions are dealt among them
     lag_window: timedelta = DEFAULT_LAG_WINDOW  # the contract's lag window (see reconcile.lag)

@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from billing_domain.adapters.kafka import offsets as log_offsets
 from billing_domain.adapters.retry import DEFAULT_RETRY, RetryPolicy
+from billing_domain.config import DEFAULT_TOPIC_PARTITIONS
 from billing_domain.core.cut import Cut, TopicPartitionKey
 from billing_domain.core.events import Event, encode_event
 from billing_domain.core.exceptions import EventStoreError, EventStoreUnavailableError
@@ -81,8 +82,9 @@ class KafkaEventStore:
 
     The offsets beyond a cut are `offsets`' functions, which take the store; its methods here are the port's."""
 
-    def __init__(self, bootstrap_servers: str, topics: Topics | None = None, *, partitions: int = 4,
-                 retry: RetryPolicy = DEFAULT_RETRY, client_config: ClientConfig | None = None) -> None:
+    def __init__(self, bootstrap_servers: str, topics: Topics | None = None, *,
+                 partitions: int = DEFAULT_TOPIC_PARTITIONS, retry: RetryPolicy = DEFAULT_RETRY,
+                 client_config: ClientConfig | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topics = topics or Topics()
         self.partitions = partitions
