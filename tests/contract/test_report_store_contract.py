@@ -9,6 +9,7 @@ with their completion.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -18,7 +19,7 @@ from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.core.cut import Cut
 from billing_domain.core.findings import Finding, Kind, LedgerIdentity, ReconciliationReport
 from billing_domain.core.operators import Operator
-from billing_domain.ports import PENDING, AuditRecord, ReportStore
+from billing_domain.ports import PENDING, AuditLookup, AuditRecord, ReportStore
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 OPERATOR = Operator("ada", "cli_option")
@@ -138,15 +139,46 @@ class ReportStoreContract:
         assert store.audit_records(1)[0]["audit_id"] == before  # nothing appended
 
 
-class TestPostgresReportStore(ReportStoreContract):
+class ReadBack(ReportStore, AuditLookup, Protocol):
+    """The reads of `ports.ReportsWithLifecycle` and `ports.AuditLookup` beyond `ReportStore`."""
+
+    def stored_report(self, run_id: str) -> ReconciliationReport | None: ...
+
+
+class ReadBackContract:
+    """A stored run and an audit record read back by their ids (the lifecycle sync, the saga recovery's plan)."""
+
     @pytest.fixture
-    def store(self, contract_engine: Engine) -> ReportStore:
-        store: ReportStore = ReconStore(contract_engine)
+    def store(self) -> ReadBack:
+        raise NotImplementedError
+
+    def test_a_stored_run_reads_back_with_its_scope_times_and_findings(self, store: ReadBack) -> None:
+        findings = [finding("account", "acc-a"), finding("transaction", "tx-1", Kind.STUCK)]
+        store.save_report(report("run-1", findings, scope="accounts"), source="api")
+        back = store.stored_report("run-1")
+        assert back is not None
+        assert (back.run_id, back.scope, back.started_at, back.finished_at) == (
+            "run-1", "accounts", AT - timedelta(minutes=1), AT)
+        assert back.findings == findings
+        assert store.stored_report("run-2") is None
+
+    def test_an_audit_record_reads_back_by_its_id(self, store: ReadBack) -> None:
+        audit_id = store.write_audit(audit("saga_recovery", outcome="dry_run", details={"plan": {"actions": []}}))
+        row = store.audit_record(audit_id)
+        assert row is not None and row == store.audit_records(1)[0]
+        assert (row["operation"], row["details"]["plan"]) == ("saga_recovery", {"actions": []})
+        assert store.audit_record(audit_id + 1_000) is None
+
+
+class TestPostgresReportStore(ReportStoreContract, ReadBackContract):
+    @pytest.fixture
+    def store(self, contract_engine: Engine) -> ReadBack:
+        store: ReadBack = ReconStore(contract_engine)
         return store
 
 
-class TestInMemoryReportStore(ReportStoreContract):
+class TestInMemoryReportStore(ReportStoreContract, ReadBackContract):
     @pytest.fixture
-    def store(self) -> ReportStore:
-        store: ReportStore = InMemoryReportStore()
+    def store(self) -> ReadBack:
+        store: ReadBack = InMemoryReportStore()
         return store

@@ -44,7 +44,17 @@ from billing_domain.core.exceptions import ConcurrentOperationError, EventStoreE
 from billing_domain.core.findings import Finding, Kind, LedgerIdentity, ReconciliationReport, Severity
 from billing_domain.core.records import LogRecord, Topics
 from billing_domain.core.transactions import TransactionState
-from billing_domain.ports import PENDING, AuditRecord, Delivery, EventLog, PartitionEnd, ReadMark
+from billing_domain.ports import (
+    PENDING,
+    AuditRecord,
+    Delivery,
+    EventLog,
+    PartitionEnd,
+    ReadMark,
+    ShadowDiff,
+    ShadowPlan,
+    ShadowSwap,
+)
 
 CREATE_TIME = 1  # a record's timestamp type: stamped by the producer (Kafka's TIMESTAMP_CREATE_TIME)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -395,6 +405,7 @@ class InMemoryProjectionStore:
         self._next_write = 1
         self.database = f"memory-{uuid.uuid4().hex[:8]}"
         self.locks = locks or InMemoryLocks()
+        self.shadow = InMemoryShadowTables(self)  # `ports.ShadowProjections`: the shadow tables beside these
 
     # --- test controls --------------------------------------------------------------------------------------
     def restart(self) -> None:
@@ -480,6 +491,94 @@ def _key(state: State) -> str:
 
 def _key_field(state: State) -> str:
     return "account_id" if isinstance(state, AccountState) else "transaction_id"
+
+
+# --- the shadow tables ------------------------------------------------------------------------------------
+# The columns a repair compares: all but the key, the version, the update time and the last event id.
+_CONTENT = {"account": ("owner_id", "currency", "balance_minor", "min_balance_minor", "max_balance_minor", "status"),
+            "transaction": ("source_account_id", "destination_account_id", "amount_minor", "currency", "status",
+                            "failure_reason", "initiated_at")}
+
+
+def _row_json(state: State | None) -> dict[str, Any] | None:
+    """A row as PostgreSQL's `to_jsonb(row)` gives it: its columns by name, times as ISO text."""
+    if state is None:
+        return None
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in msgspec.structs.asdict(state).items()}
+
+
+class InMemoryShadowTables:
+    """`ports.ShadowTables` beside an `InMemoryProjectionStore`: the same diff actions and version-guarded swap as
+    the SQL of the real store (adapters/postgres/shadow_store.py)."""
+
+    def __init__(self, projections: InMemoryProjectionStore) -> None:
+        self._projections = projections
+        self.tables: dict[str, dict[str, State]] = {"account": {}, "transaction": {}}
+
+    def ensure(self) -> None:
+        """Nothing to create: the shadow tables are there from the start."""
+
+    def fill(self, accounts: Sequence[AccountState], transactions: Sequence[TransactionState]) -> dict[str, int]:
+        self.tables = {"account": {a.account_id: stored_account(a) for a in accounts},
+                       "transaction": {t.transaction_id: stored_transaction(t) for t in transactions}}
+        return {"account": len(accounts), "transaction": len(transactions)}
+
+    def _action(self, entity_type: str, key: str, plan: ShadowPlan) -> str:
+        shadow = self.tables[entity_type].get(key)
+        live = self._projections._tables.of(entity_type).get(key)
+        if live is None:
+            return "insert"
+        if shadow is None:
+            return ("refused" if key in plan.refused[entity_type] else
+                    "orphan" if key in plan.orphans[entity_type] else "live_only_newer")
+        if live.version > shadow.version:
+            ahead = {_key(seen) for seen, _ in plan.ahead[entity_type]}
+            return "reset_ahead" if key in ahead else "keep_live_newer"
+        if live.version < shadow.version:
+            return "catch_up"
+        return "repair" if _differs(entity_type, live, shadow) else "unchanged"
+
+    def diff(self, plan: ShadowPlan, sample_rows: int) -> dict[str, ShadowDiff]:
+        diffs: dict[str, ShadowDiff] = {}
+        for entity_type, shadow in self.tables.items():
+            live = self._projections._tables.of(entity_type)
+            actions = {k: self._action(entity_type, k, plan) for k in sorted(set(shadow) | set(live))}
+            changed = [k for k, a in actions.items() if a != "unchanged"]
+            counts: dict[str, int] = {}
+            for action in actions.values():
+                counts[action] = counts.get(action, 0) + 1
+            diffs[entity_type] = ShadowDiff(
+                counts=dict(sorted(counts.items())),
+                sample=[{"id": k, "action": actions[k], "live": _row_json(live.get(k)),
+                         "shadow": _row_json(shadow.get(k))} for k in changed[:sample_rows]],
+                changed_ids=changed)
+        return diffs
+
+    def swap(self, plan: ShadowPlan, *, delete_orphans: bool) -> dict[str, ShadowSwap]:
+        projections = self._projections
+        number = projections._write()  # one transaction for both tables
+        swapped: dict[str, ShadowSwap] = {}
+        for entity_type, shadow in self.tables.items():
+            live = projections._tables.of(entity_type)
+            written = 0
+            for key, row in sorted(shadow.items()):
+                current = live.get(key)
+                if current is None or current.version < row.version or (
+                        current.version == row.version and _differs(entity_type, current, row)):
+                    live[key] = row
+                    projections._tables.written[(entity_type, key)] = number
+                    written += 1
+            for seen, head in plan.ahead[entity_type]:
+                written += projections.compare_and_set(entity_type, seen, head)
+            if delete_orphans and plan.orphans[entity_type]:
+                written += projections.delete(entity_type, plan.orphans[entity_type])
+            kept = sum(1 for key, row in shadow.items() if key in live and live[key].version > row.version)
+            swapped[entity_type] = ShadowSwap(written, kept)
+        return swapped
+
+
+def _differs(entity_type: str, a: State, b: State) -> bool:
+    return any(getattr(a, c) != getattr(b, c) for c in _CONTENT[entity_type])
 
 
 # --- reports and audit --------------------------------------------------------------------------------------
