@@ -8,14 +8,13 @@ from typing import Annotated
 import typer
 
 from billing_cli.support import fail
-from billing_domain.adapters.postgres.projection_store import make_engine
 from billing_domain.adapters.postgres.security import (
     DEFAULT_REBUILD_ROLE,
     DEFAULT_RECON_ROLE,
     RoleSettings,
     create_roles,
 )
-from billing_domain.bootstrap import resolve_servers
+from billing_domain.bootstrap import engine_for, resolve_servers
 from billing_domain.config import Settings
 from billing_domain.core.exceptions import ConfigurationError
 
@@ -35,7 +34,7 @@ def create(recon_role: Annotated[str, typer.Option(help="Role that reconciles (r
         settings = resolve_servers(Settings.from_env())
         if not settings.database_url:
             raise ConfigurationError("BILLING_DATABASE_URL: not set")
-        engine = make_engine(settings.database_url)
+        engine = engine_for(settings.database_url)
         try:
             create_roles(engine, role_settings)
         finally:

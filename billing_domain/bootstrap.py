@@ -72,6 +72,11 @@ def stores_for(database_url: str, recon_database_url: str | None = None) -> Stor
     return Stores(ProjectionStore(projections_engine), recon_store, CheckpointStore(recon_engine))
 
 
+def engine_for(database_url: str) -> Engine:
+    """An engine on one database, for the role administration that runs its own SQL (`billing-recon roles`)."""
+    return make_engine(database_url)
+
+
 def notifier_for(settings: Settings, bot_token: str | None) -> SlackNotifier:
     """Slack alerts; without a token messages are logged, not sent."""
     return SlackNotifier(bot_token, settings.slack_channel, settings.slack_api_url)
