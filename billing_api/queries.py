@@ -89,8 +89,11 @@ class Reads:
         return AccountingEquation(run_id=report.run_id, holds=all(i.holds for i in identities),
                                   identities=identities, findings=[finding_out(f) for f in report.findings])
 
-    def stuck(self, minutes: float) -> StuckTransactions:
-        options = ReconcileOptions.from_settings(self.services.settings, stuck_after=timedelta(minutes=minutes))
+    def stuck(self, minutes: float | None = None) -> StuckTransactions:
+        """Pending longer than `minutes`, or than the settings' threshold (BILLING_STUCK_AFTER_MINUTES)."""
+        overrides = {} if minutes is None else {"stuck_after": timedelta(minutes=minutes)}
+        options = ReconcileOptions.from_settings(self.services.settings, **overrides)
+        minutes = options.stuck_after.total_seconds() / 60
         report, outcome = self._full("stuck", ("transaction",), options, save=False)
         stuck = [finding_out(f) for f in report.findings if f.kind == Kind.STUCK]
         cut_time = outcome.replay.cut_time

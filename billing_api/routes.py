@@ -81,10 +81,11 @@ async def reconcile_all_transactions(request: Request) -> ReconcileAllSummary:
 
 @reads.get("/transactions/stuck", response_model=StuckTransactions, tags=["transactions"],
            summary="Transfers pending longer than `minutes` when the projections were read (the run's clock)")
-async def stuck_transactions(request: Request, minutes: Annotated[float, Query(
+async def stuck_transactions(request: Request, minutes: Annotated[float | None, Query(
         gt=0, le=MAX_STUCK_MINUTES,
-        description=f"Pending longer than this many minutes is stuck (default {DEFAULT_STUCK_AFTER_MINUTES:g}).",
-        )] = DEFAULT_STUCK_AFTER_MINUTES,
+        description="Pending longer than this many minutes is stuck (default: the server's "
+                    f"BILLING_STUCK_AFTER_MINUTES, itself {DEFAULT_STUCK_AFTER_MINUTES:g} when unset).",
+        )] = None,
                              ) -> StuckTransactions:
     return await run_in_threadpool(_reads(request).stuck, minutes)
 

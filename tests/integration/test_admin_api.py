@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from typer.testing import CliRunner
 
 from billing_api.app import create_app
 from billing_api.audit import ApiAuditStore
+from billing_api.queries import Reads
 from billing_api.settings import ApiSettings
 from billing_cli.api import register
 from billing_domain.bootstrap import Services, open_services
@@ -246,6 +247,15 @@ def test_stuck_transactions_and_a_bad_threshold(world: World) -> None:
     misspelt = world.get("/transactions/stuck?minute=10")
     assert misspelt.status == 422 and misspelt.body["field"] == "query.minute"
     assert "allowed: minutes" in misspelt.body["message"]
+
+
+def test_stuck_without_minutes_follows_the_servers_setting(world: World) -> None:
+    """No `minutes`: the threshold is BILLING_STUCK_AFTER_MINUTES (tx-2 has been pending for 26 minutes)."""
+    by_default = world.get("/transactions/stuck")
+    assert by_default.status == 200 and by_default.body["threshold_minutes"] == 5 and by_default.body["count"] == 1
+    patient = replace(world.services, settings=replace(world.services.settings, stuck_after_minutes=60.0))
+    answer = Reads(patient).stuck()
+    assert answer.threshold_minutes == 60 and answer.count == 0
 
 
 def test_accounting_equation_breaks_on_the_corrupted_balance(world: World) -> None:
