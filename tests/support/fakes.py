@@ -11,6 +11,8 @@ runs the same behaviours against both, so a test on the fakes says something abo
   from write sequence numbers standing for PostgreSQL's transaction ids, and its `Locks`;
 - `InMemoryReportStore`: reports by run id (a scope's findings replaced on a second save), findings as
   stored (their JSON round trip), the newest finished run per scope, an append-only audit trail;
+  `InMemoryReconStore` adds the finding lifecycle (tests/support/lifecycle_fake.py), as `ReconStore` does;
+- the shadow tables (`InMemoryProjectionStore.shadow`): the real SQL's diff actions and version-guarded swap;
 - `InMemoryCheckpointStore`: one checkpoint per pair of topics, saved all at once, a resumed run's save only
   while it still resumes the stored one, a reading view that keeps its picture;
 - `InMemoryLocks`: a second holder refused at once with `ConcurrentOperationError`;
@@ -42,6 +44,7 @@ from billing_domain.core.cut import Cut, TopicPartitionKey
 from billing_domain.core.events import Event, encode_event
 from billing_domain.core.exceptions import ConcurrentOperationError, EventStoreError
 from billing_domain.core.findings import Finding, Kind, LedgerIdentity, ReconciliationReport, Severity
+from billing_domain.core.lifecycle import Key
 from billing_domain.core.records import LogRecord, Topics
 from billing_domain.core.transactions import TransactionState
 from billing_domain.ports import (
@@ -55,6 +58,7 @@ from billing_domain.ports import (
     ShadowPlan,
     ShadowSwap,
 )
+from support.lifecycle_fake import InMemoryLifecycleStore
 
 CREATE_TIME = 1  # a record's timestamp type: stamped by the producer (Kafka's TIMESTAMP_CREATE_TIME)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -706,6 +710,19 @@ def _stored_finding(f: Finding) -> Finding:
 
 def _msgspec_json(value: Any) -> Any:
     return msgspec.json.decode(msgspec.json.encode(value))
+
+
+class InMemoryReconStore(InMemoryReportStore, InMemoryLifecycleStore):
+    """`ports.ReportsWithLifecycle` and `ports.AuditLookup`, as `ReconStore` is: the reports and audit above with
+    the finding lifecycle of tests/support/lifecycle_fake.py, whose finding ids are the stored findings' ids."""
+
+    def __init__(self) -> None:
+        InMemoryReportStore.__init__(self)
+        InMemoryLifecycleStore.__init__(self)
+
+    def finding_keys(self, finding_ids: Sequence[int]) -> dict[int, Key]:
+        stored = {i: f.key for i, _, f in self._findings}
+        return {i: stored[i] for i in finding_ids if i in stored}
 
 
 # --- checkpoints --------------------------------------------------------------------------------------------
