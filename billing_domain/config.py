@@ -27,6 +27,8 @@ DEFAULT_LAG_WINDOW_SECONDS = DEFAULT_LAG_WINDOW.total_seconds()  # the contract'
 DEFAULT_UI_BASE_URL = "http://127.0.0.1:3000"
 DEFAULT_AUTO_REPAIR_MAX = 50
 DEFAULT_MAX_LAGGING = 100
+DEFAULT_MAX_PROJECTOR_LAG = 1_000  # events the live projector may leave unapplied before its check fails
+DEFAULT_MAX_PROJECTOR_LAG_AGE_MINUTES = 15.0  # ... or how long the oldest of them may have waited
 # Upper bounds of the numeric settings: past them a value is a typo, not a choice (a stuck threshold of a
 # year, as the admin API allows; a lag window of a day would hide every missing row for a day).
 MAX_STUCK_MINUTES = 525_600.0
@@ -58,6 +60,8 @@ class Settings:
     # The auto-repair sensor acts only while at most this many entities are flagged.
     auto_repair_max: int = DEFAULT_AUTO_REPAIR_MAX
     max_lagging: int = DEFAULT_MAX_LAGGING  # lagging rows the asset check tolerates
+    max_projector_lag: int = DEFAULT_MAX_PROJECTOR_LAG
+    max_projector_lag_age_minutes: float = DEFAULT_MAX_PROJECTOR_LAG_AGE_MINUTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -87,6 +91,11 @@ class Settings:
             auto_repair_max=_integer(env, "BILLING_AUTO_REPAIR_MAX", DEFAULT_AUTO_REPAIR_MAX, minimum=0,
                                      maximum=MAX_COUNT),
             max_lagging=_integer(env, "BILLING_MAX_LAGGING", DEFAULT_MAX_LAGGING, minimum=0, maximum=MAX_COUNT),
+            max_projector_lag=_integer(env, "BILLING_MAX_PROJECTOR_LAG", DEFAULT_MAX_PROJECTOR_LAG, minimum=0,
+                                       maximum=MAX_COUNT),
+            max_projector_lag_age_minutes=_number(env, "BILLING_MAX_PROJECTOR_LAG_AGE_MINUTES",
+                                                  DEFAULT_MAX_PROJECTOR_LAG_AGE_MINUTES, minimum_zero=True,
+                                                  maximum=MAX_STUCK_MINUTES),
         )
 
     @property

@@ -16,17 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from billing_domain.core.exceptions import ConfigurationError
+from billing_domain.config import DEFAULT_MAX_PROJECTOR_LAG, DEFAULT_MAX_PROJECTOR_LAG_AGE_MINUTES, Settings
 from billing_domain.core.records import LogRecord, broker_time_of, occurred_at_of
 from billing_domain.ports import EventLog
 from billing_domain.services.alerts import Alert
 
 DEFAULT_PROJECTOR_GROUP = "billing-projector"
 ENV_PROJECTOR_GROUP = "BILLING_PROJECTOR_GROUP"
-ENV_MAX_PROJECTOR_LAG = "BILLING_MAX_PROJECTOR_LAG"
-ENV_MAX_PROJECTOR_LAG_AGE_MINUTES = "BILLING_MAX_PROJECTOR_LAG_AGE_MINUTES"
-DEFAULT_MAX_PROJECTOR_LAG = 1_000
-DEFAULT_MAX_PROJECTOR_LAG_AGE_MINUTES = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,17 +117,13 @@ class LagThresholds:
     max_age: timedelta = timedelta(minutes=DEFAULT_MAX_PROJECTOR_LAG_AGE_MINUTES)
 
     @classmethod
+    def from_settings(cls, settings: Settings) -> LagThresholds:
+        return cls(settings.max_projector_lag, timedelta(minutes=settings.max_projector_lag_age_minutes))
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LagThresholds:
-        env = os.environ if env is None else env
-        try:
-            events = int(env.get(ENV_MAX_PROJECTOR_LAG) or DEFAULT_MAX_PROJECTOR_LAG)
-            minutes = float(env.get(ENV_MAX_PROJECTOR_LAG_AGE_MINUTES) or DEFAULT_MAX_PROJECTOR_LAG_AGE_MINUTES)
-        except ValueError as exc:
-            raise ConfigurationError(f"{ENV_MAX_PROJECTOR_LAG} / {ENV_MAX_PROJECTOR_LAG_AGE_MINUTES}: {exc}") from exc
-        if events < 0 or minutes < 0:
-            raise ConfigurationError(f"{ENV_MAX_PROJECTOR_LAG} / {ENV_MAX_PROJECTOR_LAG_AGE_MINUTES}: must not be "
-                                     "negative")
-        return cls(events, timedelta(minutes=minutes))
+        """BILLING_MAX_PROJECTOR_LAG and BILLING_MAX_PROJECTOR_LAG_AGE_MINUTES, validated with every setting."""
+        return cls.from_settings(Settings.from_env(env))
 
 
 @dataclass(frozen=True, slots=True)

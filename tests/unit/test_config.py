@@ -178,3 +178,16 @@ def _is_literal(node: ast.expr) -> bool:
         return called == "timedelta" and all(_is_literal(k.value) for k in node.keywords) and all(
             _is_literal(a) for a in node.args)
     return False
+
+
+def test_the_projector_lag_thresholds_are_settings_validated_like_the_others() -> None:
+    from billing_domain.services.projector_lag import LagThresholds
+
+    env = {"BILLING_MAX_PROJECTOR_LAG": "7", "BILLING_MAX_PROJECTOR_LAG_AGE_MINUTES": "2"}
+    thresholds = LagThresholds.from_env(env)
+    assert (thresholds.max_events, thresholds.max_age) == (7, timedelta(minutes=2))
+    assert LagThresholds.from_env({}) == LagThresholds()
+    with pytest.raises(ConfigurationError, match="BILLING_MAX_PROJECTOR_LAG_AGE_MINUTES"):
+        Settings.from_env({"BILLING_MAX_PROJECTOR_LAG_AGE_MINUTES": "soon"})
+    with pytest.raises(ConfigurationError, match="BILLING_MAX_PROJECTOR_LAG"):
+        Settings.from_env({"BILLING_MAX_PROJECTOR_LAG": "-1"})
