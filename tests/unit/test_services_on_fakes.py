@@ -49,6 +49,7 @@ from billing_domain.ports import (
     ShadowTables,
 )
 from billing_domain.services.point_in_time import balances_as_of
+from billing_domain.services.projector_lag import LagThresholds, lag_verdict, measure_lag
 from billing_domain.services.rebuild import RebuildSelection, rebuild
 from billing_domain.services.reconcile import ReconcileOptions, replay_all
 from billing_domain.services.run_reconciliation import (
@@ -324,6 +325,42 @@ def test_a_shadow_rebuild_swaps_in_the_repaired_rows(faulty: World) -> None:
     assert result.written == {"account": 1, "transaction": 0} and result.remaining == []
     assert faulty.projections.read_accounts(["acc-b"])["acc-b"].balance_minor == 2_500
     assert [o["outcome"] for o in faulty.recon.audit_operations()] == ["applied"]
+
+
+# --- the live projector's lag ---------------------------------------------------------------------------------
+def caught_up_but(w: World, account_id: str) -> dict[tuple[str, int], int]:
+    """Offsets of a projector group that has read everything but `account_id`'s events (on its partition)."""
+    ends = {tp: e.end for tp, e in w.log.exact_ends(w.log.all_partitions()).items()}
+    [(tp, first)] = [((t, p), min(r.offset() for r in w.log.records((t, p)) if r.key() == account_id.encode()))
+                     for t, p in ends if any(r.key() == account_id.encode() for r in w.log.records((t, p)))]
+    return ends | {tp: first}
+
+
+def test_a_missing_row_is_lagging_while_the_projector_has_not_read_its_events(faulty: World) -> None:
+    faulty.projections.delete("account", ["acc-b"])
+    faulty.log.commit("projector", caught_up_but(faulty, "acc-b"))
+    options = ReconcileOptions(clock=lambda: NOW, projector_group="projector")
+    behind = run_reconciliation(faulty.stores, ReconciliationRequest("q-1", "test", record=False), options)
+    assert {f.kind for f in behind.report.findings if f.entity_id == "acc-b"} == {Kind.LAGGING}
+    faulty.log.commit("projector", {tp: e.end for tp, e in faulty.log.exact_ends(faulty.log.all_partitions()).items()})
+    read = run_reconciliation(faulty.stores, ReconciliationRequest("q-2", "test", record=False), options)
+    assert {f.kind for f in read.report.findings if f.entity_id == "acc-b"} == {Kind.MISSING_PROJECTION}
+
+
+def test_the_lag_counts_what_the_group_has_not_read_and_how_long_the_oldest_waited(faulty: World) -> None:
+    offsets = caught_up_but(faulty, "acc-b")
+    faulty.log.commit("projector", offsets)
+    lag = measure_lag(faulty.log, "projector", now=NOW)
+    ends = {tp: e.end for tp, e in faulty.log.exact_ends(faulty.log.all_partitions()).items()}
+    [(tp, first)] = [(tp, o) for tp, o in offsets.items() if o < ends[tp]]
+    assert lag.total == ends[tp] - first  # acc-b's events and whatever follows them on their partition
+    opened = next(e for e in faulty.events if e.aggregate_id == "acc-b")
+    assert lag.oldest_unapplied_at == opened.occurred_at and lag.oldest_unapplied_age == NOW - opened.occurred_at
+    assert not lag_verdict(lag, LagThresholds(max_events=1, max_age=timedelta(days=2))).passed
+    assert not lag_verdict(lag, LagThresholds(max_events=10, max_age=timedelta(hours=1))).passed
+    assert lag_verdict(lag, LagThresholds(max_events=10, max_age=timedelta(days=2))).passed
+    never = measure_lag(faulty.log, "a-group-that-never-committed", now=NOW)
+    assert never.total == len(faulty.events)  # it would start at each partition's oldest record
 
 
 # --- saga recovery and point in time -------------------------------------------------------------------------
