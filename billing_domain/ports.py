@@ -11,7 +11,7 @@ here (and re-export the old names).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +25,7 @@ from billing_domain.core.findings import Finding, ReconciliationReport
 from billing_domain.core.lifecycle import Key, LifecycleRow, RunLifecycle
 from billing_domain.core.operators import Operator
 from billing_domain.core.records import LogPosition, LogRecord, Topics
+from billing_domain.core.topic_config import TopicConfig
 from billing_domain.core.transactions import TransactionState
 
 __all__ = [
@@ -92,8 +93,13 @@ class EventLog(Protocol):
         """Every (topic, partition) of `topics` (default: both event topics)."""
         ...
 
-    def append(self, events: Iterable[Event]) -> int:
-        """Append and return once every event is confirmed; raises `EventStoreError` otherwise."""
+    def append(self, events: Iterable[Event], *, partitions: Mapping[tuple[str, str], int] | None = None) -> int:
+        """Append and return once every event is confirmed; raises `EventStoreError` otherwise.
+
+        `partitions` names the partition a stream ((aggregate type, id)) is on, as read from the log: its
+        events go there, whichever partitioner placed the stream (the engine's client may hash keys otherwise
+        than this one: kafkajs's murmur2 against librdkafka's CRC32). Other streams go where this log's
+        producer puts their key."""
         ...
 
     def read_cut(self, start: dict[TopicPartitionKey, int] | None = None,
@@ -139,6 +145,11 @@ class EventLog(Protocol):
 
     def reopener(self) -> Callable[[], EventLog]:
         """A picklable way to open this log again in another process (the parallel replay's workers)."""
+        ...
+
+    def topic_configs(self) -> dict[str, TopicConfig]:
+        """Each event topic's settings that decide whether it keeps every event (`topic_config.LOSSY_SETTINGS`),
+        as the broker describes them; a broker that describes none gives settings None (unknown), never an error."""
         ...
 
 

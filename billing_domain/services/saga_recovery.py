@@ -346,12 +346,16 @@ def _events(actions: Sequence[SagaAction]) -> dict[tuple[str, int], Event]:
 
 def _append(event_store: EventLog, actions: Sequence[SagaAction], events: dict[tuple[str, int], Event]
             ) -> int:
-    """Refunds first, confirmed, then the saga events: a saga is never compensated before its refund exists."""
+    """Refunds first, confirmed, then the saga events: a saga is never compensated before its refund exists.
+
+    Each event goes to the partition its stream was read on (the plan's marks), not where our producer's
+    partitioner would put the key: the engine's client may hash keys otherwise (kafkajs: murmur2)."""
     refunds = [e for e in events.values() if e.aggregate_type == "account"]
     sagas = [e for e in events.values() if e.aggregate_type == "transaction"]
-    appended = event_store.append(refunds) if refunds else 0
+    placed = {(m.aggregate_type, m.aggregate_id): m.partition for a in actions for m in a.marks}
+    appended = event_store.append(refunds, partitions=placed) if refunds else 0
     reached("saga.refunds_appended")
-    appended += event_store.append(sagas) if sagas else 0
+    appended += event_store.append(sagas, partitions=placed) if sagas else 0
     reached("saga.sagas_appended")
     for action in actions:
         action.outcome = "appended"

@@ -30,7 +30,7 @@ import json
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -166,10 +166,12 @@ class InMemoryEventLog:
         return [(t, p) for t in (topics or self.topics.all()) for p in self.partitions_of(t)]
 
     # --- appends --------------------------------------------------------------------------------------------
-    def append(self, events: Iterable[Event]) -> int:
+    def append(self, events: Iterable[Event], *, partitions: Mapping[tuple[str, str], int] | None = None) -> int:
+        placed = partitions or {}
         count = 0
         for event in events:
-            self._put(self.topic_for(event.aggregate_type), event.aggregate_id.encode(), encode_event(event), None)
+            self._put(self.topic_for(event.aggregate_type), event.aggregate_id.encode(), encode_event(event), None,
+                      placed.get((event.aggregate_type, event.aggregate_id)))
             count += 1
         return count
 
@@ -185,8 +187,10 @@ class InMemoryEventLog:
         """Append one record with this broker timestamp (a producer may stamp its own CreateTime)."""
         return self._put(topic, key, value, timestamp_ms)
 
-    def _put(self, topic: str, key: bytes | None, value: bytes | None, timestamp_ms: int | None) -> StoredRecord:
-        tp = (topic, partition_for(key, len(self.partitions_of(topic)), self._keyless))
+    def _put(self, topic: str, key: bytes | None, value: bytes | None, timestamp_ms: int | None,
+             partition: int | None = None) -> StoredRecord:
+        tp = (topic, partition_for(key, len(self.partitions_of(topic)), self._keyless) if partition is None
+              else partition)
         log = self._logs[tp]
         record = StoredRecord(topic, tp[1], self._end(tp), key, value,
                               self.clock_ms() if timestamp_ms is None else timestamp_ms)

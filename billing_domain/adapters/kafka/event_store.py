@@ -11,7 +11,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,7 @@ class RawRecord:
     topic: str
     key: bytes | None
     value: bytes | None
+    partition: int | None = None  # None: where the producer's partitioner puts the key
 
 
 class KafkaEventStore:
@@ -157,13 +158,15 @@ class KafkaEventStore:
                 time.sleep(0.1)
 
     # --- appends ------------------------------------------------------------------------------------
-    def append(self, events: Iterable[Event]) -> int:
+    def append(self, events: Iterable[Event], *, partitions: Mapping[tuple[str, str], int] | None = None) -> int:
         """Append events with the idempotent producer; returns once every one is confirmed.
 
-        Raises `EventStoreError` if any delivery failed.
+        A stream named in `partitions` gets its events on that partition (see the port); the rest go where
+        librdkafka's default partitioner puts their key. Raises `EventStoreError` if any delivery failed.
         """
-        return self.append_raw(RawRecord(self.topic_for(e.aggregate_type), e.aggregate_id.encode(),
-                                         encode_event(e)) for e in events)
+        placed = partitions or {}
+        return self.append_raw(RawRecord(self.topic_for(e.aggregate_type), e.aggregate_id.encode(), encode_event(e),
+                                         placed.get((e.aggregate_type, e.aggregate_id))) for e in events)
 
     def append_raw(self, records: Iterable[RawRecord]) -> int:
         producer = self._get_producer()
@@ -177,7 +180,11 @@ class KafkaEventStore:
         for record in records:
             while True:
                 try:
-                    producer.produce(record.topic, key=record.key, value=record.value, on_delivery=on_delivery)
+                    if record.partition is None:
+                        producer.produce(record.topic, key=record.key, value=record.value, on_delivery=on_delivery)
+                    else:
+                        producer.produce(record.topic, key=record.key, value=record.value,
+                                         partition=record.partition, on_delivery=on_delivery)
                     break
                 except BufferError:
                     producer.poll(0.05)  # local queue full: let deliveries drain
