@@ -25,7 +25,6 @@ from billing_domain.core.findings import Finding, ReconciliationReport
 from billing_domain.core.lifecycle import Key, LifecycleRow, RunLifecycle
 from billing_domain.core.operators import Operator
 from billing_domain.core.records import LogPosition, LogRecord, Topics
-from billing_domain.core.topic_config import TopicConfig
 from billing_domain.core.transactions import TransactionState
 
 __all__ = [
@@ -145,11 +144,6 @@ class EventLog(Protocol):
 
     def reopener(self) -> Callable[[], EventLog]:
         """A picklable way to open this log again in another process (the parallel replay's workers)."""
-        ...
-
-    def topic_configs(self) -> dict[str, TopicConfig]:
-        """Each event topic's settings that decide whether it keeps every event (`topic_config.LOSSY_SETTINGS`),
-        as the broker describes them; a broker that describes none gives settings None (unknown), never an error."""
         ...
 
 
