@@ -73,15 +73,55 @@ def projection_store(engine: Engine) -> ProjectionStore:
     return store
 
 
-@pytest.fixture
-def topics() -> Topics:
-    """Topic names of this test alone, so tests never see each other's events."""
-    return Topics.with_prefix(f"t{uuid.uuid4().hex[:10]}.")
+class _StoresMadeAhead:
+    """Each test's event store, made while the test before it ran.
+
+    An idempotent producer's first append waits for its producer id, which librdkafka fetches on a timer
+    from the producer's creation: a store made just before its first append waited half a second there,
+    once per test (70 s of a run). The store here is this test's own, with this test's own topics and
+    producer; only the moment its producer was created moved, to a test earlier.
+    """
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self._next = self._make()
+
+    def _make(self) -> KafkaEventStore:
+        store = KafkaEventStore(self.bootstrap_servers, Topics.with_prefix(f"t{uuid.uuid4().hex[:10]}."),
+                                partitions=3)
+        store.append([])  # creates the producer now, which then fetches its id in the background
+        return store
+
+    def take(self) -> KafkaEventStore:
+        store, self._next = self._next, self._make()
+        return store
+
+    def close(self) -> None:
+        self._next.close()
+
+
+@pytest.fixture(scope="session")
+def _stores_made_ahead(servers: Servers) -> Iterator[_StoresMadeAhead]:
+    stores = _StoresMadeAhead(servers.bootstrap_servers)
+    yield stores
+    stores.close()
 
 
 @pytest.fixture
-def event_store(servers: Servers, topics: Topics) -> Iterator[KafkaEventStore]:
-    store = KafkaEventStore(servers.bootstrap_servers, topics, partitions=3)
-    store.ensure_topics()
+def _this_tests_store(_stores_made_ahead: _StoresMadeAhead) -> Iterator[KafkaEventStore]:
+    store = _stores_made_ahead.take()
     yield store
     store.close()
+
+
+@pytest.fixture
+def topics(_this_tests_store: KafkaEventStore) -> Topics:
+    """Topic names of this test alone, so tests never see each other's events."""
+    return _this_tests_store.topics
+
+
+@pytest.fixture
+def event_store(_this_tests_store: KafkaEventStore) -> KafkaEventStore:
+    """This test's event store on the real broker: its own topics, three partitions each, created now."""
+    _this_tests_store.ensure_topics()
+    return _this_tests_store
