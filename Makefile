@@ -14,8 +14,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/python -m billing_pipelines.demo
+# The demo's runs go to the Dagster instance `make ui` opens, so the UI shows them, their reports and plots.
+DAGSTER_HOME_DIR := $(CURDIR)/.dagster_home
+
+$(DAGSTER_HOME_DIR)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME_DIR) && cp dagster.yaml $@
+
+demo: $(STAMP) $(DAGSTER_HOME_DIR)/dagster.yaml
+	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(BIN)/python -m billing_pipelines.demo
 
 test: $(STAMP)
 	$(BIN)/ruff check billing_domain billing_cli billing_pipelines billing_api billing_sandbox benchmarks tests
@@ -23,9 +29,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 # The Dagster UI (webserver + daemon: schedules and sensors run) on the same embedded stack as the demo.
-ui: $(STAMP)
-	mkdir -p .dagster_home && cp dagster.yaml .dagster_home/dagster.yaml
-	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+ui: $(STAMP) $(DAGSTER_HOME_DIR)/dagster.yaml
+	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:
 	rm -rf $(VENV) .billing-stack .dagster_home

@@ -1,12 +1,20 @@
-"""The FastAPI application: the admin routes, bearer auth, the audit trail, one error shape, Swagger at /api-docs."""
+"""The FastAPI application: the admin routes, bearer auth, the audit trail, one error shape, Swagger at /api-docs.
+
+Swagger UI's script, stylesheet and favicon come from the pinned `fastapi-offline` wheel and are served under
+/api-docs/assets, so the docs page works on a closed network (no CDN, no validator badge, no remote favicon).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.resources import files
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from billing_api.audit import ApiAuditStore, install_audit
 from billing_api.auth import install_auth_gate
@@ -18,6 +26,9 @@ from billing_api.settings import ApiSettings
 from billing_domain.bootstrap import Services, open_services
 
 log = logging.getLogger(__name__)
+DOCS_URL = "/api-docs"
+DOCS_ASSETS_URL = f"{DOCS_URL}/assets"
+SWAGGER_UI_ASSETS = files("fastapi_offline") / "static"  # swagger-ui-bundle.js, swagger-ui.css, favicon.png
 DESCRIPTION = """
 The original billing engine's admin endpoints, served by the reconciliation pipeline.
 
@@ -47,7 +58,7 @@ def create_app(settings: ApiSettings | None = None, services: Services | None = 
                 opened.close()
 
     app = FastAPI(title="Billing reconciliation admin API", version="1.0.0", description=DESCRIPTION,
-                  docs_url="/api-docs", openapi_url="/api-docs/openapi.json", redoc_url=None, lifespan=lifespan)
+                  docs_url=None, openapi_url=f"{DOCS_URL}/openapi.json", redoc_url=None, lifespan=lifespan)
     app.state.api_settings = settings
     app.state.dagster = DagsterClient(settings.dagster_graphql_url, location=settings.dagster_location,
                                       timeout_s=settings.dagster_timeout_s)
@@ -60,7 +71,23 @@ def create_app(settings: ApiSettings | None = None, services: Services | None = 
     install_audit(app, lambda: app.state.audit)  # added last: outermost, so it sees the gate's refusals too
     app.include_router(reads)
     app.include_router(writes)
+    _install_docs(app)
     return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI at /api-docs from the package's own copy of its assets."""
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=str(SWAGGER_UI_ASSETS)), name="api-docs-assets")
+
+    @app.get(DOCS_URL, include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None})  # the default badge asks a remote validator
 
 
 def _attach(app: FastAPI, services: Services) -> None:

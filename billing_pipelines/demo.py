@@ -3,13 +3,19 @@
 Uses the configured servers, or the embedded stack when none are configured. Re-runnable: when the
 topics already hold events, the demo writes to fresh topics (`demo-<timestamp>.` prefix) and empties
 the `billing` projection tables first, so the findings are those of this simulation alone.
+
+The runs land in the Dagster instance that `make ui` opens: DAGSTER_HOME when it is set (`make demo` sets it to
+`.dagster_home`, as `make ui` does), else `./.dagster_home`, created with the repository's dagster.yaml. So the
+UI shows the demo's runs, the reports on the asset pages and their plots right after the demo.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -29,6 +35,8 @@ from billing_pipelines.resources import EventStoreResource, ProjectionsResource,
 from billing_sandbox.simulate import Manifest, SimulationConfig, simulate
 
 console = Console()
+DEFAULT_DAGSTER_HOME = ".dagster_home"  # the folder `make ui` opens, beside the Makefile
+DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"  # the repository's local instance settings
 WHY_IT_REMAINS = {
     Kind.STREAM_CORRUPT: "the events themselves are broken (gap, clash, poison): fix the log, a rebuild would lie",
     Kind.INVARIANT_VIOLATION: "the events break an account rule: a business decision, not a projection bug",
@@ -69,18 +77,30 @@ def main() -> None:
                                            recon_database_url=settings.recon_database_url),
     }
     defs = build_defs(resources)
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    home = dagster_home()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        first = _run(defs, instance, DAILY_RECONCILIATION_JOB)
+        found = recon.findings(first)
+        _show_first(first, found, manifest)
 
-    first = _run(defs, instance, DAILY_RECONCILIATION_JOB)
-    found = recon.findings(first)
-    _show_first(first, found, manifest)
+        for job, entity in ((REBUILD_ACCOUNTS_JOB, "account"), (REBUILD_TRANSACTIONS_JOB, "transaction")):
+            _run(defs, instance, job, {"ops": {f"rebuild_{entity}_projections": {"config": {
+                "reason": "demo", "dry_run": False, "actor": "demo"}}}}, show_rebuild=True)
 
-    for job, entity in ((REBUILD_ACCOUNTS_JOB, "account"), (REBUILD_TRANSACTIONS_JOB, "transaction")):
-        _run(defs, instance, job, {"ops": {f"rebuild_{entity}_projections": {"config": {
-            "reason": "demo", "dry_run": False, "actor": "demo"}}}}, show_rebuild=True)
+        second = _run(defs, instance, DAILY_RECONCILIATION_JOB)
+        _show_second(second, recon.findings(second))
+    console.print(f"The runs are in the Dagster instance at {home}: [bold]make ui[/bold], then "
+                  "http://127.0.0.1:3000/runs (and Assets > account_reconciliation_report for the report).")
 
-    second = _run(defs, instance, DAILY_RECONCILIATION_JOB)
-    _show_second(second, recon.findings(second))
+
+def dagster_home() -> Path:
+    """The Dagster instance the demo records its runs in, the one `make ui` opens: DAGSTER_HOME, else
+    ./.dagster_home. Given the repository's dagster.yaml when it has none (as `make ui` copies it)."""
+    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists() and DAGSTER_YAML.exists():
+        shutil.copy(DAGSTER_YAML, home / "dagster.yaml")
+    return home
 
 
 def _refuse_servers_of_yours(settings: Settings) -> None:

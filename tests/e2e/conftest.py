@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,15 +29,8 @@ import dagster as dg
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
-from support.dagster_servers import (
-    DagsterProcess,
-    dagster_command,
-    free_port,
-    wait_for_webserver,
-    webserver_command,
-    write_workspace,
-)
-from ui_support import LOCATION, REPO, Page, Ui, graphql
+from support.dagster_servers import DagsterProcess, dagster_command, free_port, webserver_command, write_workspace
+from ui_support import LOCATION, REPO, Page, Ui, wait_until_loaded
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore
 from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
@@ -47,9 +39,13 @@ from billing_sandbox.simulate import Manifest, SimulationConfig, simulate
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-# The network is closed: no first-run, sync, component or QUIC traffic that would stall the browser.
+# The network is closed, as on an operator's: no first-run, sync, component or QUIC traffic that would stall the
+# browser, and every request but loopback's goes to a proxy nothing listens on (port 9, discard), so it fails at
+# once. Loopback bypasses the proxy: the pages under test are served on 127.0.0.1.
+CLOSED_NETWORK_PROXY = "http://127.0.0.1:9"
 CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--proxy-server={CLOSED_NETWORK_PROXY}", "--proxy-bypass-list=127.0.0.1;localhost",
                 "--window-size=1600,1000")
 
 
@@ -106,25 +102,6 @@ def _seed(bootstrap_servers: str, database_url: str, topics: Topics) -> Manifest
         engine.dispose()
 
 
-LOCATION_STATUS = """{ workspaceOrError { ... on Workspace { locationEntries {
-  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-
-
-def _wait_until_up(url: str, processes: list[DagsterProcess]) -> None:
-    deadline = time.monotonic() + 120
-    wait_for_webserver(url, processes, deadline)
-    # The webserver answers before its code location is loaded: wait for the location too.
-    while time.monotonic() < deadline:
-        data = graphql(url, LOCATION_STATUS)
-        entry = next((e for e in data["workspaceOrError"].get("locationEntries", []) if e["name"] == LOCATION), None)
-        if entry and entry["loadStatus"] == "LOADED":
-            error = entry["locationOrLoadError"] or {}
-            assert error.get("__typename") != "PythonError", f"{LOCATION} failed to load: {error.get('message')}"
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"code location {LOCATION} did not load: {processes[0].log_tail()}")
-
-
 @pytest.fixture(scope="session")
 def ui(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
     root = tmp_path_factory.mktemp("e2e")
@@ -157,7 +134,7 @@ def ui(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
                        log=root / "daemon.log", cwd=root, own_session=True),
     ]
     try:
-        _wait_until_up(url, processes)
+        wait_until_loaded(url, processes)
         yield Ui(url, database_url, topics, manifest, home)
     finally:
         for process in processes:
@@ -191,9 +168,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture
-def page(request: pytest.FixtureRequest, driver: Any, ui: Ui, tmp_path: Path) -> Iterator[Page]:
-    """The shared browser for one test; on failure its screenshot and HTML go to the test's tmp dir."""
-    yield Page(driver, ui.url)
+def page(keep_failure: None, driver: Any, ui: Ui) -> Page:
+    """The shared browser for one test, on the session's webserver."""
+    return Page(driver, ui.url)
+
+
+@pytest.fixture
+def keep_failure(request: pytest.FixtureRequest, driver: Any, tmp_path: Path) -> Iterator[None]:
+    """On a test's failure, the shared browser's screenshot and HTML go to the test's tmp dir."""
+    yield
     report = getattr(request.node, "report_call", None)
     if report is not None and report.failed:
         shot = tmp_path / "failure.png"

@@ -9,10 +9,12 @@ import shutil
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from support.dagster_servers import DagsterProcess, wait_for_webserver
 
 from billing_domain.config import Topics
 from billing_sandbox.simulate import Manifest
@@ -43,6 +45,25 @@ def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> di
         raise AssertionError(f"GraphQL {exc.code}: {exc.read().decode()[:2000]}") from exc
     assert "errors" not in body, body
     return body["data"]
+
+
+LOCATION_STATUS = """{ workspaceOrError { ... on Workspace { locationEntries {
+  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+
+
+def wait_until_loaded(url: str, processes: Sequence[DagsterProcess], timeout: float = 120) -> None:
+    """Until the webserver answers and has loaded the code location (it answers before it has)."""
+    deadline = time.monotonic() + timeout
+    wait_for_webserver(url, processes, deadline)
+    while time.monotonic() < deadline:
+        data = graphql(url, LOCATION_STATUS)
+        entry = next((e for e in data["workspaceOrError"].get("locationEntries", []) if e["name"] == LOCATION), None)
+        if entry and entry["loadStatus"] == "LOADED":
+            error = entry["locationOrLoadError"] or {}
+            assert error.get("__typename") != "PythonError", f"{LOCATION} failed to load: {error.get('message')}"
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"code location {LOCATION} did not load: {processes[0].log_tail()}")
 
 
 class Page:
