@@ -14,7 +14,15 @@ from pydantic import Field
 from billing_domain.core.exceptions import ConcurrentOperationError, ConfigurationError
 from billing_domain.core.operators import from_dagster_run
 from billing_domain.core.row_diff import changed_columns
-from billing_domain.services.rebuild import RebuildResult, RebuildSelection, rebuild, validate_rebuild_request
+from billing_domain.services.rebuild import (
+    WRITING,
+    RebuildResult,
+    RebuildSelection,
+    action_label,
+    describe,
+    rebuild,
+    validate_rebuild_request,
+)
 from billing_pipelines.assets import ALL_RECONCILIATION_KEYS
 from billing_pipelines.constants import (
     DAILY_RECONCILIATION_JOB,
@@ -93,8 +101,8 @@ def make_rebuild_job(entity_type: Literal["account", "transaction"], name: str) 
                              allow_retries=False) from exc
         except ConcurrentOperationError as exc:  # a refusal (audited), not a crash: say so, no traceback
             raise dg.Failure(description=f"Refused, nothing was written: {exc}", allow_retries=False) from exc
-        context.log.info(f"{'dry run' if result.dry_run else 'rebuild'} of {entity_type}s: {result.counts()}, "
-                         f"{result.written} row(s) written, audit #{result.audit_id}")
+        context.log.info(f"{'dry run' if result.dry_run else 'rebuild'} of {entity_type}s: {result.summary()}; "
+                         f"{result.written:,} row(s) written, audit #{result.audit_id}")
         return dg.Output(None, metadata=rebuild_metadata(result))
 
     # In-process: the run worker is the process that holds the rebuild's connection and advisory lock. If it
@@ -127,7 +135,9 @@ def rebuild_metadata(result: RebuildResult) -> dict[str, Any]:
         "dry_run": dg.MetadataValue.bool(result.dry_run),
         "written": dg.MetadataValue.int(result.written),
         "audit_id": dg.MetadataValue.int(result.audit_id or 0),
-        "refused": dg.MetadataValue.int(len(result.refused)),
+        "summary": dg.MetadataValue.text(result.summary()),
+        "refused": dg.MetadataValue.int(len(result.refused)),  # a corrupt stream or a broken rule
+        "kept_orphans": dg.MetadataValue.int(len(result.kept)),  # counted apart: not refusals
         "still_wrong_after_rebuild": dg.MetadataValue.int(len(still)),
         "verification": dg.MetadataValue.text(
             "dry run: nothing written, nothing to verify" if result.dry_run
@@ -143,15 +153,25 @@ def changes_markdown(result: RebuildResult) -> str:
     shown = [c for c in result.changes if c.action != "unchanged"]
     if not shown:
         return "Nothing to change."
-    rows = ["| entity | action | before | after | outcome |", "| --- | --- | --- | --- | --- |"]
+    rows = ["| entity | action | before | after | outcome and why |", "| --- | --- | --- | --- | --- |"]
     for change in shown[:MAX_TABLE_ROWS]:
-        before, after = (("row", "kept") if change.action in ("refused", "kept_orphan")
-                         else _diff(change.before, change.after))
-        rows.append(f"| `{change.entity_id}` | {change.action} | {before} | {after} | "
-                     f"{result.outcome.get(change.entity_id, change.reason)} |")
+        if change.action in ("refused", "kept_orphan"):  # the row is left as it is, whatever it holds
+            before, after = ("row" if change.before is not None else "(no row)", "left as it is")
+        else:
+            before, after = _diff(change.before, change.after)
+        outcome = result.outcome_of(change)
+        if not result.dry_run and change.action in WRITING:  # what it was verified to be
+            outcome = f"{describe(change.action, change.reason, dry_run=False)} -> {outcome}"
+        rows.append(f"| `{change.entity_id}` | {action_label(change.action, dry_run=result.dry_run)} | {before} | "
+                    f"{after} | {_cell(outcome)} |")
     if len(shown) > MAX_TABLE_ROWS:
         rows.append(f"| … | {len(shown) - MAX_TABLE_ROWS} more | | | |")
     return "\n".join(rows)
+
+
+def _cell(text: str) -> str:
+    """Text inside a Markdown table cell: a `|` would end the cell, a newline the row."""
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def _diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> tuple[str, str]:

@@ -81,6 +81,49 @@ class EntityChange:
                 "reason": self.reason}
 
 
+# --- the words: one wording of every action, its reason and the counts, for the CLI, the Dagster UI, the
+# API and the audit (an outcome reads "would be refused: the event stream is corrupt", never "would refused").
+_ACTION_WORDS: dict[str, tuple[str, str]] = {  # action: (in a dry run, in a rebuild)
+    "insert": ("would be inserted", "inserted"),
+    "update": ("would be updated", "updated"),
+    "reset_ahead": ("would be reset to the log's version", "reset to the log's version"),
+    "delete": ("would be deleted", "deleted"),
+    "unchanged": ("would stay unchanged", "unchanged"),
+    "refused": ("would be refused", "refused"),
+    "kept_orphan": ("would be kept", "kept"),
+}
+_ACTION_LABELS: dict[str, tuple[str, str]] = {  # action: (counted in a dry run, counted in a rebuild)
+    "insert": ("to insert", "inserted"),
+    "update": ("to update", "updated"),
+    "reset_ahead": ("to reset (ahead of the log)", "reset (ahead of the log)"),
+    "delete": ("to delete", "deleted"),
+    "refused": ("refused", "refused"),
+    "kept_orphan": ("kept (orphan)", "kept (orphan)"),
+    "unchanged": ("unchanged", "unchanged"),
+}
+
+
+def describe(action: str, reason: str = "", *, dry_run: bool) -> str:
+    """An entity's action and why, in words: `would be refused: the event stream is corrupt` in a dry run,
+    `refused: the event stream is corrupt` in a rebuild (an unknown action is shown as it is)."""
+    dry, done = _ACTION_WORDS.get(action, (f"would {action}", action))
+    words = dry if dry_run else done
+    return f"{words}: {reason}" if reason else words
+
+
+def action_label(action: str, *, dry_run: bool) -> str:
+    """The action as a table column or a count names it: `to update`, `refused`, `kept (orphan)`."""
+    dry, done = _ACTION_LABELS.get(action, (action, action))
+    return dry if dry_run else done
+
+
+def counts_text(counts: dict[str, int], *, dry_run: bool) -> str:
+    """`1 to update, 1 refused, 1 kept (orphan), 3 unchanged`: each action counted once, refusals and kept
+    orphans apart, in the order a person reads them (writes first); `nothing` when there is no entity."""
+    order = [a for a in _ACTION_LABELS if counts.get(a)] + sorted(a for a in counts if a not in _ACTION_LABELS)
+    return ", ".join(f"{counts[a]:,} {action_label(a, dry_run=dry_run)}" for a in order) or "nothing"
+
+
 @dataclass(slots=True)
 class RebuildResult:
     entity_type: EntityType
@@ -95,7 +138,13 @@ class RebuildResult:
 
     @property
     def refused(self) -> dict[str, str]:
-        return {c.entity_id: c.reason for c in self.changes if c.action in ("refused", "kept_orphan")}
+        """The refused entities (a corrupt stream, a broken rule), each with why."""
+        return {c.entity_id: c.reason for c in self.changes if c.action == "refused"}
+
+    @property
+    def kept(self) -> dict[str, str]:
+        """The orphan rows kept (delete_orphans off), each with why: counted apart from the refusals."""
+        return {c.entity_id: c.reason for c in self.changes if c.action == "kept_orphan"}
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -103,11 +152,20 @@ class RebuildResult:
             counts[change.action] = counts.get(change.action, 0) + 1
         return counts
 
+    def summary(self) -> str:
+        """The counts in words (`counts_text`)."""
+        return counts_text(self.counts(), dry_run=self.dry_run)
+
+    def outcome_of(self, change: EntityChange) -> str:
+        """What became of an entity (a dry run: what would), in words, with why."""
+        return self.outcome.get(change.entity_id) or describe(change.action, change.reason, dry_run=self.dry_run)
+
     def to_json(self) -> dict[str, Any]:
         return {"entity_type": self.entity_type, "dry_run": self.dry_run, "run_id": self.run_id,
-                "counts": self.counts(), "written": self.written, "outcome": self.outcome,
+                "counts": self.counts(), "summary": self.summary(), "written": self.written,
+                "outcome": self.outcome, "refused": self.refused, "kept": self.kept,
                 "audit_id": self.audit_id, "completion_id": self.completion_id,
-                "changes": [c.to_json() for c in self.changes],
+                "changes": [c.to_json() | {"outcome": self.outcome_of(c)} for c in self.changes],
                 "verification_findings": self.verification_findings}
 
 
@@ -187,7 +245,7 @@ def _rebuild(event_store: EventLog, projections: ProjectionStore, recon_store: R
                            changes=plan_changes(outcome, entity_type, request.delete_orphans))
     reached("rebuild.planned")
     if request.dry_run or not any(c.action in WRITING for c in result.changes):
-        result.outcome = {c.entity_id: f"would {c.action}" if request.dry_run else c.action for c in result.changes}
+        result.outcome = {c.entity_id: describe(c.action, c.reason, dry_run=request.dry_run) for c in result.changes}
         result.audit_id = recon_store.write_audit(_audit(result, request, outcome, "dry_run" if request.dry_run
                                                          else "nothing_to_do"))
         return result
@@ -243,15 +301,17 @@ def plan_changes(outcome: ReplayOutcome, entity_type: str, delete_orphans: bool)
     corrupt = {entity_id for (kind, entity_id) in replay.corrupt if kind == entity_type}
     for entity_id in sorted(set(rows) | set(aggregates) | corrupt):
         row, aggregate = rows.get(entity_id), aggregates.get(entity_id)
+        # Each reason says why, not what (`describe` puts the action in front of it).
         if entity_id in corrupt:
-            changes.append(EntityChange(entity_id, "refused", row, None, "refused: the event stream is corrupt"))
+            changes.append(EntityChange(entity_id, "refused", row, None, "the event stream is corrupt"))
         elif aggregate is not None and aggregate.violations:
             changes.append(EntityChange(entity_id, "refused", row, None,
-                                        f"refused: the events break a rule ({aggregate.violations[0]})"))
+                                        f"the events break a rule ({aggregate.violations[0]})"))
         elif aggregate is None or aggregate.version == 0:
             action: Action = "delete" if delete_orphans else "kept_orphan"
             changes.append(EntityChange(entity_id, action, row, None,
-                                        "" if delete_orphans else "orphan kept: pass delete_orphans to remove it"))
+                                        "an orphan row (no events)" if delete_orphans
+                                        else "an orphan row (no events); delete_orphans removes it"))
         elif _in_flight(outcome, entity_type, entity_id, row):
             changes.append(EntityChange(entity_id, "unchanged", row, aggregate.state(),
                                         "left to the live projector: its events are inside the lag window and "
@@ -323,7 +383,7 @@ def _verify(event_store: EventLog, projections: ProjectionStore, result: Rebuild
     moved: set[str] = set()
     for change in result.changes:
         if change.action in ("refused", "kept_orphan"):
-            result.outcome[change.entity_id] = change.reason
+            result.outcome[change.entity_id] = describe(change.action, change.reason, dry_run=False)
             continue
         row = rows.get(change.entity_id)
         if change.action == "delete":
@@ -386,8 +446,11 @@ def _audit(result: RebuildResult, request: _Request, outcome: ReplayOutcome | No
         entity_type=result.entity_type, entity_ids=[c.entity_id for c in result.changes], outcome=audit_outcome,
         run_id=result.run_id, cut=outcome.cut.to_json() if outcome is not None else None,
         before={c.entity_id: c.before for c in changed}, after={c.entity_id: c.after for c in changed},
-        details={"counts": result.counts(), "written": result.written, "outcome": result.outcome,
-                 "refused": result.refused, **({"error": error} if error else {})})
+        # The plan's counts in a plan's words ("1 to update"); its completion says what was done.
+        details={"counts": result.counts(), "summary": counts_text(result.counts(), dry_run=True),
+                 "written": result.written, "outcome": result.outcome, "refused": result.refused,
+                 "kept": result.kept, "actions": {c.entity_id: c.action for c in changed},
+                 **({"error": error} if error else {})})
 
 
 def _completion(result: RebuildResult, request: _Request, audit_outcome: str, error: str | None = None
@@ -397,5 +460,6 @@ def _completion(result: RebuildResult, request: _Request, audit_outcome: str, er
         operator=request.operator, reason=request.reason, operation=request.operation, dry_run=False,
         entity_type=result.entity_type, entity_ids=[c.entity_id for c in result.changes], outcome=audit_outcome,
         run_id=result.run_id, completes=result.audit_id,
-        details={"counts": result.counts(), "written": result.written, "outcome": result.outcome,
-                 "refused": result.refused, **({"error": error} if error else {})})
+        details={"counts": result.counts(), "summary": result.summary(), "written": result.written,
+                 "outcome": result.outcome, "refused": result.refused, "kept": result.kept,
+                 **({"error": error} if error else {})})

@@ -12,13 +12,14 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from support.builders import project, stuck_transfer_history
+from support.builders import EventFactory, project, stuck_transfer_history
 from support.slack_standin import SlackStandin
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore
 from billing_domain.adapters.postgres.projection_store import ProjectionStore
 from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.config import Topics
+from billing_domain.core.events import AccountCredited, AccountDebited, AccountOpened
 from billing_pipelines.definitions import build_defs
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource
 from billing_pipelines.sensors import auto_repair_sensor, reconciliation_findings_sensor, run_failure_slack_sensor
@@ -160,6 +161,36 @@ def test_rebuild_jobs_fix_what_the_latest_report_flagged(seeded: dict[str, Any])
     remaining = keys(seeded["recon"], second.run_id)
     assert remaining == {("account", "acc-zz", "orphan_projection"), ("transaction", "tx-2", "stuck")}
     assert first.run_id != second.run_id
+
+
+def test_a_dry_runs_metadata_and_table_say_why_each_entity_is_refused_or_kept_and_count_them_apart(
+        seeded: dict[str, Any], event_store: KafkaEventStore) -> None:
+    """acc-bad's own events overdraw it (refused), acc-zz is an orphan row (kept): two counts, two reasons."""
+    event = EventFactory()
+    bad = [event("acc-bad", 1, AccountOpened("owner-b", "EUR", 0, 1_000_000)),
+           event("acc-bad", 2, AccountCredited(10, None, "deposit"), 1),
+           event("acc-bad", 3, AccountDebited(50, None, "withdrawal"), 2)]
+    event_store.append(bad)
+    project(bad, seeded["projections"])
+    run_job(seeded, "daily_reconciliation")
+    result = run_job(seeded, "rebuild_accounts", rebuild_config("account", reason="look first", all=True))
+    output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
+    metadata = output.event_specific_data.metadata  # type: ignore[union-attr]
+    assert (metadata["refused"].value, metadata["kept_orphans"].value) == (1, 1)
+    assert (metadata["action/refused"].value, metadata["action/kept_orphan"].value) == (1, 1)
+    assert "1 refused, 1 kept (orphan)" in metadata["summary"].value, metadata["summary"].value
+    table = metadata["changes"].value
+    rows = {line.split("|")[1].strip(" `"): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in table.splitlines()[2:]}
+    assert rows["acc-bad"][0] == "refused" and rows["acc-bad"][3].startswith(
+        "would be refused: the events break a rule ("), rows["acc-bad"]
+    assert rows["acc-zz"] == ["kept (orphan)", "row", "left as it is",
+                              "would be kept: an orphan row (no events); delete_orphans removes it"]
+    assert rows["acc-a"][0] == "to update" and rows["acc-a"][3] == "would be updated"
+    # The counts agree with the table's rows.
+    assert sum(r[0] == "refused" for r in rows.values()) == metadata["refused"].value
+    assert sum(r[0] == "kept (orphan)" for r in rows.values()) == metadata["kept_orphans"].value
+    assert "would refused" not in table and "kept_orphan" not in table
 
 
 def _sensor_context(seeded: dict[str, Any], result: dg.ExecuteInProcessResult) -> dg.RunStatusSensorContext:

@@ -113,6 +113,39 @@ def test_an_account_whose_events_break_an_invariant_is_refused_and_its_row_left_
     assert "acc-bad" in world.final_audit(result.to_json())["details"]["refused"]
 
 
+# --- every refused or kept entity says why, in words, in the CLI's text and in the audit ----------------------
+def test_the_cli_text_of_a_dry_run_says_why_each_entity_is_refused_or_kept(world: World) -> None:
+    result = CliRunner().invoke(app, ["rebuild", "accounts", "--all", "--dry-run", "--reason", "look first"],
+                                env=_cli_env(world))
+    assert result.exit_code == 1, result.output  # a refusal (and a kept orphan) is a finding, not an error
+    lines = result.stdout.splitlines()
+    assert "1 to update, 1 to reset (ahead of the log), 1 refused, 1 kept (orphan)" in lines[0], lines[0]
+    assert "nothing written" in lines[0] and "{" not in lines[0]  # words, not a dict's repr
+    assert "  acc-bad: would be refused: the events break a rule (" in result.stdout, result.stdout
+    assert ("  acc-orphan: would be kept: an orphan row (no events); delete_orphans removes it"
+            in lines), result.stdout
+    assert "  acc-good: would be updated" in lines
+    assert "  acc-ahead: would be reset to the log's version: row claims v5, the log ends at v2" in lines
+    assert "would refused" not in result.stdout and "kept_orphan" not in result.stdout
+
+    [audit] = [r for r in world.recon.audit_records(1_000) if r["reason"] == "look first"]
+    details = audit["details"]
+    assert details["outcome"]["acc-bad"].startswith("would be refused: the events break a rule (")
+    assert set(details["refused"]) == {"acc-bad"} and set(details["kept"]) == {"acc-orphan"}
+    assert details["summary"] == "1 to update, 1 to reset (ahead of the log), 1 refused, 1 kept (orphan)"
+    assert details["actions"] == {"acc-ahead": "reset_ahead", "acc-bad": "refused", "acc-good": "update",
+                                  "acc-orphan": "kept_orphan"}
+
+
+def test_a_rebuild_in_text_says_what_each_entity_was_verified_to_be(world: World) -> None:
+    result = CliRunner().invoke(app, ["rebuild", "accounts", "--all", "--reason", "repair"], env=_cli_env(world))
+    assert result.exit_code == 1, result.output
+    assert "1 updated, 1 reset (ahead of the log), 1 refused, 1 kept (orphan); 2 row(s) written" in result.stdout
+    assert "  acc-good: updated -> fixed" in result.stdout.splitlines(), result.stdout
+    assert "  acc-bad: refused: the events break a rule (" in result.stdout
+    assert "  acc-orphan: kept: an orphan row (no events); delete_orphans removes it" in result.stdout
+
+
 # --- orphans: kept unless asked, then deleted, audited, the rest kept -------------------------------
 def _cli_env(world: World) -> dict[str, str]:
     return {"BILLING_KAFKA_BOOTSTRAP_SERVERS": world.store.bootstrap_servers,
@@ -132,7 +165,8 @@ def test_delete_orphans_deletes_only_the_orphan_and_audits_the_row_it_removed(wo
     orphan = world.rows()["acc-orphan"]
     kept = _cli_rebuild(world, "--reason", "first without")
     assert "acc-orphan" in world.rows(), "without --delete-orphans the orphan is kept"
-    assert kept["outcome"]["acc-orphan"].startswith("orphan kept")
+    assert kept["outcome"]["acc-orphan"] == "kept: an orphan row (no events); delete_orphans removes it"
+    assert "acc-orphan" in kept["kept"] and "acc-orphan" not in kept["refused"]  # counted apart
 
     others = {k: v for k, v in world.rows().items() if k != "acc-orphan"}
     deleted = _cli_rebuild(world, "--delete-orphans", "--reason", "drop orphans")
