@@ -2,7 +2,8 @@
 
 The measurement and the verdict are `billing_domain.services.projector_lag`; here they are described to Dagster
 (numbers per partition, so the UI plots them) and routed to Slack. The sensor alerts once when the
-lag crosses the thresholds and once when it is back within them (its cursor holds the last state).
+lag crosses the thresholds and once when it is back within them (its cursor holds the last state); a
+group with no committed offset (no projector runs, as on the demo stack) is said once, not every minute.
 """
 
 
@@ -20,13 +21,15 @@ from billing_domain.services.projector_lag import (
     lag_recovered_alert,
     lag_verdict,
     measure_lag,
+    no_projector_alert,
 )
+from billing_pipelines.alerting import post_alert
 from billing_pipelines.constants import RECONCILIATION_GROUP
 from billing_pipelines.resources import EventStoreResource, SlackResource
 
 PROJECTOR_LAG = dg.AssetKey("projector_lag")
 CHECK_NAME = "projector_lag_within_threshold"
-BREACHED, OK = "breached", "ok"
+BREACHED, OK, NO_PROJECTOR = "breached", "ok", "no_projector"
 
 
 class ProjectorLagConfig(dg.Config):
@@ -75,15 +78,25 @@ def check_result(lag: ProjectorLag, verdict: LagVerdict, thresholds: LagThreshol
 
 @dg.sensor(name="projector_lag_sensor", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Every minute: the projector's lag against the thresholds of projector_lag_within_threshold; "
-                       "one Slack alert when it goes past them and one when it is back within them.")
+                       "one Slack alert when it goes past them and one when it is back within them. A group that "
+                       "never committed an offset is no projector running: said once, not a breach each minute.")
 def projector_lag_sensor(context: dg.SensorEvaluationContext, event_store: EventStoreResource,
                          slack: SlackResource) -> dg.SkipReason:
     lag = measure_lag(event_store.get_store())
     verdict = lag_verdict(lag, LagThresholds.from_env())
-    state, previous = (OK if verdict.passed else BREACHED), (context.cursor or OK)
+    state = NO_PROJECTOR if verdict.no_projector else OK if verdict.passed else BREACHED
+    previous = context.cursor or OK
     context.update_cursor(state)
     if state == previous:
+        if state == NO_PROJECTOR:  # said once, when first seen: a stack without a projector is no news each minute
+            return dg.SkipReason()
         return dg.SkipReason(f"projector {lag.group_id}: {lag.total:,} unapplied, still {state}")
-    alert = lag_alert(lag, verdict, slack.ui_url()) if state == BREACHED else lag_recovered_alert(lag)
-    delivery = slack.notifier().post(alert.text, alert.blocks)
-    return dg.SkipReason(f"projector {lag.group_id}: {state}; alert {'sent' if delivery.sent else 'not sent'}")
+    if state == NO_PROJECTOR:
+        alert = no_projector_alert(lag, verdict, slack.ui_url())
+    elif state == BREACHED:
+        alert = lag_alert(lag, verdict, slack.ui_url())
+    else:
+        alert = lag_recovered_alert(lag, first_seen=previous == NO_PROJECTOR)
+    delivery = post_alert(context.log, slack, alert, f"projector {lag.group_id}: {state} alert")
+    said = "; ".join(verdict.reasons) or "within bounds"
+    return dg.SkipReason(f"projector {lag.group_id}: {said}; alert {'sent' if delivery.sent else 'not sent'}")

@@ -8,6 +8,7 @@ never turn a reconciliation into a failure. The token is never logged.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,20 +42,39 @@ class SlackNotifier:
 
     def post(self, text: str, blocks: Sequence[dict[str, Any]] | None = None) -> Delivery:
         """Send `text` (the fallback and notification line) with optional Block Kit `blocks`."""
+        # An alert not sent is logged whole (its blocks as text, one record), so its content is never lost.
         if self._client is None or not self.channel:
-            log.info("Slack not configured (no token or channel); alert not sent: %s", text)
+            log.warning("Slack not configured (no token or channel); alert not sent:\n%s", plain_text(text, blocks))
             return Delivery(sent=False, error="not configured")
         try:
             response = self._client.chat_postMessage(channel=self.channel, text=text,
                                                      blocks=list(blocks) if blocks else None)
         except SlackApiError as exc:
             error = str(exc.response.get("error", "unknown")) if exc.response is not None else "unknown"
-            log.warning("Slack refused the alert (%s); alert not sent: %s", error, text)
+            log.warning("Slack refused the alert (%s); alert not sent:\n%s", error, plain_text(text, blocks))
             return Delivery(sent=False, error=error)
         except (SlackClientError, OSError) as exc:
-            log.warning("Slack unreachable (%s); alert not sent: %s", type(exc).__name__, text)
+            log.warning("Slack unreachable (%s); alert not sent:\n%s", type(exc).__name__, plain_text(text, blocks))
             return Delivery(sent=False, error=type(exc).__name__)
         except Exception as exc:  # an alert must never fail the caller
-            log.warning("Slack alert failed (%s); alert not sent: %s", type(exc).__name__, text)
+            log.warning("Slack alert failed (%s); alert not sent:\n%s", type(exc).__name__, plain_text(text, blocks))
             return Delivery(sent=False, error=type(exc).__name__)
         return Delivery(sent=True, ts=str(response.get("ts")))
+
+
+_LINK = re.compile(r"<([^<>|]+)\|([^<>]+)>")  # Slack's <url|label>
+
+
+def plain_text(text: str, blocks: Sequence[dict[str, Any]] | None = None) -> str:
+    """A message as a log shows it: the notification line, then every block's text (headers, sections and
+    their fields, context), links as `label: url`; a block that only repeats the line is left out."""
+    lines = [text]
+    for block in blocks or ():
+        parts = [block.get("text"), *(block.get("fields") or ()), *(block.get("elements") or ())]
+        for part in parts:
+            content = part.get("text") if isinstance(part, dict) else None
+            if isinstance(content, str) and content.strip() and content.strip() != text.strip():
+                lines.append(_LINK.sub(lambda m: f"{m.group(2)}: {m.group(1)}", content))
+        if block.get("type") == "divider":
+            lines.append("---")
+    return "\n".join(lines)

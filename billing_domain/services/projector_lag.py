@@ -53,6 +53,12 @@ class ProjectorLag:
         return sum(p.lag for p in self.partitions)
 
     @property
+    def projector_seen(self) -> bool:
+        """Has the group committed an offset anywhere? A projector commits after each batch it applied; a group
+        with none has never applied one (no projector runs under it: none is deployed, or under another group)."""
+        return any(p.committed is not None for p in self.partitions)
+
+    @property
     def oldest_unapplied_at(self) -> datetime | None:
         times = [p.oldest_unapplied_at for p in self.partitions if p.lag > 0 and p.oldest_unapplied_at]
         return min(times) if times else None
@@ -130,10 +136,18 @@ class LagThresholds:
 class LagVerdict:
     passed: bool
     reasons: tuple[str, ...] = ()
+    no_projector: bool = False  # no projector has applied anything: there is no lag to judge, only its absence
 
 
 def lag_verdict(lag: ProjectorLag, thresholds: LagThresholds) -> LagVerdict:
-    """Within bounds when at most `max_events` are unapplied and none has waited longer than `max_age`."""
+    """Within bounds when at most `max_events` are unapplied and none has waited longer than `max_age`.
+
+    A group that has events to apply and never committed an offset is not a projector behind: none runs (a
+    stack without the engine, or the wrong group), and the verdict says so instead of counting the whole log."""
+    if lag.total and not lag.projector_seen:
+        return LagVerdict(False, (f"no projector runs: consumer group {lag.group_id} has committed no offset on "
+                                  f"any partition ({lag.total:,} events in the log); start the projector, or set "
+                                  f"{ENV_PROJECTOR_GROUP} to its group",), no_projector=True)
     reasons = []
     if lag.total > thresholds.max_events:
         reasons.append(f"{lag.total:,} events unapplied (max {thresholds.max_events:,})")
@@ -157,8 +171,19 @@ def lag_alert(lag: ProjectorLag, verdict: LagVerdict, ui_base_url: str) -> Alert
     ])
 
 
-def lag_recovered_alert(lag: ProjectorLag) -> Alert:
-    text = f"Projector {lag.group_id} is back within bounds: {lag.total:,} events unapplied."
+def no_projector_alert(lag: ProjectorLag, verdict: LagVerdict, ui_base_url: str) -> Alert:
+    """The one message when no projector applies the events (sent once, not every minute)."""
+    text = (f"Projector lag not judged: {'; '.join(verdict.reasons)}. "
+            f"{ui_base_url.rstrip('/')}/assets/projector_lag")
+    return Alert(text, [{"type": "section", "text": {"type": "mrkdwn", "text": (
+        f"*No projector runs under `{lag.group_id}`*\n{'; '.join(verdict.reasons)}\n"
+        "Said once: the next message comes when a projector commits its first offsets.")}}])
+
+
+def lag_recovered_alert(lag: ProjectorLag, *, first_seen: bool = False) -> Alert:
+    """Back within bounds; `first_seen`: after no projector ran, one now applies the events."""
+    state = "is running and within bounds" if first_seen else "is back within bounds"
+    text = f"Projector {lag.group_id} {state}: {lag.total:,} events unapplied."
     return Alert(text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
 
 

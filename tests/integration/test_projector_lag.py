@@ -151,6 +151,42 @@ def test_the_asset_check_and_the_sensor_alert_when_past_the_threshold(
     assert "back within bounds" in slack.messages[1]["text"]
 
 
+def test_with_no_projector_the_sensor_says_so_once_instead_of_a_breach_every_minute(
+        event_store: KafkaEventStore, engine: Engine, projection_store: ProjectionStore, servers: Any,
+        topics: Topics, group: str, slack: SlackStandin, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo stack: events in the log, no projector ever committed under the group. One message saying
+    that no projector runs, then quiet ticks; once a projector has applied the events, one message again."""
+    monkeypatch.setenv("BILLING_PROJECTOR_GROUP", group)
+    event_store.append(_opened(4, NOW - timedelta(hours=2)))  # far past the age threshold, were it a breach
+    resources = _resources(servers, topics, slack)
+    lag = measure_lag(event_store, group)
+    verdict = lag_verdict(lag, LagThresholds())
+    assert verdict.no_projector and not verdict.passed and not lag.projector_seen
+    assert verdict.reasons == (f"no projector runs: consumer group {group} has committed no offset on any "
+                               "partition (4 events in the log); start the projector, or set "
+                               "BILLING_PROJECTOR_GROUP to its group",)
+
+    def evaluate(cursor: str | None) -> tuple[str | None, str | None]:
+        with dg.build_sensor_context(cursor=cursor, resources=resources) as context:
+            skipped = projector_lag_sensor(context)
+            return context.cursor, skipped.skip_message if isinstance(skipped, dg.SkipReason) else None
+
+    cursor, said = evaluate(None)
+    assert cursor == "no_projector" and said is not None and "no projector runs" in said
+    [message] = slack.messages
+    assert f"No projector runs under `{group}`" in str(message["blocks"]) and "behind" not in message["text"]
+    assert evaluate(cursor) == ("no_projector", None)  # a minute later: nothing new, nothing said
+    assert len(slack.messages) == 1
+
+    projector = LiveProjector(event_store, engine, group_id=group)
+    try:
+        assert projector.run_until_caught_up() == 4
+    finally:
+        projector.close()
+    assert evaluate(cursor)[0] == "ok"
+    assert len(slack.messages) == 2 and f"Projector {group} is running and within bounds" in slack.messages[1]["text"]
+
+
 def test_the_command(event_store: KafkaEventStore, servers: Any, topics: Topics, database_url: str, group: str,
                      caught_up: dict[TopicPartitionKey, int], monkeypatch: pytest.MonkeyPatch) -> None:
     from billing_cli.app import app

@@ -14,7 +14,8 @@ from support.slack_standin import SlackStandin
 from test_dagster_jobs import make_resources, run_job  # shared helpers of the Dagster tests
 
 from billing_domain.adapters.slack import SlackNotifier
-from billing_domain.services.alerts import run_failure_alert
+from billing_domain.core.findings import Finding, Kind
+from billing_domain.services.alerts import findings_alert, run_failure_alert
 
 
 @pytest.fixture
@@ -56,6 +57,67 @@ def test_without_a_token_the_message_is_logged_not_sent(standin: SlackStandin,
     assert not delivery.sent
     assert standin.requests == []
     assert "the alert text" in caplog.text
+
+
+def test_without_a_token_the_whole_alert_is_logged_its_blocks_as_text(caplog: pytest.LogCaptureFixture) -> None:
+    """Without Slack the log is the only copy: every block is in it (headers, sections, the link), not just the
+    notification line, in one record; no token is there to leak."""
+    findings = [Finding.of("account", "acc-a", Kind.BALANCE_MISMATCH, "balance 7507 != 7500 (EUR)"),
+                Finding.of("transaction", "tx-2", Kind.STUCK, "pending for 26 min")]
+    alert = findings_alert("run-1", findings, [], "http://ui", failed_checks=["no_critical_account_findings"])
+    assert alert is not None
+    with caplog.at_level(logging.INFO, logger="billing_domain.adapters.slack"):
+        delivery = SlackNotifier(None, "#alerts").post(alert.text, alert.blocks)
+    assert (delivery.sent, delivery.error) == (False, "not configured")
+    [record] = [r for r in caplog.records if r.name == "billing_domain.adapters.slack"]
+    logged = record.getMessage()
+    assert record.levelno == logging.WARNING  # seen with logging left as it is
+    assert alert.text in logged
+    for line in ("Billing reconciliation findings", "*Failed checks:* `no_critical_account_findings`",
+                 "*Top findings*", "`critical` *balance_mismatch* account `acc-a` (NEW): balance 7507 != 7500 (EUR)",
+                 "*stuck* transaction `tx-2`", "Open the run in Dagster: http://ui/runs/run-1"):
+        assert line in logged, (line, logged)
+
+
+def test_without_slack_the_sensors_log_holds_the_whole_findings_alert(
+        servers: Any, topics: Any, database_url: str, event_store: Any, projection_store: Any,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """The sensor's own log (`context.log`: its tick's, in the UI) says not only "not sent" but what the alert
+    said. A built sensor context logs to Dagster's console logger, on stderr."""
+    import dagster as dg
+    from test_dagster_jobs import inject_faults
+
+    from billing_pipelines.definitions import build_defs
+    from billing_pipelines.resources import SlackResource
+    from billing_pipelines.sensors import reconciliation_findings_sensor
+
+    events = stuck_transfer_history()
+    event_store.append(events)
+    project(events, projection_store)
+    inject_faults(projection_store)
+    standin = SlackStandin().start()
+    try:
+        resources = make_resources(servers.bootstrap_servers, topics, database_url, standin)
+        resources["slack"] = SlackResource(bot_token=None, channel="#billing-alerts", ui_base_url="http://ui")
+        seeded = {"defs": build_defs(resources), "instance": dg.DagsterInstance.ephemeral()}
+        result = run_job(seeded, "daily_reconciliation")
+        run = seeded["instance"].get_run_by_id(result.run_id)
+        event = next(e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS")
+        capfd.readouterr()  # only the sensor's output from here
+        with dg.build_run_status_sensor_context(sensor_name="s", dagster_event=event,
+                                                dagster_instance=seeded["instance"], dagster_run=run,
+                                                resources=resources) as context:
+            assert reconciliation_findings_sensor(context) is None
+    finally:
+        standin.stop()
+    assert standin.requests == []
+    err = capfd.readouterr().err
+    said = " - dagster - WARNING - " + f"run {result.run_id}: findings alert not sent to Slack (not configured)"
+    assert err.count(said) == 1, err
+    told = err[err.index(said):]
+    for line in ("*New and escalated findings*", "*balance_mismatch* account `acc-a`", "*stuck* transaction `tx-2`",
+                 f"Open the run in Dagster: http://ui/runs/{result.run_id}"):
+        assert line in told, (line, told)
 
 
 def test_slack_down_is_logged_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
