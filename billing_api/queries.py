@@ -17,6 +17,8 @@ from billing_api.schemas import (
     EntityReconciliation,
     FindingOut,
     LedgerIdentityOut,
+    RebuildChangeOut,
+    RebuildOutcome,
     ReconcileAllSummary,
     StuckTransactions,
 )
@@ -29,6 +31,8 @@ from billing_domain.services.single import reconcile_entity
 
 SOURCE = "api"  # billing_recon.recon_run.source
 FULL_REPLAY_WAIT_S = 600.0
+MAX_CHANGES_SHOWN = 100  # a rebuild's entities in a `/runs/{id}` answer; the Dagster UI and the audit have more
+REBUILD_OPERATIONS = ("rebuild_accounts", "rebuild_transactions")
 
 
 def finding_out(finding: Finding) -> FindingOut:
@@ -52,6 +56,14 @@ class Reads:
         return EntityReconciliation(entity_type=entity_type, entity_id=entity_id, match=report.is_clean,
                                     issues=[finding_out(f) for f in report.findings], run_id=report.run_id,
                                     replay_mode=str(report.stats.get("replay_mode", "full")))
+
+    # --- a rebuild run, read back ------------------------------------------------------------------
+    def rebuild_of_run(self, run_id: str) -> RebuildOutcome | None:
+        """What a rebuild run did (or, a dry run, would do), from the audit record it wrote under its run id."""
+        operation = self.services.recon_store.audit_operation(run_id)
+        if operation is None or operation["operation"] not in REBUILD_OPERATIONS:
+            return None
+        return rebuild_outcome(operation)
 
     def exists(self, entity_type: str, entity_id: str) -> bool:
         """Known to the log or to the projections (a cheap row look-up first, then the entity's events)."""
@@ -115,3 +127,22 @@ class Reads:
 
     def _options(self) -> ReconcileOptions:
         return ReconcileOptions.from_settings(self.services.settings)
+
+
+def rebuild_outcome(operation: dict[str, Any], limit: int = MAX_CHANGES_SHOWN) -> RebuildOutcome:
+    """A rebuild's audited operation (its plan merged with its completion) as the API answers it."""
+    details: dict[str, Any] = operation.get("details") or {}
+    before: dict[str, Any] = operation.get("before") or {}
+    after: dict[str, Any] = operation.get("after") or {}
+    outcomes: dict[str, str] = details.get("outcome") or {}
+    actions: dict[str, str] = details.get("actions") or {}
+    ids = sorted(set(before) | set(after))  # the audit keeps the rows of every entity that is not unchanged
+    changes = [RebuildChangeOut(entity_id=i, action=actions.get(i), outcome=outcomes.get(i, ""),
+                                before=before.get(i), after=after.get(i)) for i in ids[:limit]]
+    return RebuildOutcome(
+        audit_id=operation["audit_id"], completion_id=operation.get("completion_id"),
+        operation=operation["operation"], entity_type=operation["entity_type"], dry_run=operation["dry_run"],
+        outcome=operation["outcome"], summary=str(details.get("summary", "")), counts=details.get("counts") or {},
+        written=int(details.get("written") or 0), refused=details.get("refused") or {},
+        kept=details.get("kept") or {}, changes=changes, changes_total=len(ids), changes_shown=len(changes),
+        error=details.get("error"))

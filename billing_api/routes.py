@@ -97,15 +97,25 @@ async def reconcile_transaction(request: Request, transaction_id: TransactionId)
 
 
 # --- runs ----------------------------------------------------------------------------------------
+ENDED = ("SUCCESS", "FAILURE", "CANCELED")
+
+
 @reads.get("/runs/{run_id}", response_model=RunStatus, tags=["runs"],
-           summary="The status of a Dagster run this API launched (or any run)")
+           summary="The status of a Dagster run this API launched (or any run); a rebuild's result once it ended",
+           description="A rebuild run that ended also answers `rebuild`: its summary and, per entity changed (or "
+                       "that a dry run would change), refused or kept, the row before and after and the outcome "
+                       "in words, read back from its audit record; `run_url` opens it in the Dagster UI.")
 async def run_status(request: Request, run_id: RunId) -> RunStatus:
     client: DagsterClient = request.app.state.dagster
     settings: ApiSettings = request.app.state.api_settings
     info = await run_in_threadpool(client.run, run_id)
     if info is None:
         raise ApiError(404, "not_found", f"Dagster has no run {run_id!r}")
-    return RunStatus(run_id=info.run_id, status=info.status, job=info.job, run_url=settings.run_url(info.run_id))
+    rebuild = None
+    if info.status in ENDED and info.job in JOBS.values():  # a running rebuild's record may be only its plan
+        rebuild = await run_in_threadpool(_reads(request).rebuild_of_run, info.run_id)
+    return RunStatus(run_id=info.run_id, status=info.status, job=info.job, run_url=settings.run_url(info.run_id),
+                     rebuild=rebuild)
 
 
 # --- rebuilds ------------------------------------------------------------------------------------

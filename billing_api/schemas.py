@@ -125,8 +125,44 @@ class LaunchedRun(BaseModel):
     actor: str
 
 
+class RebuildChangeOut(BaseModel):
+    """One entity the rebuild changed, or would change, refused or kept: its row before and after."""
+
+    entity_id: str
+    action: str | None = Field(description="insert | update | reset_ahead | delete | refused | kept_orphan")
+    outcome: str = Field(description="In words, with why: 'would be refused: the event stream is corrupt', "
+                                     "'would be updated', 'fixed', 'kept: an orphan row (no events); ...'.")
+    before: dict[str, Any] | None = Field(description="The projection row as read (null: there was none).")
+    after: dict[str, Any] | None = Field(description="The row the events say it should be (null: none).")
+
+
+class RebuildOutcome(BaseModel):
+    """A rebuild run's result, read back from its audit record in `billing_recon.rebuild_audit`."""
+
+    audit_id: int = Field(description="The audit record with the plan (the dry run's, or the pending one).")
+    completion_id: int | None = Field(description="The record that completes the plan (a rebuild that wrote).")
+    operation: str
+    entity_type: str
+    dry_run: bool
+    outcome: str = Field(description="dry_run | nothing_to_do | applied | partial | failed | refused (another "
+                                     "rebuild held the lock) | pending (interrupted: its writes are at most the plan)")
+    summary: str = Field(description="The counts in words: '1 to update, 1 refused, 1 kept (orphan), 5 unchanged'.")
+    counts: dict[str, int] = Field(description="Entities per action; refused and kept orphans counted apart.")
+    written: int
+    refused: dict[str, str] = Field(description="Refused entity ids and why (a corrupt stream, a broken rule).")
+    kept: dict[str, str] = Field(description="Orphan rows kept (delete_orphans off), and why.")
+    changes: list[RebuildChangeOut] = Field(description="Entities changed (or that would be), refused or kept, by "
+                                                        "id; the first `changes_shown` of `changes_total`.")
+    changes_total: int
+    changes_shown: int
+    error: str | None = None
+
+
 class RunStatus(BaseModel):
     run_id: str
     status: str = Field(description="Dagster's run status: QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELED...")
     job: str | None
-    run_url: str
+    run_url: str = Field(description="The run in the Dagster UI: its logs, and every row of a large rebuild.")
+    rebuild: RebuildOutcome | None = Field(default=None, description=(
+        "Once a rebuild run has ended: its before/after and outcome per entity, from its audit record. Null "
+        "while it runs, for other jobs, and for a run that failed before it planned (its config was refused)."))

@@ -8,6 +8,8 @@ with their completion.
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -127,6 +129,21 @@ class ReportStoreContract:
         assert operation["audit_id"] == pending and operation["completion_id"] == done
         assert operation["outcome"] == "applied"
         assert operation["details"] == {"plan": [1, 2], "written": 2, "operator": OPERATOR.to_json()}
+
+    def test_the_operation_of_a_run_reads_back_by_its_run_id(self, store: ReportStore) -> None:
+        """The admin API's `/runs/{id}`: a rebuild run's plan and outcome, by the Dagster run's id."""
+        run, other = f"run-{uuid.uuid4().hex}", f"run-{uuid.uuid4().hex}"
+        pending = store.write_audit(replace(audit(outcome=PENDING, details={"plan": 1}), run_id=run))
+        store.write_audit(replace(audit(outcome="dry_run"), run_id=other))
+        done = store.write_audit(replace(audit(outcome="applied", completes=pending, details={"written": 2}),
+                                         run_id=run))
+        operation = store.audit_operation(run)
+        assert operation is not None
+        assert (operation["audit_id"], operation["completion_id"], operation["outcome"]) == (pending, done, "applied")
+        assert operation["details"] == {"plan": 1, "written": 2, "operator": OPERATOR.to_json()}
+        assert operation["before"] == {"acc-a": {"balance_minor": 1}}
+        assert store.audit_operation(other)["outcome"] == "dry_run"  # type: ignore[index]
+        assert store.audit_operation(f"run-{uuid.uuid4().hex}") is None
 
     def test_only_a_pending_record_of_the_same_operation_can_be_completed(self, store: ReportStore) -> None:
         applied = store.write_audit(audit(outcome="applied"))

@@ -300,6 +300,30 @@ def _wait_for_run(world: World, run_id: str) -> str:
 
 
 @pytest.mark.timeout(300)
+def test_a_dry_runs_before_and_after_is_in_its_run_status_once_it_ended(world: World) -> None:
+    """The operator sees what a dry run would change through the API alone, not only in the Dagster UI."""
+    before = world.get("/accounts/acc-a/reconcile").body["issues"]
+    launched = world.post("/accounts/acc-a/rebuild", {"reason": "what would change", "actor": "alice"})
+    assert launched.status == 202 and launched.body["dry_run"] is True, launched.body
+    run_id = launched.body["run_id"]
+    assert _wait_for_run(world, run_id) == "SUCCESS"
+    answer = world.get(f"/runs/{run_id}")
+    assert answer.status == 200 and answer.body["run_url"] == f"{world.dagster}/runs/{run_id}"
+    rebuild = answer.body["rebuild"]
+    assert rebuild is not None, answer.body
+    assert (rebuild["operation"], rebuild["entity_type"], rebuild["dry_run"], rebuild["outcome"]) == (
+        "rebuild_accounts", "account", True, "dry_run")
+    assert rebuild["summary"] == "1 to update" and rebuild["counts"] == {"update": 1} and rebuild["written"] == 0
+    [change] = rebuild["changes"]
+    assert (change["entity_id"], change["action"], change["outcome"]) == ("acc-a", "update", "would be updated")
+    assert change["before"]["balance_minor"] == change["after"]["balance_minor"] + 7  # the fault, and its repair
+    assert (rebuild["changes_total"], rebuild["changes_shown"], rebuild["refused"], rebuild["kept"]) == (1, 1, {}, {})
+    audit = world.services.recon_store.audit_record(rebuild["audit_id"])
+    assert audit is not None and audit["run_id"] == run_id  # read back from the run's own audit record
+    assert world.get("/accounts/acc-a/reconcile").body["issues"] == before  # a dry run wrote nothing
+
+
+@pytest.mark.timeout(300)
 def test_rebuild_launches_the_dagster_job_and_repairs_the_projection(world: World) -> None:
     launched = world.post("/accounts/acc-c/rebuild", {"reason": "restore the deleted row", "dry_run": False,
                                                       "actor": "alice"})
@@ -318,9 +342,16 @@ def test_rebuild_launches_the_dagster_job_and_repairs_the_projection(world: Worl
                                      "WHERE dagster_run_id = %(r)s", {"r": run_id}).all()
     assert [name for name, _ in calls] == ["BILLING_API_WRITE_TOKEN"] and calls[0][1]
 
+    applied = world.get(f"/runs/{run_id}").body["rebuild"]  # a rebuild that wrote: its plan and its outcome
+    assert (applied["outcome"], applied["dry_run"], applied["written"], applied["completion_id"]) == (
+        "applied", False, 1, audit["completion_id"])
+    assert [(c["entity_id"], c["action"], c["outcome"], c["before"]) for c in applied["changes"]] == [
+        ("acc-c", "insert", "fixed", None)]
+
     dry = world.post("/transactions/rebuild-all", {"reason": "check before the release"})
     assert dry.status == 202 and dry.body["dry_run"] is True and dry.body["all"] is True
     assert _wait_for_run(world, dry.body["run_id"]) == "SUCCESS"
+    assert world.get(f"/runs/{dry.body['run_id']}").body["rebuild"]["changes"] == []  # nothing would change
     assert world.get("/runs/00000000-0000-0000-0000-000000000000").status == 404
 
 

@@ -145,18 +145,30 @@ class ReconStore(PostgresLifecycleStore):
         """One dict per audited operation, newest first: a `pending` row merged with its completion (outcome and
         details from the completion, `completion_id` its id); a pending row never completed keeps outcome
         `pending`: the operation was interrupted, and its writes (if any) are the pending row's plan."""
-        rows = self.audit_records(limit * 2)
-        completions = {r["completes"]: r for r in rows if r.get("completes") is not None}
-        merged = []
-        for row in rows:
-            if row.get("completes") is not None:
-                continue
-            done = completions.get(row["audit_id"])
-            if done is not None:
-                row = {**row, "outcome": done["outcome"], "details": {**row["details"], **done["details"]},
-                       "completion_id": done["audit_id"]}
-            merged.append(row)
-        return merged[:limit]
+        return _operations(self.audit_records(limit * 2))[:limit]
+
+    def audit_operation(self, run_id: str) -> dict[str, Any] | None:
+        """The newest operation audited under `run_id`, merged as in `audit_operations`; None if none was."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.text(f"SELECT * FROM {SCHEMA}.rebuild_audit WHERE run_id = :r "
+                                        "ORDER BY audit_id DESC"), {"r": run_id}).mappings().all()
+        operations = _operations([dict(r) for r in rows])
+        return operations[0] if operations else None
+
+
+def _operations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Audit rows (newest first) as operations: each pending row merged with its completion among `rows`."""
+    completions = {r["completes"]: r for r in rows if r.get("completes") is not None}
+    merged = []
+    for row in rows:
+        if row.get("completes") is not None:
+            continue
+        done = completions.get(row["audit_id"])
+        if done is not None:
+            row = {**row, "outcome": done["outcome"], "details": {**row["details"], **done["details"]},
+                   "completion_id": done["audit_id"]}
+        merged.append(row)
+    return merged
 
 
 def _audit_json(value: Any) -> str:
