@@ -21,6 +21,10 @@ from billing_domain.adapters.postgres.projection_store import ProjectionStore, m
 from billing_domain.config import Topics
 from billing_sandbox.stack import EmbeddedStack
 
+# The reliability figures' hooks: here, at the top, so an xdist controller (which loads no conftest below this
+# one) prints and writes the figures its workers send.
+pytest_plugins = ["support.figures_plugin"]
+
 
 @dataclass(frozen=True)
 class Servers:
