@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import threading
@@ -12,8 +11,6 @@ from typing import Annotated
 import typer
 
 from billing_cli.support import cli_services
-from billing_sandbox.projector import LiveProjector
-from billing_sandbox.simulate import SimulationConfig, projector_group, simulate
 
 
 def register(app: typer.Typer) -> None:
@@ -29,12 +26,15 @@ def simulate_command(
         manifest: Annotated[Path, typer.Option(help="Where to write the JSON manifest.")] = Path("manifest.json"),
 ) -> None:
     """Append a deterministic billing history, fill the projections, inject faults; write the manifest."""
+    from billing_sandbox.simulate import SimulationConfig, simulate
+
     with cli_services() as services:  # its errors: one paragraph, exit 2
         result = simulate(services.event_store, services.projections,
                           SimulationConfig(seed=seed, accounts=accounts, days=days, faults=faults))
     result.write(manifest)
     counts = result.counts
-    sys.stdout.write(f"simulated {json.dumps(counts)}; projections written by the {result.projections_written}; "
+    simulated = ", ".join(f"{n:,} {name.replace('_', ' ')}" for name, n in counts.items())
+    sys.stdout.write(f"simulated {simulated}; projections written by the {result.projections_written}; "
                      f"{len(result.faults)} fault(s) injected; manifest: {manifest}\n")
     for fault in result.faults:
         kinds = ", ".join(sorted({f.kind for f in fault.expected_findings})) or "no finding (redelivery)"
@@ -46,6 +46,9 @@ def projector_command(
         group: Annotated[str | None, typer.Option(help="Consumer group (default: per topic set).")] = None,
 ) -> None:
     """Run the engine's live projector: apply events to the projections in order, idempotently."""
+    from billing_sandbox.projector import LiveProjector
+    from billing_sandbox.simulate import projector_group
+
     with cli_services() as services:
         projector = LiveProjector(services.event_store, services.projections.engine,
                                   group_id=group or projector_group(services.event_store.topics))

@@ -8,13 +8,10 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from billing_cli.report_text import render_report
 from billing_cli.support import (
     EXIT_CLEAN,
     EXIT_ERROR,
@@ -25,20 +22,11 @@ from billing_cli.support import (
     minutes_option,
     progress_bar,
 )
-from billing_domain.core.cut import TopicPartitionKey
 from billing_domain.core.exceptions import ConfigurationError
-from billing_domain.services.point_in_time import (
-    AsOfBalances,
-    AsOfCut,
-    balances_from,
-    cut_at,
-    cut_at_offsets,
-    month_end,
-    parse_utc,
-    replay_to,
-    report_from,
-)
-from billing_domain.services.reconcile import new_run_id
+
+if TYPE_CHECKING:  # the services are imported by the commands that run them (`--help` stays fast)
+    from billing_domain.core.cut import TopicPartitionKey
+    from billing_domain.services.point_in_time import AsOfBalances, AsOfCut
 
 CsvOption = Annotated[Path | None, typer.Option("--csv", help="Write the balances as CSV (integer minor units).")]
 
@@ -57,6 +45,10 @@ def as_of(at: Annotated[str | None, typer.Option("--at", help="A UTC time, e.g. 
     """Balances per account and currency, and what the events themselves got wrong, as of a time.
 
     Events count when their own occurred_at is at or before --at. Exit 1 when there are findings."""
+    from billing_cli.report_text import render_report
+    from billing_domain.services.point_in_time import balances_from, replay_to, report_from
+    from billing_domain.services.reconcile import new_run_id
+
     if offsets is not None and not any(i.strip() for value in offsets for i in value.split(",")):
         raise ConfigurationError("--offset: empty after trimming; give TOPIC:PARTITION=OFFSET, one per partition")
     if (at is None) == (not offsets):
@@ -86,6 +78,8 @@ def month_end_command(month: Annotated[str, typer.Argument(help="The month, e.g.
     """Every account's balance at the end of a month (UTC), with totals per currency (rows with --csv).
 
     Exit 1 when an account's stream is corrupt (its balance cannot be trusted)."""
+    from billing_domain.services.point_in_time import balances_from, cut_at, month_end, replay_to
+
     with cli_services() as services:
         cut = _guard(lambda: cut_at(services.event_store, month_end(month)))
         with progress_bar(f"month end {month}", as_json, total=cut.events) as progress:
@@ -100,6 +94,8 @@ def month_end_command(month: Annotated[str, typer.Argument(help="The month, e.g.
 
 
 def _resolve(event_store: Any, at: str | None, offsets: list[str]) -> AsOfCut:
+    from billing_domain.services.point_in_time import cut_at, cut_at_offsets, parse_utc
+
     if at is not None:
         return _guard(lambda: cut_at(event_store, parse_utc(at)))
     return _guard(lambda: cut_at_offsets(event_store, parse_offsets(offsets)))
@@ -130,10 +126,13 @@ def _guard(make: Any) -> AsOfCut:
 def _write_csv(balances: AsOfBalances, path: Path | None) -> None:
     if path is not None:
         balances.write_csv(path)
-        Console(stderr=True).print(f"wrote {len(balances.accounts)} account(s) to {path}")
+        err.print(f"wrote {len(balances.accounts)} account(s) to {path}")
 
 
 def _print_balances(balances: AsOfBalances) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     console.print(f"As of {balances.as_of}: {len(balances.accounts)} account(s), {balances.events_read:,} "
                   f"event(s) read")

@@ -7,12 +7,12 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from billing_cli.support import EXIT_CLEAN, EXIT_FINDINGS, cli_services
-from billing_domain.services.progress import format_duration
-from billing_domain.services.projector_lag import ENV_PROJECTOR_GROUP, LagThresholds, lag_verdict, measure_lag
+
+# billing_domain.services.projector_lag.ENV_PROJECTOR_GROUP, named here so that `--help` imports no service
+# (tests/unit/test_cli_startup.py holds the two equal).
+ENV_PROJECTOR_GROUP = "BILLING_PROJECTOR_GROUP"
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +26,12 @@ def projector_lag(group: Annotated[str | None, typer.Option(
     """Events the projector has not applied, per partition, and how long the oldest has waited.
 
     Exit 1 when past BILLING_MAX_PROJECTOR_LAG events or BILLING_MAX_PROJECTOR_LAG_AGE_MINUTES."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from billing_domain.services.progress import format_duration
+    from billing_domain.services.projector_lag import LagThresholds, lag_verdict, measure_lag
+
     with cli_services() as services:
         thresholds = LagThresholds.from_env()
         lag = measure_lag(services.event_store, group)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -27,16 +27,20 @@ from billing_cli.support import (
     JsonOption,
     ReasonOption,
     cli_services,
+    counts_text,
     err,
     id_list,
     minutes_option,
 )
 from billing_domain.core.exceptions import ConcurrentOperationError
+from billing_domain.core.lifecycle import STATUSES
 from billing_domain.core.operators import from_cli
-from billing_domain.services.lifecycle import STATUSES, acknowledge, list_findings, sync_latest
-from billing_domain.services.saga_recovery import RecoveryPlan, execute_plan, load_plan, plan_recovery
-from billing_domain.services.shadow_rebuild import diff_markdown, shadow_rebuild
 
+if TYPE_CHECKING:  # the services are imported by the commands that run them (`--help` stays fast)
+    from billing_domain.services.saga_recovery import RecoveryPlan
+
+SHOWN_ROWS = 1_000  # `findings list` prints at most this many (the first in attention order); --json has them all
+ALL_ROWS = 10_000_000  # read every row: the order is decided here, not by the store's first-seen order
 findings_app = typer.Typer(help="The finding lifecycle: new, open, escalated, acknowledged, accepted, resolved.",
                            no_args_is_help=True)
 
@@ -66,6 +70,8 @@ def recover_sagas(reason: ReasonOption,
                   stuck_minutes: Annotated[float | None, minutes_option("--stuck-minutes", "Stuck threshold.")] = None,
                   actor: ActorOption = "", as_json: JsonOption = False) -> None:
     """Resolve stuck transfers: show the plan (default), or append it with --execute (re-read first)."""
+    from billing_domain.services.saga_recovery import execute_plan, load_plan, plan_recovery
+
     chosen = list(id_list(ids) or ())  # --ids given but empty is an error, not every stuck saga
     with cli_services() as services, _refusal_exits_1():
         operator = from_cli(actor)  # a blank --operator is an error (exit 2), like every bad option
@@ -90,8 +96,8 @@ def _print_plan(plan: RecoveryPlan, as_json: bool, *, executed: bool, appended: 
         _write_json(plan.to_json() | {"executed": executed, "appended": appended, "audit_id": audit_id})
         return
     mode = "executed" if executed else "plan (dry run; --execute to append)"
-    sys.stdout.write(f"saga recovery {mode}, cut at {plan.cut_time}, audit #{audit_id}: {plan.counts()}, "
-                     f"{appended} event(s) appended\n")
+    sys.stdout.write(f"saga recovery {mode}, cut at {plan.cut_time}, audit #{audit_id}: "
+                     f"{counts_text(plan.counts(), empty='no stuck transfer')}; {appended} event(s) appended\n")
     for a in plan.actions:
         events = ", ".join(f"{e.event_type} {e.aggregate_id} v{e.aggregate_version}" for e in a.appends)
         sys.stdout.write(f"  {a.transaction_id}: {a.action} ({a.reason}){' -> ' + events if events else ''}"
@@ -102,19 +108,24 @@ def _print_plan(plan: RecoveryPlan, as_json: bool, *, executed: bool, appended: 
 @findings_app.command("list")
 def findings_list(status: Annotated[str | None, typer.Option(help=f"One of {', '.join(STATUSES)}.")] = None,
                   as_json: JsonOption = False) -> None:
-    """Findings by identity across runs (the newest full run is applied first if it was not yet)."""
+    """Findings by identity across runs, new and critical first: by status (new, escalated, open, acknowledged,
+    accepted, resolved), then severity, then the longest open (the newest full run is applied first if it was not
+    yet)."""
+    from billing_domain.services.lifecycle import by_attention, list_findings, sync_latest
+
     with cli_services() as services:
         sync_latest(services.recon_store)
-        rows = list_findings(services.recon_store, status)
+        rows = by_attention(list_findings(services.recon_store, status, limit=ALL_ROWS))
         if as_json:
             _write_json([r.to_json() for r in rows])
-        else:
-            for r in rows:
-                note = f" — {r.operator}: {r.note}" if r.note else ""
-                sys.stdout.write(f"{r.status:<12} {r.severity:<8} {r.entity_type}/{r.entity_id}/{r.kind} "
-                                 f"first {r.first_seen_at:%Y-%m-%d %H:%M} ({r.days_open:g} d), seen {r.runs_seen}x"
-                                 f"{note}\n")
-            sys.stdout.write(f"{len(rows)} finding(s)\n")
+            return
+        for r in rows[:SHOWN_ROWS]:
+            note = f" — {r.operator}: {r.note}" if r.note else ""
+            sys.stdout.write(f"{r.status:<12} {r.severity:<8} {r.entity_type}/{r.entity_id}/{r.kind} "
+                             f"first {r.first_seen_at:%Y-%m-%d %H:%M} ({r.days_open:g} d), seen {r.runs_seen}x"
+                             f"{note}\n")
+        more = f"; the first {SHOWN_ROWS:,} shown (--status narrows, --json has all)" if len(rows) > SHOWN_ROWS else ""
+        sys.stdout.write(f"{len(rows):,} finding(s){more}\n")
 
 
 @findings_app.command("ack")
@@ -124,6 +135,8 @@ def findings_ack(entity_type: str, entity_id: str, kind: str,
                  accept: Annotated[bool, typer.Option("--accept", help="Accept: known, tolerated, never alerted.")]
                  = False, as_json: JsonOption = False) -> None:
     """Acknowledge (or --accept) one open finding, with a note and your name."""
+    from billing_domain.services.lifecycle import acknowledge, sync_latest
+
     with cli_services() as services:
         sync_latest(services.recon_store)
         [row] = acknowledge(services.recon_store, [(entity_type, entity_id, kind)], note=note, operator=operator,
@@ -137,10 +150,16 @@ def findings_ack(entity_type: str, entity_id: str, kind: str,
 @findings_app.command("sync")
 def findings_sync() -> None:
     """Apply the newest full reconciliation to the lifecycle (the daily job does this itself)."""
+    from billing_domain.services.lifecycle import sync_latest
+
     with cli_services() as services:
         update = sync_latest(services.recon_store)
-        sys.stdout.write("no full run to apply\n" if update is None else
-                         f"{update.run_id}: {'applied' if update.applied else update.reason} {update.counts()}\n")
+        if update is None:
+            sys.stdout.write("no full run to apply\n")
+        else:
+            statuses = counts_text(update.counts(), empty="no finding") if update.statuses or update.applied else ""
+            done = "applied" if update.applied else update.reason  # "already applied", "a newer run is ..."
+            sys.stdout.write(f"{update.run_id}: {done}{'; ' + statuses if statuses else ''}\n")
 
 
 # --- shadow-rebuild ---------------------------------------------------------------------------------
@@ -149,6 +168,8 @@ def shadow_rebuild_command(reason: ReasonOption,
                            delete_orphans: Annotated[bool, typer.Option("--delete-orphans")] = False,
                            actor: ActorOption = "", as_json: JsonOption = False) -> None:
     """Rebuild every projection into shadow tables and show the diff; --approve swaps it in (version-guarded)."""
+    from billing_domain.services.shadow_rebuild import diff_markdown, shadow_rebuild
+
     with cli_services() as services, _refusal_exits_1():
         result = shadow_rebuild(services.event_store, services.projections, services.recon_store, reason=reason,
                                 operator=from_cli(actor), approve=approve, delete_orphans=delete_orphans)

@@ -8,15 +8,13 @@ from typing import Annotated
 import typer
 
 from billing_cli.support import fail
-from billing_domain.adapters.postgres.security import (
-    DEFAULT_REBUILD_ROLE,
-    DEFAULT_RECON_ROLE,
-    RoleSettings,
-    create_roles,
-)
-from billing_domain.bootstrap import engine_for, resolve_servers
 from billing_domain.config import Settings
 from billing_domain.core.exceptions import ConfigurationError
+
+# The adapter's default role names (billing_domain.adapters.postgres.security), named here so that `--help`
+# need not import SQLAlchemy and psycopg; tests/unit/test_cli_startup.py holds the two equal.
+DEFAULT_RECON_ROLE = "billing_reconciler"
+DEFAULT_REBUILD_ROLE = "billing_rebuilder"
 
 roles_app = typer.Typer(help="Least-privilege database roles for the pipeline.", no_args_is_help=True)
 
@@ -28,6 +26,9 @@ def create(recon_role: Annotated[str, typer.Option(help="Role that reconciles (r
            = DEFAULT_REBUILD_ROLE) -> None:
     """Create or update both roles on BILLING_DATABASE_URL (idempotent). Passwords: BILLING_RECON_ROLE_PASSWORD,
     BILLING_REBUILD_ROLE_PASSWORD. Run it as the schemas' owner, after the migrations."""
+    from billing_domain.adapters.postgres.security import RoleSettings, create_roles
+    from billing_domain.bootstrap import engine_for, resolve_servers
+
     settings: Settings | None = None
     try:
         role_settings = RoleSettings.from_env(recon_role=recon_role, rebuild_role=rebuild_role)

@@ -1,26 +1,29 @@
 """What every `billing-recon` command module shares: exit codes, options, services, progress bars, and the one
 error path (`ErrorPathGroup`, `failure_message`): an error is a short paragraph on stderr and exit 2, never a
-traceback (a traceback is left only for a bug: an exception nobody expected)."""
+traceback (a traceback is left only for a bug: an exception nobody expected).
+
+Start-up: `billing-recon --help` imports the command modules and this one, so none of them imports the
+adapters, the services or their drivers (SQLAlchemy, confluent-kafka, Dagster) at module level: each command
+imports what it runs inside its body (tests/unit/test_cli_startup.py holds it)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from typer.core import TyperGroup
 
-from billing_domain.bootstrap import Services, first_line, open_services
 from billing_domain.config import DEFAULT_STUCK_AFTER_MINUTES, MAX_STUCK_MINUTES, Settings, redact_url
 from billing_domain.core.exceptions import BillingError, ConfigurationError
-from billing_domain.services.progress import ProgressTracker
 
 if TYPE_CHECKING:
     from typer._click.core import Context  # typer 0.29 vendors click: its Context is what TyperGroup takes
+
+    from billing_domain.bootstrap import Services
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2  # what a script can rely on
 err = Console(stderr=True)
@@ -35,6 +38,8 @@ _opened: list[Settings] = []
 @contextmanager
 def cli_services() -> Iterator[Services]:
     """The adapters for a command; an error they raise becomes one paragraph on stderr and exit code 2."""
+    from billing_domain.bootstrap import open_services  # the adapters and their drivers: only when a command runs
+
     settings: Settings | None = None
     try:
         settings = Settings.from_env()
@@ -90,6 +95,8 @@ def failure_message(exc: BaseException, settings: Settings | None) -> str | None
     """One paragraph for an error the operator can fix: which server or setting, what failed, what to check."""
     import sqlalchemy.exc  # deferred like every heavy import here: `--help` must stay fast
 
+    from billing_domain.bootstrap import first_line
+
     if isinstance(exc, BillingError):
         return _scrub(str(exc), settings)
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
@@ -114,6 +121,8 @@ def failure_message(exc: BaseException, settings: Settings | None) -> str | None
 
 def _database_failure(orig: BaseException, settings: Settings | None) -> str:
     import psycopg.errors
+
+    from billing_domain.bootstrap import first_line
 
     where = f"PostgreSQL at {_database_names(settings)}"
     reason = first_line(orig)
@@ -189,6 +198,10 @@ def progress_bar(label: str, quiet: bool, total: int | None = None,
     if quiet or not err.is_terminal:
         yield lambda n: None
         return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from billing_domain.services.progress import ProgressTracker
+
     tracker = ProgressTracker(total, estimate=estimate)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as progress:
@@ -199,3 +212,9 @@ def progress_bar(label: str, quiet: bool, total: int | None = None,
             progress.update(task, advance=n, total=tracker.total, status=tracker.describe())
 
         yield advance
+
+
+# --- words, not reprs -------------------------------------------------------------------------------
+def counts_text(counts: Mapping[str, int], *, empty: str = "nothing") -> str:
+    """`2 insert, 1 refused`: the non-zero counts in their order, for a person (never a dict's repr)."""
+    return ", ".join(f"{n:,} {name.replace('_', ' ')}" for name, n in counts.items() if n) or empty

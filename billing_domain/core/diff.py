@@ -15,7 +15,7 @@ from typing import Any
 
 from billing_domain.core.accounts import AccountState
 from billing_domain.core.aggregate import Aggregate, state_json
-from billing_domain.core.findings import Finding, Kind
+from billing_domain.core.findings import Finding, Kind, minor_units
 from billing_domain.core.lag import LagJudge
 from billing_domain.core.replay import Replay
 from billing_domain.core.transactions import PENDING, TransactionAggregate, TransactionState
@@ -35,8 +35,11 @@ def diff_accounts(replay: Replay, rows: Mapping[str, AccountState], judge: LagJu
         if account_id not in rows and account.version > 0 and not replay.is_corrupt("account", account_id):
             findings.append(_missing_row(replay, judge, "account", account, account.state()))
     for account_id, broken in replay.invariant_breaks.items():
+        folded = replay.accounts.get(account_id)
         findings.append(Finding.of(
-            "account", account_id, Kind.INVARIANT_VIOLATION, broken.rule,  # the rule reads "v30: balance ..."
+            "account", account_id, Kind.INVARIANT_VIOLATION,  # the rule reads "v30: balance -1304 is negative"
+            f"{broken.rule}, {minor_units(folded.currency if folded else None)}" if "balance" in broken.rule
+            else broken.rule,
             expected={"rule": broken.rule, "version": broken.version}, actual=None,
             topic=broken.position.topic, partition=broken.position.partition, offset=broken.position.offset,
             event_id=broken.event_id))
@@ -56,7 +59,7 @@ def _diff_account(replay: Replay, account_id: str, row: AccountState, judge: Lag
         findings.append(Finding.of(
             "account", account_id, Kind.BALANCE_MISMATCH,
             f"balance {row.balance_minor} at v{row.version}, events say {expected.balance_minor} "
-            f"(difference {row.balance_minor - expected.balance_minor})",
+            f"(difference {row.balance_minor - expected.balance_minor}), {minor_units(expected.currency)}",
             expected={"balance_minor": expected.balance_minor, "version": row.version},
             actual={"balance_minor": row.balance_minor, "version": row.version}))
     differing = [] if _account_fields(expected) == _account_fields(row) else [

@@ -47,6 +47,13 @@ SEVERITY_OF: dict[Kind, Severity] = {
     Kind.ACCOUNTING_EQUATION: Severity.CRITICAL,
 }
 SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+def minor_units(currency: str | None) -> str:
+    """What a finding text's amounts count: `in EUR minor units` (integer cents; money is never a float)."""
+    return f"in {currency} minor units" if currency else "in minor units"
+
+
 # What a rebuild of the projections can put right; the rest is in the events themselves.
 REBUILDABLE_KINDS = frozenset({Kind.MISSING_PROJECTION, Kind.BALANCE_MISMATCH, Kind.FIELD_MISMATCH,
                                Kind.VERSION_AHEAD, Kind.LAGGING})

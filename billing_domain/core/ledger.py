@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from billing_domain.core.accounts import AccountAggregate, AccountState
-from billing_domain.core.findings import Finding, Kind, LedgerIdentity
+from billing_domain.core.findings import Finding, Kind, LedgerIdentity, minor_units
 from billing_domain.core.lag import LagJudge
 from billing_domain.core.replay import Replay
 from billing_domain.core.transactions import PENDING
@@ -82,7 +82,7 @@ def ledger_findings(identities: list[LedgerIdentity]) -> list[Finding]:
         findings.append(Finding.of(
             "ledger", f"{identity.currency}:{identity.identity}", Kind.ACCOUNTING_EQUATION,
             f"{identity.currency}: {identity.description} does not hold: {identity.left} ≠ {identity.right} "
-            f"(difference {identity.left - identity.right})",
+            f"(difference {identity.left - identity.right}), {minor_units(identity.currency)}",
             expected={"right": identity.right, "identity": identity.description},
             actual={"left": identity.left, "difference": identity.left - identity.right}))
     return findings

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
 
-from billing_domain.core.findings import Finding, Kind
+from billing_domain.core.findings import Finding, Kind, minor_units
 from billing_domain.core.lag import LagJudge
 from billing_domain.core.replay import MoneyMove, Replay
 from billing_domain.core.transactions import COMPENSATED, COMPLETED, FAILED, PENDING, TransactionAggregate
@@ -126,11 +126,20 @@ def saga_problems(saga: TransactionAggregate, moves: list[MoneyMove]) -> list[st
     # Counting legs only when they differ: building two Counters per saga was most of the saga check.
     # The Counters keep the order of `wanted` and `moves`, and so the order of the text.
     problems = [] if sorted(got) == sorted(wanted) else _leg_problems(saga, Counter(wanted), Counter(got))
-    problems += [f"{m.reason} of {m.amount_minor} on {m.account_id}, transfer amount is {saga.amount_minor}"
-                 for m in moves if m.amount_minor != saga.amount_minor]
+    problems += [_amount_problem(m, saga) for m in moves if m.amount_minor != saga.amount_minor]
     problems += [f"{m.reason} on {m.account_id} in {m.currency}, transfer currency is {saga.currency}"
                  for m in moves if m.currency != saga.currency]
     return problems
+
+
+def _amount_problem(move: MoneyMove, saga: TransactionAggregate) -> str:
+    """`transfer_out of 500 on acc-1, transfer amount is 400, in EUR minor units` (each currency named where
+    they differ: that is a problem of its own too)."""
+    if move.currency == saga.currency:
+        return (f"{move.reason} of {move.amount_minor} on {move.account_id}, transfer amount is {saga.amount_minor}, "
+                f"{minor_units(saga.currency)}")
+    return (f"{move.reason} of {move.amount_minor} {move.currency} on {move.account_id}, transfer amount is "
+            f"{saga.amount_minor} {saga.currency}, {minor_units(None)}")
 
 
 def _legs_for(saga: TransactionAggregate) -> list[tuple[str, str]]:

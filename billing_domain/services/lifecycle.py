@@ -40,8 +40,9 @@ from billing_domain.core.lifecycle import (
 from billing_domain.ports import LifecycleStore, ReportsWithLifecycle
 
 __all__ = ["ACCEPTED", "ACKNOWLEDGED", "ESCALATED", "FULL_SCOPE", "NEW", "OPEN", "RESOLVED", "STATUSES", "Key",
-           "LifecycleRow", "LifecycleUpdate", "RunLifecycle", "acknowledge", "keys_of_finding_ids", "list_findings",
-           "notes", "on_full_reconciliation", "run_lifecycle", "sync_latest", "update_lifecycle"]
+           "LifecycleRow", "LifecycleUpdate", "RunLifecycle", "acknowledge", "attention_key", "by_attention",
+           "keys_of_finding_ids", "list_findings", "notes", "on_full_reconciliation", "run_lifecycle", "sync_latest",
+           "update_lifecycle"]
 
 FULL_SCOPE = "all"
 
@@ -127,6 +128,24 @@ def list_findings(lifecycle: LifecycleStore, status: str | None = None, limit: i
     if status is not None and status not in STATUSES:
         raise ConfigurationError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
     return lifecycle.lifecycle_rows(status, limit)
+
+
+# The order a person reads the lifecycle in: what wants attention first (new, escalated, still open), then what
+# an operator has seen to, then what is resolved; within a status the worst severity first, then the longest open.
+ATTENTION_ORDER = (NEW, ESCALATED, OPEN, ACKNOWLEDGED, ACCEPTED, RESOLVED)
+_ATTENTION_RANK = {status: rank for rank, status in enumerate(ATTENTION_ORDER)}
+_SEVERITY_RANK = {severity.value: rank for severity, rank in SEVERITY_RANK.items()}
+
+
+def attention_key(row: LifecycleRow) -> tuple[int, int, datetime, str, str, str]:
+    """Status (new first), then severity (critical first), then first seen (longest open first), then identity."""
+    return (_ATTENTION_RANK.get(row.status, len(ATTENTION_ORDER)),
+            _SEVERITY_RANK.get(row.severity, len(_SEVERITY_RANK)), row.first_seen_at, *row.key)
+
+
+def by_attention(rows: Iterable[LifecycleRow]) -> list[LifecycleRow]:
+    """The rows in `attention_key` order (the store keeps them in first-seen order)."""
+    return sorted(rows, key=attention_key)
 
 
 def keys_of_finding_ids(lifecycle: LifecycleStore, finding_ids: Sequence[int]) -> list[Key]:

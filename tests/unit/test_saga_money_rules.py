@@ -46,7 +46,10 @@ def oracle(saga: TransactionAggregate, moves: list[MoneyMove]) -> list[str]:
         problems += [f"unexpected {reason} on {account}" + (" (failed transfers move no money)"
                                                              if saga.status == FAILED else "")
                      for (reason, account), n in (got - wanted).items() for _ in range(n)]
-    problems += [f"{m.reason} of {m.amount_minor} on {m.account_id}, transfer amount is {saga.amount_minor}"
+    problems += [f"{m.reason} of {m.amount_minor} on {m.account_id}, transfer amount is {saga.amount_minor}, "
+                 f"in {saga.currency} minor units" if m.currency == saga.currency else
+                 f"{m.reason} of {m.amount_minor} {m.currency} on {m.account_id}, transfer amount is "
+                 f"{saga.amount_minor} {saga.currency}, in minor units"
                  for m in moves if m.amount_minor != saga.amount_minor]
     problems += [f"{m.reason} on {m.account_id} in {m.currency}, transfer currency is {saga.currency}"
                  for m in moves if m.currency != saga.currency]
