@@ -30,7 +30,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 from support.dagster_servers import DagsterProcess, dagster_command, free_port, webserver_command, write_workspace
-from ui_support import LOCATION, REPO, Page, Ui, wait_until_loaded
+from ui_support import LOCATION, REPO, Page, Ui, skip_community_dialog, wait_until_loaded
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore
 from billing_domain.adapters.postgres.projection_store import ProjectionStore, make_engine
@@ -135,6 +135,7 @@ def ui(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
     ]
     try:
         wait_until_loaded(url, processes)
+        skip_community_dialog(url)
         yield Ui(url, database_url, topics, manifest, home)
     finally:
         for process in processes:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from support.admin_api_servers import create_database
 from support.dagster_servers import DagsterProcess, free_port, webserver_command, write_workspace
-from ui_support import LOCATION, REPO, Page, wait_until_loaded
+from ui_support import LOCATION, REPO, Page, skip_community_dialog, wait_until_loaded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -61,6 +61,7 @@ def demo_ui(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                                own_session=True)
     try:
         wait_until_loaded(url, [webserver])
+        skip_community_dialog(url)
         yield DemoUi(url, runs)
     finally:
         webserver.stop()

@@ -19,6 +19,7 @@ from ui_support import RUN_TIMEOUT, Page, Ui, graphql
 
 from billing_domain.adapters.postgres.projection_store import make_engine
 from billing_domain.adapters.postgres.recon_store import ReconStore
+from billing_domain.core.lifecycle import STATUSES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -106,6 +107,12 @@ def test_daily_reconciliation_launched_from_the_ui_stores_its_report(page: Page,
     dialog = page.find("//div[@role='dialog'][.//*[normalize-space(text())='worst_findings']]")
     page.wait_for(lambda: "balance_mismatch" in dialog.text and "critical" in dialog.text,
                   "the worst findings table")
+    # Since when: each finding's status in the lifecycle, when it was first seen and for how many days.
+    header = [th.text.strip() for th in dialog.find_elements("xpath", ".//table//th")]
+    assert header[:5] == ["severity", "kind", "status", "first seen (UTC)", "days open"], header
+    first_row = [td.text.strip() for td in dialog.find_elements("xpath", ".//table//tbody/tr[1]/td")]
+    assert first_row[2] in STATUSES and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", first_row[3]), first_row
+    assert float(first_row[4]) >= 0, first_row
     page.screenshot(tmp_path, "worst-findings")
     page.button("Close").click()
 
@@ -156,13 +163,21 @@ def test_rebuild_accounts_launched_from_the_launchpad_succeeds(page: Page, ui: U
 
 def test_automation_lists_the_schedule_and_sensors(page: Page, tmp_path: Path) -> None:
     page.open("/automation")
-    switches = {}
-    for name in AUTOMATIONS:
-        row = page.find(f"//*[normalize-space(text())='{name}']"
-                        "/ancestor::*[count(.//input[@type='checkbox']) = 2][1]")
-        switches[name] = row.find_elements("xpath", ".//input[@type='checkbox']")[1].is_selected()
-    assert switches == {"daily_reconciliation_schedule": True, "reconciliation_findings_sensor": True,
-                        "run_failure_slack_sensor": True, "auto_repair_sensor": False}
+
+    def switches() -> dict[str, bool] | None:  # once every row has its switch (each loads on its own)
+        found = {}
+        for name in AUTOMATIONS:
+            row = page.find(f"//*[normalize-space(text())='{name}']"
+                            "/ancestor::*[count(.//input[@type='checkbox']) = 2][1]")
+            boxes = row.find_elements("xpath", ".//input[@type='checkbox']")
+            if not row.text.startswith(name) or len(boxes) != 2:  # another row's box: this one's is loading
+                return None
+            found[name] = boxes[1].is_selected()
+        return found
+
+    assert page.wait_for(switches, "the automations' switches") == {
+        "daily_reconciliation_schedule": True, "reconciliation_findings_sensor": True,
+        "run_failure_slack_sensor": True, "auto_repair_sensor": False}
     page.screenshot(tmp_path, "automation")
 
     page.text_of("daily_reconciliation_schedule").click()
