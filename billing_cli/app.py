@@ -11,13 +11,11 @@ import logging
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from billing_cli import api, bench, engine, point_in_time, projector_lag, recovery, security
-from billing_cli.report_text import render_ledger, render_report
 from billing_cli.support import (
     EXIT_CLEAN,
     EXIT_ERROR,
@@ -32,15 +30,14 @@ from billing_cli.support import (
     minutes_option,
     progress_bar,
 )
-from billing_domain.bootstrap import Services
-from billing_domain.core.exceptions import ConcurrentOperationError
-from billing_domain.core.findings import ReconciliationReport
-from billing_domain.core.operators import from_cli
 from billing_domain.core.row_diff import changed_columns
-from billing_domain.services.rebuild import RebuildResult, RebuildSelection, rebuild
-from billing_domain.services.reconcile import ALL_ENTITY_TYPES, ProgressCallback, ReconcileOptions, new_run_id
-from billing_domain.services.run_reconciliation import ReconciliationRequest, run_reconciliation
-from billing_sandbox.stack import EmbeddedStack
+
+if TYPE_CHECKING:  # each command imports what it runs in its body: `--help` starts without the adapters
+    from billing_domain.bootstrap import Services
+    from billing_domain.core.findings import ReconciliationReport
+    from billing_domain.services.rebuild import RebuildResult, RebuildSelection
+    from billing_domain.services.reconcile import ProgressCallback
+    from billing_domain.services.run_reconciliation import ReconciliationRequest
 
 app = typer.Typer(help="Reconcile and repair the billing engine's projections.", no_args_is_help=True,
                   pretty_exceptions_enable=False, cls=ErrorPathGroup)
@@ -69,11 +66,16 @@ def _size(services: Services, full: bool) -> tuple[int | None, bool]:
 def _reconcile(services: Services, request: ReconciliationRequest, progress: ProgressCallback | None = None,
                **overrides: Any) -> ReconciliationReport:
     """The use case every reconcile command runs: replay, report, then store report, lifecycle, checkpoint."""
+    from billing_domain.services.reconcile import ReconcileOptions
+    from billing_domain.services.run_reconciliation import run_reconciliation
+
     options = ReconcileOptions.from_settings(services.settings, **overrides)
     return run_reconciliation(services.run_stores(), request, options, progress=progress).report
 
 
 def _show(report: ReconciliationReport, as_json: bool) -> None:
+    from billing_cli.report_text import render_report
+
     if as_json:
         sys.stdout.write(report.to_json_bytes().decode() + "\n")
     else:
@@ -100,11 +102,16 @@ def reconcile_transactions(as_json: JsonOption = False, full: FullOption = False
 @reconcile_app.command("all")
 def reconcile_everything(as_json: JsonOption = False, full: FullOption = False) -> None:
     """Accounts, transactions and the accounting equation in one pass."""
+    from billing_domain.services.reconcile import ALL_ENTITY_TYPES
+
     _reconcile_scope("all", ALL_ENTITY_TYPES, as_json, full=full, delta=True)
 
 
 def _reconcile_scope(scope: str, entity_types: tuple[str, ...], as_json: bool, *, full: bool = False,
                      delta: bool = False, stuck_after: timedelta | None = None) -> None:
+    from billing_domain.services.reconcile import new_run_id
+    from billing_domain.services.run_reconciliation import ReconciliationRequest
+
     label = "reconciling" if scope == "all" else f"reconciling {scope}"
     with cli_services() as services, progress_bar(label, as_json, *_size(services, full)) as progress:
         request = ReconciliationRequest(new_run_id(), "cli", scope, entity_types, full=full, delta=delta)
@@ -125,6 +132,9 @@ def reconcile_one_transaction(transaction_id: str, as_json: JsonOption = False) 
 
 
 def _reconcile_one(entity_type: str, entity_id: str, as_json: bool) -> None:
+    from billing_domain.services.reconcile import new_run_id
+    from billing_domain.services.run_reconciliation import ReconciliationRequest
+
     with cli_services() as services:
         request = ReconciliationRequest(new_run_id(), "cli", f"{entity_type}:{entity_id}", (entity_type,),
                                         entity=(entity_type, entity_id))
@@ -134,6 +144,12 @@ def _reconcile_one(entity_type: str, entity_id: str, as_json: bool) -> None:
 @app.command("accounting-equation")
 def accounting_equation(as_json: JsonOption = False) -> None:
     """The contract's accounting identities, per currency."""
+    from rich.console import Console
+
+    from billing_cli.report_text import render_ledger
+    from billing_domain.services.reconcile import new_run_id
+    from billing_domain.services.run_reconciliation import ReconciliationRequest
+
     with cli_services() as services, progress_bar("replaying", as_json) as progress:
         request = ReconciliationRequest(new_run_id(), "cli", "ledger", ("ledger",))
         report = _reconcile(services, request, progress)
@@ -148,6 +164,9 @@ def accounting_equation(as_json: JsonOption = False) -> None:
 def stuck(minutes: Annotated[float | None, minutes_option("--minutes", "Pending longer than this is stuck.")] = None,
           as_json: JsonOption = False) -> None:
     """Transfers pending longer than the threshold, measured on the run's clock (not the newest event's time)."""
+    from billing_domain.services.reconcile import new_run_id
+    from billing_domain.services.run_reconciliation import ReconciliationRequest
+
     with cli_services() as services, progress_bar("replaying", as_json) as progress:
         overrides = {} if minutes is None else {"stuck_after": timedelta(minutes=minutes)}
         request = ReconciliationRequest(new_run_id(), "cli", "stuck", ("transaction",), record=False)
@@ -170,8 +189,12 @@ def export_findings(run: Annotated[str | None, typer.Option(help="A run id (defa
 
     with cli_services() as services:
         run_id = run or services.recon_store.latest_run_id()
-        if run_id is None or not services.recon_store.run_exists(run_id):
-            err.print(f"error: run: no reconciliation run {run_id!r} in billing_recon")
+        if run_id is None:
+            err.print("error: run: no reconciliation is stored in billing_recon yet; `billing-recon reconcile all` "
+                      "stores one", markup=False)
+            raise typer.Exit(EXIT_ERROR)
+        if not services.recon_store.run_exists(run_id):
+            err.print(f"error: run: no reconciliation run {run_id} in billing_recon", markup=False)
             raise typer.Exit(EXIT_ERROR)
         text = findings_csv(services.recon_store.findings(run_id))
     if out is None:
@@ -187,6 +210,10 @@ DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show the before/a
 
 def _rebuild(entity_type: str, selection: RebuildSelection, reason: str, actor: str, dry_run: bool,
              delete_orphans: bool, as_json: bool) -> None:
+    from billing_domain.core.exceptions import ConcurrentOperationError
+    from billing_domain.core.operators import from_cli
+    from billing_domain.services.rebuild import rebuild
+
     with cli_services() as services, progress_bar(f"rebuilding {entity_type}s", as_json) as progress:
         try:
             result = rebuild(services.event_store, services.projections, services.recon_store,
@@ -197,22 +224,30 @@ def _rebuild(entity_type: str, selection: RebuildSelection, reason: str, actor: 
             err.print(f"refused: {exc}")
             raise typer.Exit(EXIT_FINDINGS) from exc
         _print_rebuild(result, as_json)
-        raise typer.Exit(EXIT_FINDINGS if result.refused or any(
+        raise typer.Exit(EXIT_FINDINGS if result.refused or result.kept or any(
             v.startswith("still") for v in result.outcome.values()) else EXIT_CLEAN)
 
 
 def _print_rebuild(result: RebuildResult, as_json: bool) -> None:
+    from billing_domain.services.rebuild import WRITING, describe  # here, not at the top: `--help` stays fast
+
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2, default=str) + "\n")
         return
     mode = "dry run" if result.dry_run else "rebuild"
+    written = "nothing written" if result.dry_run else f"{result.written:,} row(s) written"
     sys.stdout.write(f"{mode} of {result.entity_type}s ({result.run_id}), audit #{result.audit_id}: "
-                     f"{result.counts()}, {result.written} row(s) written\n")
+                     f"{result.summary()}; {written}\n")
     for change in result.changes:
         if change.action == "unchanged":
             continue
-        sys.stdout.write(f"  {change.entity_id}: {change.action} -> {result.outcome.get(change.entity_id, '')}\n")
-        if change.action in ("update", "reset_ahead", "insert", "delete") and change.before != change.after:
+        # Every entity says what (would) become of it and why: "acc-7: would be refused: the event stream is
+        # corrupt"; a written one what it was verified to be ("updated -> fixed").
+        outcome = result.outcome_of(change)
+        if not result.dry_run and change.action in WRITING:
+            outcome = f"{describe(change.action, change.reason, dry_run=False)} -> {outcome}"
+        sys.stdout.write(f"  {change.entity_id}: {outcome}\n")
+        if change.action in WRITING and change.before != change.after:
             diff = _diff(change.before, change.after)
             if diff:
                 sys.stdout.write(f"      {diff}\n")
@@ -230,6 +265,8 @@ def _register_rebuild(entity_type: str) -> None:
     @rebuild_app.command(entity_type, help=f"Rebuild one {entity_type} from its events.")
     def one(entity_id: str, reason: ReasonOption, actor: ActorOption = "", dry_run: DryRunOption = False,
             as_json: JsonOption = False) -> None:
+        from billing_domain.services.rebuild import RebuildSelection
+
         _rebuild(entity_type, RebuildSelection(ids=(entity_id,)), reason, actor, dry_run, False, as_json)
 
     @rebuild_app.command(plural, help=f"Rebuild {plural}: --all, --ids, or (default) what a report flagged.")
@@ -238,6 +275,8 @@ def _register_rebuild(entity_type: str) -> None:
              from_report: Annotated[str | None, typer.Option("--from-report", help="A run id.")] = None,
              delete_orphans: Annotated[bool, typer.Option("--delete-orphans")] = False,
              actor: ActorOption = "", dry_run: DryRunOption = False, as_json: JsonOption = False) -> None:
+        from billing_domain.services.rebuild import RebuildSelection
+
         # --ids given but empty is an error (id_list): only no selection flag at all means the default.
         chosen = id_list(ids) or ()
         _rebuild(entity_type, RebuildSelection(ids=chosen, all=all_, from_run=from_report), reason, actor, dry_run,
@@ -253,6 +292,8 @@ _register_rebuild("transaction")
 def stack_up() -> None:
     """Start (or reuse) the embedded PostgreSQL and broker: Tansu (events in memory only) by default, Apache Kafka
     (durable; needs Java and Maven) with BILLING_STACK_BROKER=kafka."""
+    from billing_sandbox.stack import EmbeddedStack
+
     info = EmbeddedStack().up()
     for name, value in info.env().items():
         sys.stdout.write(f"export {name}={value}\n")
@@ -261,12 +302,16 @@ def stack_up() -> None:
 @stack_app.command("down")
 def stack_down() -> None:
     """Stop both servers (Tansu's events are lost; Apache Kafka's log and PostgreSQL's data folder stay)."""
+    from billing_sandbox.stack import EmbeddedStack
+
     EmbeddedStack().down()
 
 
 @stack_app.command("status")
 def stack_status() -> None:
     """Which broker the stack runs and where; exit 0 running, 1 not running."""
+    from billing_sandbox.stack import EmbeddedStack
+
     stack = EmbeddedStack()
     info = stack.status()
     healthy = stack.is_healthy()
@@ -280,6 +325,8 @@ def stack_status() -> None:
 @stack_app.command("env")
 def stack_env() -> None:
     """Print the variables to export to use the running embedded stack."""
+    from billing_sandbox.stack import EmbeddedStack
+
     info = EmbeddedStack().status()
     if info is None:
         err.print("the embedded stack is not running: billing-recon stack up")
