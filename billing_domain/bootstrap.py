@@ -21,7 +21,6 @@ from billing_domain.adapters.slack import SlackNotifier
 from billing_domain.config import Settings, Topics, redact_url
 from billing_domain.core.exceptions import BillingError, ConfigurationError
 from billing_domain.services.run_reconciliation import RunStores
-from billing_sandbox.stack import EmbeddedStack
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +97,8 @@ def resolve_servers(settings: Settings) -> Settings:
     """Use the configured servers, or start (or reuse) the embedded stack when none is configured."""
     if not settings.uses_embedded_stack:
         return settings
+    from billing_sandbox.stack import EmbeddedStack  # only when no server is configured (and it is not cheap)
+
     info = EmbeddedStack().up()
     log.info("no servers configured: using the embedded stack (%s, %s)", info.bootstrap_servers,
              redact_url(info.database_url))
