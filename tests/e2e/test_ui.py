@@ -113,6 +113,8 @@ def test_daily_reconciliation_launched_from_the_ui_stores_its_report(page: Page,
     first_row = [td.text.strip() for td in dialog.find_elements("xpath", ".//table//tbody/tr[1]/td")]
     assert first_row[2] in STATUSES and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", first_row[3]), first_row
     assert float(first_row[4]) >= 0, first_row
+    page.driver.execute_script("arguments[0].scrollIntoView({block: 'start'})",
+                               dialog.find_element("xpath", ".//table//th"))  # the header, the worst rows
     page.screenshot(tmp_path, "worst-findings")
     page.button("Close").click()
 
