@@ -196,8 +196,14 @@ class LiveProjector:
         error = message.error()
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
+                end = message.offset() or 0
+                before = self._next_offset.get(tp)
                 self._at_end[tp] = True
-                self._next_offset[tp] = message.offset() or 0
+                self._next_offset[tp] = end
+                if end > (before or 0):
+                    # Only transaction markers (or an aborted transaction's records) lie between the last event
+                    # and the end: committed too, so a caught-up group's lag is 0 and not one per marker.
+                    offsets[tp] = max(offsets.get(tp, 0), end)
             else:
                 log.warning("consumer error on %s[%s]: %s", tp[0], tp[1], error.str())
             return None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from billing_domain.adapters.kafka import offsets as log_offsets
 from billing_domain.adapters.retry import DEFAULT_RETRY, RetryPolicy
@@ -25,6 +25,7 @@ from billing_domain.core.cut import Cut, TopicPartitionKey
 from billing_domain.core.events import Event, encode_event
 from billing_domain.core.exceptions import EventStoreError, EventStoreUnavailableError
 from billing_domain.core.records import LogRecord, Topics
+from billing_domain.core.topic_config import KEPT_FOREVER, LOSSY_SETTINGS, TopicConfig
 from billing_domain.ports import EventLog, PartitionEnd
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ PROBE_TIMEOUT_S = 5.0
 # librdkafka's repeats of one kind of message (a "Connection refused" per reconnect, ~1,000 lines a minute
 # with the broker down) are dropped for this long after the first.
 CLIENT_LOG_REPEAT_S = 60.0
+# DescribeConfigs of the two topics, once a run: a broker that does not answer it makes the configuration unknown.
+DESCRIBE_TIMEOUT_S = 10.0
 
 
 class _FirstOfEachKind(logging.Filter):
@@ -95,6 +98,7 @@ class KafkaEventStore:
                                              **(client_config or {})}
         self._producer: Producer | None = None
         self._partitions: dict[str, tuple[float, list[int]]] = {}
+        self._topic_configs: tuple[float, dict[str, TopicConfig]] | None = None
 
     def topic_for(self, aggregate_type: str) -> str:
         return self.topics.accounts if aggregate_type == "account" else self.topics.transactions
@@ -112,10 +116,11 @@ class KafkaEventStore:
                 "host may connect to it, and BILLING_KAFKA_BOOTSTRAP_SERVERS.") from exc
 
     def ensure_topics(self) -> None:
-        """Create the two topics if absent, with `partitions` partitions each."""
+        """Create the two topics if absent, with `partitions` partitions each, kept forever and never compacted
+        (the contract's system of record: Apache Kafka's default retention is 7 days)."""
         admin = AdminClient(self._client_config)
         existing = set(self.retry.run(lambda: admin.list_topics(timeout=10), "list topics").topics)
-        missing = [NewTopic(t, num_partitions=self.partitions, replication_factor=1)
+        missing = [NewTopic(t, num_partitions=self.partitions, replication_factor=1, config=dict(KEPT_FOREVER))
                    for t in self.topics.all() if t not in existing]
         for topic, future in admin.create_topics(missing).items() if missing else []:
             try:
@@ -125,6 +130,39 @@ class KafkaEventStore:
                     raise EventStoreError(f"could not create topic {topic}: {exc}") from exc
         if missing:
             self._wait_for_metadata([t.topic for t in missing])
+
+    def topic_configs(self) -> dict[str, TopicConfig]:
+        """The settings of each event topic that decide whether it keeps every event, by DescribeConfigs.
+
+        A broker that does not answer it, or describes none of them (Tansu describes only what a topic was
+        created with), gives settings None: unknown, not an error. Kept for METADATA_TTL_S, as the partitions are."""
+        if self._topic_configs is not None and time.monotonic() - self._topic_configs[0] < METADATA_TTL_S:
+            return dict(self._topic_configs[1])
+        configs = self._describe_topics()
+        self._topic_configs = (time.monotonic(), configs)
+        return dict(configs)
+
+    def _describe_topics(self) -> dict[str, TopicConfig]:
+        admin = AdminClient(self._client_config)
+        topics = self.topics.all()
+        try:
+            futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, t) for t in topics],
+                                             request_timeout=DESCRIBE_TIMEOUT_S)
+        except (KafkaException, ValueError) as exc:  # the request could not even be made
+            return {t: TopicConfig(t, None, _reason(exc)) for t in topics}
+        configs: dict[str, TopicConfig] = {}
+        for resource, future in futures.items():
+            topic = resource.name
+            try:
+                entries = future.result(timeout=DESCRIBE_TIMEOUT_S + 5)
+            except (KafkaException, TimeoutError) as exc:
+                configs[topic] = TopicConfig(topic, None, _reason(exc))
+                continue
+            settings = {name: entries[name].value for name in LOSSY_SETTINGS
+                        if name in entries and entries[name].value is not None}
+            configs[topic] = TopicConfig(topic, settings or None,
+                                         None if settings else "the broker described none of its settings")
+        return configs
 
     def partitions_of(self, topic: str) -> list[int]:
         cached = self._partitions.get(topic)
@@ -224,18 +262,9 @@ class KafkaEventStore:
         return CutReader(self, list(ordered), start or {}, stop, on_batch, partitions)
 
     def read_values(self, offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, bytes | None]:
-        """The value of the message at each given offset (None where there is none), with one consumer."""
-        if not offsets:
-            return {}
-        topics = sorted({tp[0] for tp in offsets})
-        reader = CutReader(self, topics, dict(offsets), {tp: o + 1 for tp, o in offsets.items()}, None, set(offsets))
-        values: dict[TopicPartitionKey, bytes | None] = dict.fromkeys(offsets)
-        for batch in reader:
-            for message in batch:
-                tp = (message.topic() or "", message.partition() or 0)
-                if offsets.get(tp) == message.offset():
-                    values[tp] = message.value()
-        return values
+        """The value of the record at each given offset, or of the last one before it where the offset holds a
+        transaction marker (None where the partition ends at or before it); see `offsets.values_at`."""
+        return log_offsets.values_at(self, offsets) if offsets else {}
 
     # --- offsets beyond a cut (see offsets.py) -------------------------------------------------------
     def all_partitions(self, topics: Sequence[str] | None = None) -> list[TopicPartitionKey]:
@@ -275,6 +304,9 @@ class KafkaEventStore:
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
+            # The contract: only committed transactions' events exist. librdkafka's default too, but said here:
+            # a partition's end is then its last stable offset, and an open transaction holds the cut there.
+            "isolation.level": "read_committed",
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": 16 * 1024 * 1024,
             "queued.min.messages": 200_000,
@@ -363,7 +395,11 @@ class CutReader:
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     raise EventStoreUnavailableError(f"reading {tp[0]}[{tp[1]}]: {error.str()}")
-                self._close_partition(consumer, tp, message.offset() or 0, open_partitions)
+                # The end a fetch reports (the last stable offset: an open transaction's first offset, if any).
+                # It can pass `stop` when only control records lie between (offsets have gaps): never beyond it.
+                end = message.offset() or 0
+                self._close_partition(consumer, tp, end if stops is None or tp not in stops else min(end, stops[tp]),
+                                      open_partitions)
                 continue
             if stops is None:  # a cut to each partition's end: every message before its EOF is in it
                 records.append(message)
@@ -374,7 +410,7 @@ class CutReader:
                 self._close_partition(consumer, tp, stop, open_partitions)
                 continue
             records.append(message)
-            if stop is not None and offset + 1 >= stop:
+            if stop is not None and offset + 1 >= stop:  # else the next record or the end closes it (gaps)
                 self._close_partition(consumer, tp, stop, open_partitions)
         return records
 
@@ -392,6 +428,11 @@ class CutReader:
         self.cut.end[tp] = end
         open_partitions.discard(tp)
         consumer.pause([TopicPartition(tp[0], tp[1])])
+
+
+def _reason(exc: BaseException) -> str:
+    error = exc.args[0] if exc.args else None
+    return error.str() if isinstance(error, KafkaError) else (str(exc) or type(exc).__name__)
 
 
 def _consume(consumer: Consumer) -> list[Message]:

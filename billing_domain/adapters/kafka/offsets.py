@@ -5,6 +5,11 @@ embedded Tansu broker does: the high watermark may be the start of the last batc
 the future may map to offset 0). So ListOffsets only ever gives a *starting point*; an exact end
 is what a fetch reports at partition EOF, and an exact point in time is found by reading forward
 and looking at the events themselves. Everything here is right on Apache Kafka too.
+
+Offsets have gaps: a transactional producer's commit and abort markers take an offset each, and an aborted
+transaction's records are never delivered (the consumers read committed records only). So nothing here takes
+offset n - 1 for the record before n: the last record before an end is looked for (`last_records_before`), and
+the record "at" an offset is the first one at or after it.
 """
 
 from __future__ import annotations
@@ -73,7 +78,8 @@ def approximate_high_watermarks(store: KafkaClient,
 def exact_ends(store: KafkaClient,
                partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, PartitionEnd]:
     """Read each partition from just before its reported high watermark to EOF; the fetch's own
-    answer there is the exact end. Also returns the last message (the newest event) of each."""
+    answer there is the exact end (the last stable offset). Also returns the last record (the newest
+    event) of each, looked for further back where the end follows a transaction marker."""
     wanted = list(partitions)
     if not wanted:
         return {}
@@ -84,10 +90,47 @@ def exact_ends(store: KafkaClient,
     for message in scan:
         tp = (message.topic() or "", message.partition() or 0)
         if is_eof(message):
-            ends[tp] = message.offset() or 0  # the fetch's high watermark: exact, whatever ListOffsets said
+            ends[tp] = message.offset() or 0  # the fetch's own end: exact, whatever ListOffsets said
         else:
             last[tp] = message
+    behind_markers = {tp: ends[tp] for tp in wanted if tp not in last and ends[tp] > 0}
+    last |= last_records_before(store, behind_markers)[0]
     return {tp: PartitionEnd(ends[tp], last.get(tp)) for tp in wanted}
+
+
+def last_records_before(store: KafkaClient, ends: dict[TopicPartitionKey, int]
+                        ) -> tuple[dict[TopicPartitionKey, Message], set[TopicPartitionKey]]:
+    """The last record before each given offset (absent where the partition has none before it), and the
+    partitions whose log reaches that offset (a record at or past it, or an end past it).
+
+    Looked for backwards in growing steps: before an offset may lie transaction markers and an aborted
+    transaction's records, which take offsets and are never delivered."""
+    found: dict[TopicPartitionKey, Message] = {}
+    reaches: set[TopicPartitionKey] = set()
+    pending = {tp: end for tp, end in ends.items() if end > 0}
+    step = 1
+    while pending:
+        starts = {tp: max(end - step, 0) for tp, end in pending.items()}
+        scan = PartitionScan(store, starts)
+        for message in scan:
+            tp = (message.topic() or "", message.partition() or 0)
+            offset = message.offset() or 0
+            if offset >= pending[tp]:
+                reaches.add(tp)
+                scan.finish(tp)
+            elif not is_eof(message):
+                found[tp] = message  # in log order: the last one read before the offset is the last there
+        pending = {tp: end for tp, end in pending.items() if tp not in found and starts[tp] > 0}
+        step *= 16
+    return found, reaches
+
+
+def values_at(store: KafkaClient, offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, bytes | None]:
+    """The value of the record at each offset; where the offset holds no record but the log goes on past it (a
+    transaction marker, an aborted record), of the last record before it; None where the partition ends at or
+    before the offset (or holds no record up to it)."""
+    found, reaches = last_records_before(store, {tp: o + 1 for tp, o in offsets.items() if o >= 0})
+    return {tp: found[tp].value() if tp in found and tp in reaches else None for tp in offsets}
 
 
 def committed_offsets(store: KafkaClient, group_id: str,
@@ -137,12 +180,13 @@ def starting_offsets_for_time(store: KafkaClient, partitions: Iterable[TopicPart
 
 
 def messages_at(store: KafkaClient, offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, Message]:
-    """The message at each given offset (absent where the partition ends before it), with one consumer."""
+    """The record at each given offset, or the first after it where the offset holds none (a transaction
+    marker, an aborted record); absent where the partition ends before it. With one consumer."""
     scan = PartitionScan(store, offsets)
     found: dict[TopicPartitionKey, Message] = {}
     for message in scan:
         tp = (message.topic() or "", message.partition() or 0)
-        if not is_eof(message) and message.offset() == offsets[tp]:
+        if not is_eof(message) and (message.offset() or 0) >= offsets[tp]:
             found[tp] = message
         scan.finish(tp)
     return found
