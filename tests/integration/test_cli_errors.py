@@ -102,7 +102,7 @@ def _database_state(projections: ProjectionStore) -> tuple[Any, ...]:
     ("BILLING_DATABASE_URL", f"mysql://u:{PASSWORD}@127.0.0.1/db", "not PostgreSQL"),
     ("BILLING_DATABASE_URL", "", "not set"),
     ("BILLING_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:notaport", "HOST:PORT"),
-])
+], ids=lambda v: v.replace(PASSWORD, "PASSWORD"))  # the same ids in every process (pytest-xdist's workers)
 def test_a_bad_setting_is_exit_2_naming_the_setting(env: dict[str, str], name: str, value: str, says: str) -> None:
     assert_error(billing_recon(env | {name: value}, "reconcile", "all"), f"error: {name}", says)
 
