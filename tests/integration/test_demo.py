@@ -23,9 +23,3 @@ def test_the_demo_finds_every_fault_and_leaves_only_what_no_rebuild_may_fix(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "every injected fault found: yes" in done.stdout
     assert "Everything a rebuild can fix is fixed." in done.stdout
-
-
-def test_the_demo_refuses_servers_of_yours_unless_told_they_are_disposable() -> None:
-    done = _demo({"BILLING_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "BILLING_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"})
-    assert done.returncode == 2
-    assert "BILLING_DEMO_ON_CONFIGURED_SERVERS" in done.stdout

@@ -18,7 +18,6 @@ from typing import Any
 
 import dagster as dg
 import pytest
-import yaml
 from paused_process import finish, start_cli
 from reliability_helpers import (
     advisory_locks,
@@ -100,12 +99,6 @@ def test_a_killed_rebuild_process_releases_its_lock_and_a_retried_run_completes(
     assert dump_projections(damaged.engine) == dump_projections(twin.engine)
     figures.rows_checked_after_races += len(expected)
     figures.survived("rebuild process SIGKILLed holding the lock")
-
-
-@pytest.mark.parametrize("path", [ROOT / "dagster.yaml", ROOT / "deploy" / "dagster.yaml"], ids=["local", "deploy"])
-def test_run_retries_are_configured(path: Path) -> None:
-    retries = yaml.safe_load(path.read_text())["run_retries"]
-    assert retries["enabled"] is True and retries["max_retries"] >= 1
 
 
 def test_two_rebuilds_of_the_same_entities_one_refuses_and_neither_corrupts(

@@ -90,3 +90,17 @@ def test_the_daily_run_and_the_operations_run_in_one_process() -> None:
     17.9 s before, 4.6 s after)."""
     for name in ("daily_reconciliation", "rebuild_accounts", "rebuild_transactions"):
         assert defs.resolve_job_def(name).executor_def is dg.in_process_executor, name
+
+
+def test_the_definitions_hold_the_finance_and_lag_pieces() -> None:
+    from billing_pipelines.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
+    assert specs["month_end_balances"].group_name == "finance"
+    assert specs["projector_lag"].group_name == "reconciliation"
+    assert defs.resolve_job_def("month_end_balances_job") is not None
+    assert defs.get_schedule_def("month_end_balances_schedule").cron_schedule == "30 0 1 * *"
+    assert defs.get_sensor_def("projector_lag_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    check_keys = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
+    assert "projector_lag_within_threshold" in check_keys
