@@ -23,7 +23,7 @@ from billing_sandbox.stack import EmbeddedStack
 
 # The reliability figures' hooks: here, at the top, so an xdist controller (which loads no conftest below this
 # one) prints and writes the figures its workers send.
-pytest_plugins = ["support.figures_plugin"]
+pytest_plugins = ["support.figures_plugin", "support.brokers"]
 
 
 @dataclass(frozen=True)

@@ -68,13 +68,15 @@ class Tools:
     maven: str | None  # needed only while the jars are not cached
 
 
-def render_server_properties(broker_port: int, controller_port: int, log_dir: Path) -> str:
-    """The node's server.properties: a combined broker and controller on loopback, a standalone KRaft quorum."""
+def render_server_properties(broker_port: int, controller_port: int, log_dir: Path,
+                             advertised_port: int | None = None) -> str:
+    """The node's server.properties: a combined broker and controller on loopback, a standalone KRaft quorum.
+    `advertised_port` sends clients elsewhere than the listener (the reliability tests' TCP proxy)."""
     settings = {
         "process.roles": "broker,controller",
         "node.id": str(NODE_ID),
         "listeners": f"PLAINTEXT://{LOOPBACK}:{broker_port},CONTROLLER://{LOOPBACK}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{broker_port}",
+        "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{advertised_port or broker_port}",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "inter.broker.listener.name": "PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
@@ -149,13 +151,14 @@ class ApacheKafka:
         self.log_file = self.logs / "server.log"
         self.maven_log = self.home / "maven.log"
         self.description = f"Apache Kafka {pinned_version()}"
+        self.advertised_port: int | None = None  # clients are sent to the listener unless set
 
     # --- start ------------------------------------------------------------------------------------------
     def launch(self, ports: Sequence[int]) -> subprocess.Popen[bytes]:
         tools = self.tools()
         self.logs.mkdir(parents=True, exist_ok=True)
         self.ensure_jars(tools)
-        self.properties.write_text(render_server_properties(ports[0], ports[1], self.data))
+        self.properties.write_text(render_server_properties(ports[0], ports[1], self.data, self.advertised_port))
         self.ensure_formatted(tools.java)
         with (self.logs / "jvm.log").open("ab") as jvm_log:  # the child keeps its own descriptor
             return subprocess.Popen(

@@ -364,6 +364,30 @@ class TestKafkaEventLog(EventLogContract):
         store.close()
 
 
+class TestApacheKafkaEventLog(EventLogContract):
+    """The same adapter on the production broker (the session's Apache Kafka): the contract holds on both."""
+
+    @pytest.fixture
+    def harness(self, kafka_bootstrap: str) -> Iterator[LogHarness]:
+        store = _kafka_store(_Bootstrap(kafka_bootstrap))
+        yield KafkaHarness(store)
+        store.close()
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def populated(cls, kafka_bootstrap: str) -> Iterator[Populated]:
+        store = _kafka_store(_Bootstrap(kafka_bootstrap))
+        events = history()
+        store.append(events)
+        yield Populated(KafkaHarness(store), events)
+        store.close()
+
+
+@dataclass(frozen=True)
+class _Bootstrap:
+    bootstrap_servers: str
+
+
 # --- the fake -----------------------------------------------------------------------------------------------
 @dataclass
 class InMemoryHarness:

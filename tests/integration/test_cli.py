@@ -28,6 +28,17 @@ def cli_env(servers: Any, topics: Topics, database_url: str, monkeypatch: pytest
     return env
 
 
+@pytest.fixture
+def broker_cli_env(broker_bootstrap: str, topics: Topics, database_url: str,
+                   monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The CLI's environment on this run's broker: the end-to-end scenario below runs on Tansu and Apache Kafka."""
+    env = {"BILLING_KAFKA_BOOTSTRAP_SERVERS": broker_bootstrap, "BILLING_DATABASE_URL": database_url,
+           "BILLING_TOPIC_PREFIX": topics.accounts.removesuffix("account-events"), "BILLING_TOPIC_PARTITIONS": "3"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
 def run(*args: str) -> Any:
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
@@ -38,7 +49,7 @@ def _keys(output: str) -> set[tuple[str, str, str]]:
 
 
 def test_reconcile_prints_every_injected_fault_and_rebuild_repairs_what_may_be_repaired(
-        cli_env: dict[str, str], tmp_path: Path) -> None:
+        broker_cli_env: dict[str, str], tmp_path: Path) -> None:
     manifest_path = tmp_path / "manifest.json"
     simulated = run("simulate", "--accounts", "80", "--days", "2", "--manifest", str(manifest_path))
     assert simulated.exit_code == 0, simulated.output

