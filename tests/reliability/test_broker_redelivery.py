@@ -4,14 +4,18 @@
   skips each one it already applied and applies exactly the events that are new.
 - Every event is appended to the broker a second time (a producer's retry), each copy at a new offset: a
   full reconciliation of the doubled log reports what it reported before.
+
+Both run on Tansu and on Apache Kafka.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 from reliability_helpers import create_database, damaged_history, dump_projections
 from support.figures import TestFigures
@@ -66,7 +70,27 @@ def _new_deposits(store: KafkaEventStore, projections: ProjectionStore, n: int) 
             for i in range(1, n + 1)]
 
 
-def test_a_projector_sent_every_event_again_applies_only_the_new_ones(servers: Any, figures: TestFigures) -> None:
+@dataclass(frozen=True)
+class OnBroker:
+    """This run's broker (Tansu or Apache Kafka) with the session's PostgreSQL."""
+
+    broker: str
+    bootstrap_servers: str
+    database_url: str
+
+    def named(self, fault: str) -> str:
+        """The figure's name: the Tansu runs keep the names the published figures have always had."""
+        return fault + (" on Apache Kafka" if self.broker == "kafka" else "")
+
+
+@pytest.fixture
+def on_broker(broker: str, broker_bootstrap: str, servers: Any) -> OnBroker:
+    return OnBroker(broker, broker_bootstrap, servers.database_url)
+
+
+def test_a_projector_sent_every_event_again_applies_only_the_new_ones(on_broker: OnBroker,
+                                                                      figures: TestFigures) -> None:
+    servers = on_broker
     store, projections = _history(servers, seed=121, faults=False)
     with projections.engine.begin() as conn:  # the projector builds the rows itself, from the log
         conn.exec_driver_sql("TRUNCATE billing.account_projection, billing.transaction_projection")
@@ -78,7 +102,7 @@ def test_a_projector_sent_every_event_again_applies_only_the_new_ones(servers: A
     assert applied > 0 and total > 0
     before = dump_projections(projections.engine)
 
-    figures.injected("broker redelivers every event to a restarted projector")
+    figures.injected(servers.named("broker redelivers every event to a restarted projector"))
     _rewind(store, group)
     assert _committed(store, group) == 0, "the broker took the rewound offsets"
     new = _new_deposits(store, projections, 3)
@@ -95,14 +119,16 @@ def test_a_projector_sent_every_event_again_applies_only_the_new_ones(servers: A
     assert [f for f in report.findings if f.kind.value != "stuck"] == [], [f.to_json() for f in report.findings[:3]]
     assert dump_projections(projections.engine) != before  # the new deposits, and nothing else, moved rows
     figures.rows_checked_after_races += len(after)
-    figures.survived("broker redelivers every event to a restarted projector")
+    figures.survived(servers.named("broker redelivers every event to a restarted projector"))
 
 
 def _comparable(report: ReconciliationReport) -> tuple[Any, ...]:
     return ([f.to_json() for f in report.findings], [(i.currency, i.identity, i.left, i.right) for i in report.ledger])
 
 
-def test_every_event_appended_twice_to_the_broker_changes_no_finding(servers: Any, figures: TestFigures) -> None:
+def test_every_event_appended_twice_to_the_broker_changes_no_finding(on_broker: OnBroker,
+                                                                   figures: TestFigures) -> None:
+    servers = on_broker
     damaged = damaged_history(servers.bootstrap_servers, create_database(servers.database_url), seed=131,
                               accounts=60)
     store, projections = damaged.event_store, damaged.projections
@@ -110,9 +136,9 @@ def test_every_event_appended_twice_to_the_broker_changes_no_finding(servers: An
     assert len(once.findings) >= len(damaged.deleted) + len(damaged.corrupted)  # findings to compare
     copies = [RawRecord(m.topic() or "", m.key(), m.value()) for batch in store.read_cut() for m in batch]
 
-    figures.injected("every event appended twice to the broker")
+    figures.injected(servers.named("every event appended twice to the broker"))
     store.append_raw(copies)
     twice = reconcile_all(store, projections, options=AT_ONE_MOMENT)
     assert twice.stats["events_read"] == 2 * once.stats["events_read"]  # the copies were read...
     assert _comparable(twice) == _comparable(once)  # ...and none was applied twice
-    figures.survived("every event appended twice to the broker")
+    figures.survived(servers.named("every event appended twice to the broker"))
