@@ -46,6 +46,7 @@ class Damaged:
 def damaged_history(bootstrap_servers: str, database_url: str, *, seed: int, accounts: int) -> Damaged:
     """Simulate a clean history, then delete every third account row and bump every third balance."""
     store = KafkaEventStore(bootstrap_servers, Topics.with_prefix(f"rel{uuid.uuid4().hex[:8]}."), partitions=3)
+    store.append([])  # the producer first: it fetches its id while the schema and topics are made (0.5 s if not)
     engine = make_engine(database_url)
     projections = ProjectionStore(engine)
     simulate(store, projections, SimulationConfig(seed=seed, accounts=accounts, days=1, faults=False,
