@@ -15,6 +15,7 @@ docs/screenshots/.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -70,14 +71,16 @@ def _install_chromium() -> str | None:
 
 @pytest.fixture(scope="session")
 def chromedriver_path() -> str:
+    # One install at a time on this machine: under pytest-xdist two workers may each run browser tests, and a
+    # second apt-get would fail on dpkg's lock while the first installs.
+    with open(Path(tempfile.gettempdir()) / "billing-e2e-chromium.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        why = None if CHROMIUM.exists() and CHROMEDRIVER.exists() else _install_chromium()
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        why = _install_chromium()
-        if why is None and not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-            why = f"apt-get ran but {CHROMIUM} or {CHROMEDRIVER} is still missing"
-        if why is not None:
-            if os.environ.get("CI"):
-                pytest.fail(f"cannot run the browser tests: {why}")
-            pytest.skip(f"cannot run the browser tests: {why}")
+        why = why or f"apt-get ran but {CHROMIUM} or {CHROMEDRIVER} is still missing"
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot run the browser tests: {why}")
+        pytest.skip(f"cannot run the browser tests: {why}")
     return str(CHROMEDRIVER)
 
 
