@@ -25,6 +25,7 @@ from billing_domain.core.findings import Finding, ReconciliationReport
 from billing_domain.core.lifecycle import Key, LifecycleRow, RunLifecycle
 from billing_domain.core.operators import Operator
 from billing_domain.core.records import LogPosition, LogRecord, Topics
+from billing_domain.core.topic_config import TopicConfig
 from billing_domain.core.transactions import TransactionState
 
 __all__ = [
@@ -111,11 +112,13 @@ class EventLog(Protocol):
         ...
 
     def read_values(self, offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, bytes | None]:
-        """The value of the record at each offset (None where there is none)."""
+        """The value of the record at each offset (None where there is none). Offsets have gaps (a transaction's
+        marker takes one): where the log goes on past an offset that holds no record, the last record before it."""
         ...
 
     def records_at(self, positions: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, LogRecord]:
-        """The record at each offset (absent where the partition ends before it)."""
+        """The record at each offset, or the first after it where the offset holds none (a transaction
+        marker); absent where the partition ends before it."""
         ...
 
     def scan(self, starts: dict[TopicPartitionKey, int]) -> LogScan: ...
@@ -144,6 +147,11 @@ class EventLog(Protocol):
 
     def reopener(self) -> Callable[[], EventLog]:
         """A picklable way to open this log again in another process (the parallel replay's workers)."""
+        ...
+
+    def topic_configs(self) -> dict[str, TopicConfig]:
+        """Each event topic's settings that decide whether it keeps every event (`topic_config.LOSSY_SETTINGS`),
+        as the broker describes them; a broker that describes none gives settings None (unknown), never an error."""
         ...
 
 
@@ -267,6 +275,11 @@ class ReportStore(Protocol):
 
     def audit_operations(self, limit: int = 100) -> list[dict[str, Any]]:
         """One dict per audited operation, newest first: a pending record merged with its completion."""
+        ...
+
+    def audit_operation(self, run_id: str) -> dict[str, Any] | None:
+        """The newest operation audited under `run_id` (a Dagster run's id), as `audit_operations` gives it;
+        None when that run audited nothing."""
         ...
 
 

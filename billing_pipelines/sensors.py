@@ -16,6 +16,8 @@ from billing_domain.services.alerts import (
     run_failure_alert,
 )
 from billing_domain.services.lifecycle import run_lifecycle
+from billing_pipelines.alerting import post_alert
+from billing_pipelines.assets import REPLAYED_STATE, event_log_warnings
 from billing_pipelines.constants import (
     DAILY_RECONCILIATION_JOB,
     REBUILD_ACCOUNTS_JOB,
@@ -52,17 +54,29 @@ def failed_error_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return sorted(failed)
 
 
+def run_warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """The report-level warnings of the run (an event topic that can lose events), from its replayed state's
+    materialization."""
+    found: list[str] = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        event = entry.dagster_event
+        if event is not None and event.asset_key == REPLAYED_STATE:
+            found += event_log_warnings(dict(event.step_materialization_data.materialization.metadata))
+    return list(dict.fromkeys(found))
+
+
 def findings_alert_for_run(instance: dg.DagsterInstance, recon_store: ReconStore, run_id: str,
                            ui_base_url: str) -> Alert | None:
     """By the finding lifecycle when the run was applied to it; else new vs still open against the previous run."""
     lifecycle = run_lifecycle(recon_store, run_id)
+    warnings = run_warnings(instance, run_id)
     if lifecycle is not None:
         return lifecycle_alert(run_id, recon_store.findings(run_id), lifecycle.statuses, lifecycle.severities,
-                               ui_base_url, failed_checks=failed_error_checks(instance, run_id))
+                               ui_base_url, failed_checks=failed_error_checks(instance, run_id), warnings=warnings)
     previous = previous_run_id(instance, run_id)
     return findings_alert(run_id, recon_store.findings(run_id),
                           recon_store.findings(previous) if previous else [], ui_base_url,
-                          failed_checks=failed_error_checks(instance, run_id))
+                          failed_checks=failed_error_checks(instance, run_id), warnings=warnings)
 
 
 @dg.run_status_sensor(
@@ -80,9 +94,7 @@ def reconciliation_findings_sensor(context: dg.RunStatusSensorContext, projectio
     alert = findings_alert_for_run(context.instance, projections.recon_store(), run_id, slack.ui_url())
     if alert is None:
         return dg.SkipReason(f"run {run_id}: no warning or critical finding")
-    delivery = slack.notifier().post(alert.text, alert.blocks)
-    context.log.info(f"run {run_id}: findings alert {'sent' if delivery.sent else 'not sent'}"
-                     f"{'' if delivery.sent else f' ({delivery.error})'}")
+    post_alert(context.log, slack, alert, f"run {run_id}: findings alert")
     return None
 
 
@@ -94,7 +106,7 @@ def reconciliation_findings_sensor(context: dg.RunStatusSensorContext, projectio
 def run_failure_slack_sensor(context: dg.RunFailureSensorContext, slack: SlackResource) -> None:
     run = context.dagster_run
     alert = run_failure_alert(run.job_name, run.run_id, failure_cause(context), slack.ui_url())
-    slack.notifier().post(alert.text, alert.blocks)
+    post_alert(context.log, slack, alert, f"run {run.run_id} of {run.job_name}: failure alert")
 
 
 # Dagster's own wrappers around the error an op raised; the on-call engineer needs what is inside.
@@ -170,6 +182,6 @@ def auto_repair_sensor(context: dg.RunStatusSensorContext, projections: Projecti
         return dg.SkipReason(f"run {run_id}: nothing a rebuild can repair")
     if sum(counts.values()) > cap:
         alert = auto_repair_refused_alert(run_id, counts, cap, slack.ui_url())
-        slack.notifier().post(alert.text, alert.blocks)
+        post_alert(context.log, slack, alert, f"run {run_id}: auto-repair skipped alert")
         return dg.SkipReason(f"run {run_id}: {sum(counts.values())} entities exceed the cap of {cap}; alerted")
     return repair_requests(run_id, targets)

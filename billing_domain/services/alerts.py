@@ -5,6 +5,9 @@ key the previous run also reported is "still open", otherwise it is "new". Where
 the finding lifecycle (billing_domain.services.lifecycle), `lifecycle_alert` names only new and escalated findings
 and counts the rest (still open, acknowledged, accepted, resolved). Messages carry ids,
 kinds and counts only: never a URL with credentials, a token or a projection's full row.
+
+A run's report-level warnings (an event topic configured so that it can lose events: compacted, or with a
+finite retention) make a message of their own right, first in it, even when the run found nothing.
 """
 
 from __future__ import annotations
@@ -60,15 +63,17 @@ def run_url(ui_base_url: str, run_id: str) -> str:
 
 
 def findings_alert(run_id: str, findings: Sequence[Finding], previous: Sequence[Finding], ui_base_url: str, *,
-                   failed_checks: Sequence[str] = (), top: int = TOP_FINDINGS) -> Alert | None:
+                   failed_checks: Sequence[str] = (), top: int = TOP_FINDINGS,
+                   warnings: Sequence[str] = ()) -> Alert | None:
     """The one message for a reconciliation run, or None when it found nothing worth a warning."""
     d = digest(findings, previous)
-    if not d.alertable and not failed_checks:
+    if not d.alertable and not failed_checks and not warnings:
         return None
     sev = d.counts_by_severity
     url = run_url(ui_base_url, run_id)
-    text = (f"Billing reconciliation {run_id}: {sev['critical']} critical, {sev['warning']} warning findings "
-            f"({len(d.new)} new, {len(d.still_open)} still open, {d.resolved} resolved). {url}")
+    text = _warned(warnings) + (
+        f"Billing reconciliation {run_id}: {sev['critical']} critical, {sev['warning']} warning findings "
+        f"({len(d.new)} new, {len(d.still_open)} still open, {d.resolved} resolved). {url}")
     new_keys = {f.key for f in d.new}
     lines = [f"• `{f.severity.value}` *{f.kind.value}* {f.entity_type} `{f.entity_id}` "
              f"({'NEW' if f.key in new_keys else 'still open'}): {_short(f.detail)}" for f in d.alertable[:top]]
@@ -77,6 +82,7 @@ def findings_alert(run_id: str, findings: Sequence[Finding], previous: Sequence[
     kinds = ", ".join(f"{kind}: {n}" for kind, n in d.counts_by_kind.items()) or "none"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": "Billing reconciliation findings"}},
+        *_warning_blocks(warnings),
         {"type": "section", "text": {"type": "mrkdwn", "text": (
             f"*Run* `{run_id}`\n*Critical:* {sev['critical']}   *Warning:* {sev['warning']}\n"
             f"*New:* {len(d.new)}   *Still open:* {len(d.still_open)}   *Resolved since last run:* {d.resolved}\n"
@@ -98,16 +104,18 @@ COUNTED_STATUSES = ("open", "acknowledged", "accepted", "resolved")  # the daily
 
 def lifecycle_alert(run_id: str, findings: Sequence[Finding], statuses: Mapping[tuple[str, str, str], str],
                     severities: Mapping[tuple[str, str, str], str], ui_base_url: str, *,
-                    failed_checks: Sequence[str] = (), top: int = TOP_FINDINGS) -> Alert | None:
+                    failed_checks: Sequence[str] = (), top: int = TOP_FINDINGS,
+                    warnings: Sequence[str] = ()) -> Alert | None:
     """The run's message by the finding lifecycle: new and escalated findings named, the rest counted.
 
     None when every warning or critical finding is accepted (or there is none): an accepted finding
-    is never alerted. `statuses`/`severities` are the run's lifecycle (resolved identities included).
+    is never alerted. `statuses`/`severities` are the run's lifecycle (resolved identities included). The run's
+    `warnings` (an event topic that can lose events) are never accepted: they alone make a message.
     """
     alertable = sorted((f for f in findings if f.severity != Severity.INFO),
                        key=lambda f: (SEVERITY_RANK[f.severity], f.kind.value, f.entity_id))
     status_of = {f.key: statuses.get(f.key, "new") for f in alertable}
-    if all(s == "accepted" for s in status_of.values()):
+    if all(s == "accepted" for s in status_of.values()) and not warnings:
         return None
     count = Counter(status_of.values())
     count["resolved"] = sum(1 for k, s in statuses.items() if s == "resolved" and severities.get(k) != "info")
@@ -115,7 +123,8 @@ def lifecycle_alert(run_id: str, findings: Sequence[Finding], statuses: Mapping[
     standing = [f for f in alertable if status_of[f.key] != "accepted"]
     sev = Counter(f.severity.value for f in standing)
     url = run_url(ui_base_url, run_id)
-    text = (f"Billing reconciliation {run_id}: {sev['critical']} critical, {sev['warning']} warning findings "
+    text = _warned(warnings) + (
+            f"Billing reconciliation {run_id}: {sev['critical']} critical, {sev['warning']} warning findings "
             f"({count['new']} new, {count['open']} still open, {count['escalated']} escalated, "
             f"{count['acknowledged']} acknowledged, {count['accepted']} accepted, {count['resolved']} resolved). "
             f"{url}")
@@ -126,6 +135,7 @@ def lifecycle_alert(run_id: str, findings: Sequence[Finding], statuses: Mapping[
     kinds = ", ".join(f"{k}: {n}" for k, n in sorted(Counter(f.kind.value for f in standing).items())) or "none"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": "Billing reconciliation findings"}},
+        *_warning_blocks(warnings),
         {"type": "section", "text": {"type": "mrkdwn", "text": (
             f"*Run* `{run_id}`\n*Critical:* {sev['critical']}   *Warning:* {sev['warning']}\n"
             f"*New:* {count['new']}   *Escalated:* {count['escalated']}\n"
@@ -159,6 +169,23 @@ def auto_repair_refused_alert(run_id: str, counts: dict[str, int], cap: int, ui_
     text = (f"Auto-repair skipped after run {run_id}: {total} entities to rebuild ({per_type}) exceed the cap of "
             f"{cap}. Review and launch rebuild_accounts / rebuild_transactions by hand. {url}")
     return Alert(text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
+
+
+WARNING_HEADLINE = "EVENT LOG CAN LOSE EVENTS"
+
+
+def _warned(warnings: Sequence[str]) -> str:
+    """The text's opening when the run carries warnings: before the counts, so no preview hides it."""
+    return f":warning: {WARNING_HEADLINE}: {'; '.join(_short(w, 300) for w in warnings)}. " if warnings else ""
+
+
+def _warning_blocks(warnings: Sequence[str]) -> list[dict[str, Any]]:
+    if not warnings:
+        return []
+    lines = "\n".join(f"• {_short(w, 500)}" for w in warnings)
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": (
+        f":warning: *{WARNING_HEADLINE}*: the replay cannot be trusted to hold every event until the topics keep "
+        f"every event forever (`cleanup.policy=delete`, `retention.ms=-1`, `retention.bytes=-1`).\n{lines}")}}]
 
 
 def _short(text: str, limit: int = MAX_DETAIL) -> str:

@@ -6,7 +6,7 @@ none of them saves a report, updates the finding lifecycle or writes a checkpoin
 1. replay one cut of the log and read the projections (or take a replay the caller already folded:
    the partitioned job folds its partition groups in parallel steps), or reconcile one entity (an id
    with neither events nor a row is refused with `UnknownEntityError`, and nothing is stored);
-2. build the report;
+2. build the report, with a warning in its stats if a topic's configuration can lose events;
 3. record it, in this order:
    - the report (its findings under the run id), which every reader shows;
    - the finding lifecycle (new, open, resolved...), which refers to the stored run and ignores partial
@@ -39,6 +39,7 @@ from billing_domain.services.reconcile import (
     utc_now,
 )
 from billing_domain.services.single import reconcile_entity
+from billing_domain.services.topic_safety import judge_topics
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,7 @@ def run_reconciliation(stores: RunStores, request: ReconciliationRequest, option
                                          reports=stores.reports)
         report = build_report(outcome, run_id=request.run_id, scope=request.scope, started_at=started_at,
                               options=options, entity_types=request.entity_types)
+    judge_topics(stores.event_log, report.stats)  # a topic that can drop events makes the replay a guess: say so
     lifecycle = _record(stores, report, outcome if request.checkpoint else None, request.source) \
         if request.record else None
     return ReconciliationRun(report, outcome, lifecycle)

@@ -46,6 +46,7 @@ from billing_domain.core.exceptions import ConcurrentOperationError, EventStoreE
 from billing_domain.core.findings import Finding, Kind, LedgerIdentity, ReconciliationReport, Severity
 from billing_domain.core.lifecycle import Key
 from billing_domain.core.records import LogRecord, Topics
+from billing_domain.core.topic_config import KEPT_FOREVER, TopicConfig
 from billing_domain.core.transactions import TransactionState
 from billing_domain.ports import (
     PENDING,
@@ -142,6 +143,8 @@ class InMemoryEventLog:
         self._log_start: dict[TopicPartitionKey, int] = dict.fromkeys(self._logs, 0)
         self._commits: dict[str, dict[TopicPartitionKey, int]] = {}
         self._keyless = itertools.count()
+        # Each topic's settings as a broker would describe them (None: not described); kept forever unless set.
+        self.topic_settings: dict[str, dict[str, str] | None] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -265,6 +268,9 @@ class InMemoryEventLog:
 
     def reopener(self) -> Callable[[], EventLog]:
         return functools.partial(_itself, self)
+
+    def topic_configs(self) -> dict[str, TopicConfig]:
+        return {t: TopicConfig(t, self.topic_settings.get(t, dict(KEPT_FOREVER))) for t in self.topics.all()}
 
     def close(self) -> None:
         """Nothing to release (the real adapter flushes its producer)."""
@@ -705,6 +711,9 @@ class InMemoryReportStore:
                        "completion_id": done["audit_id"]}
             merged.append(row)
         return merged[:limit]
+
+    def audit_operation(self, run_id: str) -> dict[str, Any] | None:
+        return next((op for op in self.audit_operations(len(self._audit)) if op["run_id"] == run_id), None)
 
 
 def _stored_finding(f: Finding) -> Finding:
