@@ -23,10 +23,12 @@ $(DAGSTER_HOME_DIR)/dagster.yaml: dagster.yaml
 demo: $(STAMP) $(DAGSTER_HOME_DIR)/dagster.yaml
 	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(BIN)/python -m billing_pipelines.demo
 
+# Two pytest-xdist workers (the machine's two cores), each with its own embedded stack; a file's tests stay on one
+# worker, so module fixtures are made once. Most of a test's time is waiting on servers, so two overlap well.
 test: $(STAMP)
 	$(BIN)/ruff check billing_domain billing_cli billing_pipelines billing_api billing_sandbox benchmarks tests
 	$(BIN)/mypy
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 # The Dagster UI (webserver + daemon: schedules and sensors run) on the same embedded stack as the demo.
 ui: $(STAMP) $(DAGSTER_HOME_DIR)/dagster.yaml
