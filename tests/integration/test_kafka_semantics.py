@@ -40,7 +40,7 @@ from billing_sandbox.projector import LiveProjector
 
 @pytest.fixture(scope="module")
 def kafka(kafka_bootstrap: str) -> str:
-    """The session's Apache Kafka node (tests/support/brokers.py: skipped without Java or Maven, never on CI)."""
+    """The session's Apache Kafka node (tests/support/brokers.py): one JVM for every Kafka test of a worker."""
     return kafka_bootstrap
 
 

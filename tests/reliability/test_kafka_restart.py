@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.brokers import JAR_CACHE, skip_without_kafka
+from support.brokers import JAR_CACHE, resolve_jars_once, skip_without_kafka
 from support.tcp_proxy import free_port
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore
@@ -50,6 +50,7 @@ class RestartableKafka:
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableKafka]:
     skip_without_kafka()
     broker = ApacheKafka(Path(tmp_path_factory.mktemp("kafka-restart")), JAR_CACHE)
+    resolve_jars_once(broker)
     ports = [free_port(), free_port()]
     node = RestartableKafka(broker, ports, brokers.start(broker, ports))
     try:

@@ -9,6 +9,7 @@ session's temp folder. Without Java or Maven the Kafka half is skipped with the 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import uuid
@@ -40,11 +41,21 @@ def skip_without_kafka() -> None:
                     "broker, runs without them)")
 
 
+def resolve_jars_once(broker: ApacheKafka) -> None:
+    """Resolve the shared jar cache under a file lock: pytest-xdist's workers each start a Kafka of their own,
+    and a second resolve replaces the folder a first worker's JVM may be loading classes from."""
+    JAR_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    with (JAR_CACHE.parent / "test-kafka-lib.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        broker.ensure_jars(broker.tools())
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One Apache Kafka 4.x node (KRaft) for the session; stopped cleanly after it."""
     skip_without_kafka()
     broker = ApacheKafka(tmp_path_factory.mktemp("kafka"), JAR_CACHE)
+    resolve_jars_once(broker)
     ports = free_ports(broker.port_count)
     pid = brokers.start(broker, ports)
     try:
