@@ -12,7 +12,6 @@ are in tests/support/figures_plugin.py (registered by tests/conftest.py, so they
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +21,6 @@ from support.figures import TestFigures
 from support.figures_plugin import RECORDS_KEY
 
 from billing_sandbox.stack import EmbeddedStack, StackInfo
-
-SOAK_SECONDS = float(os.environ.get("BILLING_SOAK_SECONDS", "20"))
-RACE_SECONDS = float(os.environ.get("BILLING_RACE_SECONDS", "20"))
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import threading
 import time
@@ -25,6 +26,11 @@ from billing_domain.services.rebuild import RebuildResult, RebuildSelection, reb
 from billing_sandbox.projector import LiveProjector
 from billing_sandbox.simulate import SimulationConfig, simulate
 from billing_sandbox.stack import EmbeddedStack
+
+# How long the race and the soak of test_live_races run (here, not in conftest.py: `from conftest import` finds
+# whichever conftest pytest loaded last, the browser suite's when tests/e2e is given after tests/reliability).
+SOAK_SECONDS = float(os.environ.get("BILLING_SOAK_SECONDS", "20"))
+RACE_SECONDS = float(os.environ.get("BILLING_RACE_SECONDS", "20"))
 
 
 @dataclass

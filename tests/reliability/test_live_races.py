@@ -16,8 +16,9 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import RACE_SECONDS, SOAK_SECONDS
 from reliability_helpers import (
+    RACE_SECONDS,
+    SOAK_SECONDS,
     Damaged,
     ProjectorThread,
     Traffic,
