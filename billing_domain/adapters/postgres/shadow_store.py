@@ -6,11 +6,11 @@ version-guarded transaction. What to put in them and what to do with the diff is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from billing_domain.adapters.postgres.projection_ddl import ACCOUNT_PROJECTION, TRANSACTION_PROJECTION
 from billing_domain.adapters.postgres.projection_ddl import Table as ProjectionTable
@@ -18,8 +18,23 @@ from billing_domain.core.accounts import AccountState
 from billing_domain.core.transactions import TransactionState
 from billing_domain.ports import ShadowDiff, ShadowPlan, ShadowSwap
 
-if TYPE_CHECKING:  # the projection store builds this store: imported for its type only
-    from billing_domain.adapters.postgres.projection_store import ProjectionStore
+
+class ProjectionRows(Protocol):
+    """What the shadow tables use of the projection store that builds them (named here, not imported: the store
+    imports this module)."""
+
+    engine: Engine
+
+    def copy_accounts_into(self, conn: Connection, table: str, states: Iterable[AccountState]) -> int: ...
+
+    def copy_transactions_into(self, conn: Connection, table: str, states: Iterable[TransactionState]) -> int: ...
+
+    def compare_and_set_account(self, conn: Connection, seen: AccountState, new: AccountState) -> bool: ...
+
+    def compare_and_set_transaction(self, conn: Connection, seen: TransactionState,
+                                    new: TransactionState) -> bool: ...
+
+    def delete_rows(self, conn: Connection, entity_type: str, ids: Sequence[str]) -> int: ...
 
 LOCK_TIMEOUT = "5s"  # the swap waits this long at most for a row the live projector holds
 
@@ -50,7 +65,7 @@ TABLES = (Table.of("account", ACCOUNT_PROJECTION), Table.of("transaction", TRANS
 class PostgresShadowTables:
     """`ports.ShadowTables` on the projections' database."""
 
-    def __init__(self, projections: ProjectionStore) -> None:
+    def __init__(self, projections: ProjectionRows) -> None:
         self._projections = projections
 
     def ensure(self) -> None:
