@@ -177,9 +177,20 @@ def test_automation_lists_the_schedule_and_sensors(page: Page, tmp_path: Path) -
             found[name] = boxes[1].is_selected()
         return found
 
-    assert page.wait_for(switches, "the automations' switches") == {
-        "daily_reconciliation_schedule": True, "reconciliation_findings_sensor": True,
-        "run_failure_slack_sensor": True, "auto_repair_sensor": False}
+    # A switch can show unchecked for a moment while its own state query loads: wait for the expected states,
+    # and if they never come, fail on the last states seen (so a schedule really off still fails here).
+    expected = {"daily_reconciliation_schedule": True, "reconciliation_findings_sensor": True,
+                "run_failure_slack_sensor": True, "auto_repair_sensor": False}
+    seen: list[dict[str, bool] | None] = [None]
+
+    def as_expected() -> bool:
+        seen.append(switches())
+        return seen[-1] == expected
+
+    try:
+        page.wait_for(as_expected, "the automations' switches")
+    except AssertionError:
+        assert seen[-1] == expected
     page.screenshot(tmp_path, "automation")
 
     page.text_of("daily_reconciliation_schedule").click()
