@@ -20,6 +20,8 @@ from billing_domain.config import DEFAULT_TOPIC_PARTITIONS, Settings, Topics
 from billing_sandbox.stack import EmbeddedStack
 
 PARTITIONS = DEFAULT_TOPIC_PARTITIONS  # the settings' default, as the daily job runs
+# Settings that would send a measured command to other tables or topics than the run's.
+OVERRIDING = ("BILLING_RECON_DATABASE_URL", "BILLING_ACCOUNT_TOPIC", "BILLING_TRANSACTION_TOPIC")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,14 @@ class BenchTarget:
     @property
     def topics(self) -> Topics:
         return Topics.with_prefix(self.topic_prefix)
+
+    def command_env(self) -> dict[str, str]:
+        """The environment a user's command gets for this run: the servers and topics, nothing that would
+        point it elsewhere (a recon database or topic names of the caller's own)."""
+        env = {k: v for k, v in os.environ.items() if k not in OVERRIDING}
+        return env | {"BILLING_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+                      "BILLING_DATABASE_URL": self.database_url, "BILLING_TOPIC_PREFIX": self.topic_prefix,
+                      "BILLING_TOPIC_PARTITIONS": str(self.partitions)}
 
     def open(self) -> Services:
         """The composition root's adapters on this run's servers and topics."""

@@ -1,4 +1,5 @@
-"""The measured stages. Each runs in its own process (see `isolation`) and returns its figures."""
+"""The stages that are not a user's command: building the data, and the in-process figures that break the
+whole commands down. Each runs in its own process (see `isolation`) and returns its figures."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
-
-from confluent_kafka import KafkaError, TopicPartition
 
 from billing_domain.core.accounts import ACTIVE, AccountState
 from billing_domain.core.events import AccountCredited, Event
@@ -22,7 +21,7 @@ from billing_sandbox.simulate import SimulationConfig, simulate
 from billing_sandbox.simulate.history import new_id
 
 Figures = dict[str, Any]
-BATCH, TIMEOUT_S = 10_000, 0.1  # the floor's consume(), as the brief fixes it
+CORRUPT_EVERY_BALANCE = "UPDATE billing.account_projection SET balance_minor = balance_minor + 1"
 
 
 def simulate_stage(target: BenchTarget, accounts: int, days: int, seed: int) -> Figures:
@@ -39,45 +38,9 @@ def simulate_stage(target: BenchTarget, accounts: int, days: int, seed: int) -> 
         services.close()
 
 
-def floor_stage(target: BenchTarget, repeats: int = 2) -> Figures:
-    """Read every message's bytes to partition EOF and do nothing else; best of `repeats` runs."""
-    services = target.open()
-    try:
-        runs = [_read_everything(services.event_store, target) for _ in range(repeats)]
-    finally:
-        services.close()
-    best = min(runs, key=lambda r: r["seconds"])
-    return {**best, "runs_s": [r["seconds"] for r in runs]}
-
-
-def _read_everything(event_store: Any, target: BenchTarget) -> Figures:
-    began = time.perf_counter()
-    partitions = [(t, p) for t in target.topics.all() for p in event_store.partitions_of(t)]
-    consumer = event_store.new_consumer()
-    consumer.assign([TopicPartition(t, p, 0) for t, p in partitions])
-    open_partitions, messages, size = set(partitions), 0, 0
-    try:
-        while open_partitions:
-            for message in consumer.consume(BATCH, timeout=TIMEOUT_S):
-                error = message.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        raise RuntimeError(error.str())
-                    open_partitions.discard((message.topic(), message.partition()))
-                    continue
-                value = message.value()
-                messages += 1
-                size += len(value) if value else 0
-    finally:
-        consumer.close()
-    seconds = time.perf_counter() - began
-    return {"seconds": seconds, "messages": messages, "bytes": size, "events_per_s": messages / seconds}
-
-
 def reconcile_stage(target: BenchTarget, full: bool) -> Figures:
-    """What `billing-recon reconcile all` does, through the same use case: replay, diff, the report saved
-    with its lifecycle, then the checkpoint. The parts come from the run's own stage timings.
-    `full=False` resumes from the checkpoint."""
+    """What `billing-recon reconcile all` does, in this process, through the same use case (for
+    benchmarks/profile_stages.py; the bench runs the command itself). `full=False` resumes from the checkpoint."""
     services = target.open()
     try:
         request = ReconciliationRequest(new_run_id("bench"), "bench", full=full, delta=True)
@@ -139,7 +102,8 @@ def _credited(row: AccountState, event: Event, amount: int) -> AccountState:
 
 
 def single_stage(target: BenchTarget, sample: int, seed: int, warmup: int = 5) -> Figures:
-    """`reconcile_entity` on random accounts with the checkpoint present; latency of each call."""
+    """`reconcile_entity` in one process on random accounts with the checkpoint present; latency of each call
+    (the figure without the process start that `billing-recon reconcile account ID` pays)."""
     services = target.open()
     try:
         ids = sorted(services.projections.read_accounts())
@@ -164,19 +128,29 @@ def single_stage(target: BenchTarget, sample: int, seed: int, warmup: int = 5) -
     return {"samples": len(latencies), "p50_ms": 1000 * statistics.median(ordered),
             "p95_ms": 1000 * ordered[max(0, round(0.95 * len(ordered)) - 1)], "max_ms": 1000 * ordered[-1],
             "mean_ms": 1000 * statistics.fmean(ordered), "modes": modes, "findings": findings,
-            "warmup_calls": warmup}
+            "warmup_calls": warmup, "account_ids": chosen}
+
+
+def corrupt_balances_stage(target: BenchTarget) -> Figures:
+    """Every account balance +1, so that a rebuild of all accounts has every row to write."""
+    services = target.open()
+    try:
+        with services.projections.engine.begin() as conn:
+            return {"corrupted": conn.exec_driver_sql(CORRUPT_EVERY_BALANCE).rowcount}
+    finally:
+        services.close()
 
 
 def rebuild_stage(target: BenchTarget) -> Figures:
-    """Corrupt every balance (+1), then rebuild all accounts for real; its phases timed by wrapping them."""
+    """Corrupt every balance (+1), then rebuild all accounts for real in this process; its phases timed by
+    wrapping them (the breakdown of the `rebuild accounts --all` command)."""
     from billing_domain.services import rebuild as rebuild_module
 
     services = target.open()
     phases: dict[str, list[float]] = {}
     try:
         with services.projections.engine.begin() as conn:
-            corrupted = conn.exec_driver_sql(
-                "UPDATE billing.account_projection SET balance_minor = balance_minor + 1").rowcount
+            corrupted = conn.exec_driver_sql(CORRUPT_EVERY_BALANCE).rowcount
         for name, phase in (("replay_all", "replay_s"), ("_write", "write_s"), ("_verify", "verify_s")):
             setattr(rebuild_module, name, _timed(getattr(rebuild_module, name), phase, phases))
         began = time.perf_counter()
