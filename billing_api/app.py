@@ -49,7 +49,7 @@ def create_app(settings: ApiSettings | None = None, services: Services | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
-        opened = services or open_services()
+        opened = services or open_services(interactive=True)
         _attach(app, opened)
         try:
             yield
@@ -91,5 +91,6 @@ def _install_docs(app: FastAPI) -> None:
 
 
 def _attach(app: FastAPI, services: Services) -> None:
+    app.state.settings = services.settings
     app.state.reads = Reads(services)
     app.state.audit = ApiAuditStore(services.recon_store.engine)

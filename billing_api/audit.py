@@ -21,6 +21,8 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
+from billing_domain.bootstrap import unavailable_database
+
 log = logging.getLogger(__name__)
 SCHEMA = "billing_recon"
 MAX_TEXT = 2_000  # longer strings (fuzzers, mistakes) are cut in the trail
@@ -93,9 +95,19 @@ def install_audit(app: FastAPI, store: Callable[[], ApiAuditStore | None]) -> No
                 entry = _entry(request, status, (time.perf_counter() - started) * 1000)
                 try:
                     await run_in_threadpool(audit_store.write, entry)
-                except Exception:  # the answer is already decided; say loudly that its trail is missing
-                    log.exception("could not write the API audit row for %s %s (status %s)", entry.method,
-                                  entry.endpoint, status)
+                except Exception as exc:  # the answer is already decided; say loudly that its trail is missing
+                    _log_missing_trail(request, entry, exc)
+
+
+def _log_missing_trail(request: Request, entry: ApiAuditEntry, exc: Exception) -> None:
+    settings = getattr(request.app.state, "settings", None)
+    database_down = unavailable_database(exc, settings) if settings is not None else None
+    if database_down is not None:  # one line: the answer (a 503) already says which server to fix
+        log.error("could not write the API audit row for %s %s (status %s): %s", entry.method, entry.endpoint,
+                  entry.status, database_down)
+        return
+    log.exception("could not write the API audit row for %s %s (status %s)", entry.method, entry.endpoint,
+                  entry.status)
 
 
 def _route_of(request: Request) -> Any:

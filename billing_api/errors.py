@@ -6,12 +6,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from billing_domain.bootstrap import ServerUnavailableError, unavailable_database
 from billing_domain.core.exceptions import (
     BillingError,
     ConcurrentOperationError,
@@ -24,7 +26,8 @@ log = logging.getLogger(__name__)
 
 class ErrorBody(BaseModel):
     error: str = Field(description="A short machine-readable code: unauthorized, forbidden, not_found, "
-                                   "validation_error, conflict, dagster_unavailable, dagster_error, internal.")
+                                   "validation_error, conflict, dagster_unavailable, dagster_error, "
+                                   "event_store_unavailable, database_unavailable, internal.")
     message: str = Field(description="What went wrong, naming the field to fix where there is one.")
     field: str | None = Field(default=None, description="The request field at fault, e.g. 'body.reason'.")
     details: list[dict[str, Any]] | None = Field(default=None, description="Every validation problem.")
@@ -44,6 +47,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such entity: no events and no projection row."},
     422: {"model": ErrorBody, "description": "Invalid input; `field` and `message` say which and why."},
     500: {"model": ErrorBody, "description": "An unexpected error (logged on the server)."},
+    503: {"model": ErrorBody, "description": "Kafka, PostgreSQL or Dagster cannot be reached; the message "
+                                             "names the server (password masked) and what to check."},
 }
 
 
@@ -93,8 +98,23 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(_body("conflict", str(exc)), 409)
         if isinstance(exc, EventStoreUnavailableError):
             return JSONResponse(_body("event_store_unavailable", str(exc)), 503)
+        if isinstance(exc, ServerUnavailableError):
+            return JSONResponse(_body("database_unavailable", str(exc)), 503)
         log.exception("domain error on %s %s", request.method, request.url.path)
         return JSONResponse(_body("internal", f"{type(exc).__name__}: {exc}"), 500)
+
+    # Handled by class (not by the catch-all below, which Starlette runs outside every middleware and then
+    # re-raises), so that the audit sees the 503 and the server log gets one line, not a traceback.
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(sqlalchemy.exc.InterfaceError)
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        settings = getattr(request.app.state, "settings", None)
+        database_down = unavailable_database(exc, settings) if settings is not None else None
+        if database_down is None:
+            log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+            return JSONResponse(_body("internal", "unexpected server error; see the server log"), 500)
+        log.error("%s %s: %s", request.method, request.url.path, database_down)
+        return JSONResponse(_body("database_unavailable", str(database_down)), 503)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

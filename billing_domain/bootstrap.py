@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import sqlalchemy.exc
 from sqlalchemy.engine import Engine
 
-from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.kafka.event_store import PROBE_TIMEOUT_S, KafkaEventStore
 from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore
 from billing_domain.adapters.postgres.projection_store import CONNECT_TIMEOUT_S, ProjectionStore, make_engine
 from billing_domain.adapters.postgres.recon_store import ReconStore
-from billing_domain.adapters.slack import SlackNotifier
+from billing_domain.adapters.retry import RetryPolicy
 from billing_domain.config import Settings, Topics, redact_url
 from billing_domain.core.exceptions import BillingError, ConfigurationError
 from billing_domain.services.run_reconciliation import RunStores
+
+if TYPE_CHECKING:
+    from billing_domain.adapters.slack import SlackNotifier
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +60,20 @@ class Services:
         self.recon_store.engine.dispose()
 
 
-def event_store_for(settings: Settings) -> KafkaEventStore:
-    """The contract's two topics on the settings' broker (no connection until first use)."""
+# A caller who waits for the answer (an API request) is told within about ten seconds that the broker is gone;
+# a batch run (the defaults) rides out a minute of broker restart instead.
+INTERACTIVE_RETRY = RetryPolicy(max_attempts=2, max_total_s=PROBE_TIMEOUT_S)
+INTERACTIVE_STALL_TIMEOUT_S = 10.0
+
+
+def event_store_for(settings: Settings, *, interactive: bool = False) -> KafkaEventStore:
+    """The contract's two topics on the settings' broker (no connection until first use); `interactive`: bounded
+    for a caller who waits (see INTERACTIVE_RETRY)."""
     servers = _required(settings.kafka_bootstrap_servers, "BILLING_KAFKA_BOOTSTRAP_SERVERS")
-    return KafkaEventStore(servers, settings.topics, partitions=settings.topic_partitions)
+    if not interactive:
+        return KafkaEventStore(servers, settings.topics, partitions=settings.topic_partitions)
+    return KafkaEventStore(servers, settings.topics, partitions=settings.topic_partitions, retry=INTERACTIVE_RETRY,
+                           metadata_timeout_s=PROBE_TIMEOUT_S, stall_timeout_s=INTERACTIVE_STALL_TIMEOUT_S)
 
 
 def stores_for(database_url: str, recon_database_url: str | None = None) -> Stores:
@@ -78,14 +92,17 @@ def engine_for(database_url: str) -> Engine:
 
 def notifier_for(settings: Settings, bot_token: str | None) -> SlackNotifier:
     """Slack alerts; without a token messages are logged, not sent."""
+    from billing_domain.adapters.slack import SlackNotifier  # slack_sdk: only for the commands that alert
+
     return SlackNotifier(bot_token, settings.slack_channel, settings.slack_api_url)
 
 
-def wire(settings: Settings) -> Services:
+def wire(settings: Settings, *, interactive: bool = False) -> Services:
     """Every adapter for these settings, without connecting: for the demo, the benchmark and the Dagster jobs,
     whose servers are known to be up (or whose first use reports it)."""
     stores = stores_for(_required(settings.database_url, "BILLING_DATABASE_URL"), settings.recon_database_url)
-    return Services(settings, event_store_for(settings), stores.projections, stores.recon_store, stores.checkpoints)
+    return Services(settings, event_store_for(settings, interactive=interactive), stores.projections,
+                    stores.recon_store, stores.checkpoints)
 
 
 def with_topics(settings: Settings, topics: Topics, partitions: int | None = None) -> Settings:
@@ -109,27 +126,51 @@ class ServerUnavailableError(BillingError):
     """A server of the settings could not be used at startup; the message names it (password masked)."""
 
 
-def open_services(settings: Settings | None = None) -> Services:
-    """Connect to both servers, each tried once with a bounded timeout, then prepare schemas and topics."""
+def open_services(settings: Settings | None = None, *, interactive: bool = False) -> Services:
+    """Connect to both servers, each tried once with a bounded timeout, then prepare schemas and topics;
+    `interactive`: the event store of a caller who waits for each answer (the admin API)."""
     settings = resolve_servers(settings or Settings.from_env())
     if not settings.kafka_bootstrap_servers or not settings.database_url:
         missing = "BILLING_KAFKA_BOOTSTRAP_SERVERS" if not settings.kafka_bootstrap_servers else "BILLING_DATABASE_URL"
         raise ConfigurationError(f"{missing}: not set; set both servers, or neither to use the embedded stack")
-    recon_url = settings.recon_database_url or settings.database_url
-    services = wire(settings)
-    event_store, projections, recon_store = services.event_store, services.projections, services.recon_store
+    services = wire(settings, interactive=interactive)
+    stores = Stores(services.projections, services.recon_store, services.checkpoints)
     try:
-        _connect(projections.engine, "BILLING_DATABASE_URL", settings.database_url)
-        if recon_url != settings.database_url:
-            _connect(recon_store.engine, "BILLING_RECON_DATABASE_URL", recon_url)
-        event_store.probe()
-        projections.ensure_schema()
-        recon_store.migrate()
-        event_store.ensure_topics()
+        connect_databases(stores, settings.database_url, settings.recon_database_url)
+        topics = services.event_store.probe()  # a down broker is told before any schema work
+        prepare_schemas(stores)
+        services.event_store.ensure_topics(topics)
     except BaseException:
-        _dispose(projections.engine, recon_store.engine)
+        stores.dispose()
         raise
     return services
+
+
+def prepare_stores(stores: Stores, database_url: str, recon_database_url: str | None = None) -> None:
+    """Connect once to each database (bounded, no retry), then prepare both schemas."""
+    connect_databases(stores, database_url, recon_database_url)
+    prepare_schemas(stores)
+
+
+def connect_databases(stores: Stores, database_url: str, recon_database_url: str | None = None) -> None:
+    """One connection to each database, once: a server that is down or a database that is missing says so at
+    once, naming it."""
+    recon_url = recon_database_url or database_url
+    _connect(stores.projections.engine, "BILLING_DATABASE_URL", database_url)
+    if recon_url != database_url:
+        _connect(stores.recon_store.engine, "BILLING_RECON_DATABASE_URL", recon_url)
+
+
+def prepare_schemas(stores: Stores) -> None:
+    """The projection tables created if absent, `billing_recon` migrated to the latest revisions."""
+    stores.projections.ensure_schema()
+    stores.recon_store.migrate()
+
+
+def prepare_event_store(event_store: KafkaEventStore) -> None:
+    """One bounded metadata request (a down broker is an error within seconds, not after a minute of
+    retries), then the contract's topics created if absent."""
+    event_store.ensure_topics(event_store.probe())
 
 
 def _connect(engine: Engine, setting: str, url: str) -> None:
@@ -144,15 +185,22 @@ def _connect(engine: Engine, setting: str, url: str) -> None:
             f"{setting} are right.") from exc
 
 
+def unavailable_database(exc: BaseException, settings: Settings) -> ServerUnavailableError | None:
+    """The error to show for a database that stopped answering mid-operation (a driver's connection error), or
+    None when `exc` is something else. Names the server with its password masked, never the driver's traceback."""
+    if not isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        return None
+    urls = dict.fromkeys(u for u in (settings.database_url, settings.recon_database_url) if u)
+    where = " or ".join(redact_url(u) for u in urls) or "the configured database"
+    return ServerUnavailableError(
+        f"cannot use PostgreSQL at {where}: {first_line(exc.orig or exc)}. Check that the server runs and "
+        "accepts connections, and BILLING_DATABASE_URL.")
+
+
 def first_line(exc: BaseException) -> str:
     """The driver's own reason, without its hints and context lines."""
     text = str(exc).strip()
     return text.splitlines()[0].strip() if text else type(exc).__name__
-
-
-def _dispose(*engines: Engine) -> None:
-    for engine in engines:
-        engine.dispose()
 
 
 def _required(value: str | None, env_name: str) -> str:

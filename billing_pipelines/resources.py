@@ -18,7 +18,16 @@ from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore
 from billing_domain.adapters.postgres.projection_store import ProjectionStore
 from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.adapters.slack import SlackNotifier
-from billing_domain.bootstrap import Stores, event_store_for, notifier_for, resolve_servers, stores_for, with_topics
+from billing_domain.bootstrap import (
+    Stores,
+    event_store_for,
+    notifier_for,
+    prepare_event_store,
+    prepare_stores,
+    resolve_servers,
+    stores_for,
+    with_topics,
+)
 from billing_domain.config import Settings, Topics
 from billing_domain.core.exceptions import ConfigurationError
 from billing_domain.services.run_reconciliation import RunStores
@@ -39,7 +48,7 @@ class EventStoreResource(dg.ConfigurableResource):
     _store: KafkaEventStore | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self.get_store().ensure_topics()
+        prepare_event_store(self.get_store())
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._store is not None:
@@ -64,10 +73,11 @@ class ProjectionsResource(dg.ConfigurableResource):
     recon_database_url: str | None = None  # defaults to database_url
 
     _stores: Stores | None = PrivateAttr(default=None)
+    _resolved_urls: tuple[str, str | None] | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self.projection_store().ensure_schema()
-        self.recon_store().migrate()
+        url, recon_url = self._urls()
+        prepare_stores(self._wired(), url, recon_url)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._stores is not None:
@@ -91,9 +101,15 @@ class ProjectionsResource(dg.ConfigurableResource):
 
     def _wired(self) -> Stores:
         if self._stores is None:
-            url = self.database_url or _required(resolved_settings().database_url, "BILLING_DATABASE_URL")
-            self._stores = stores_for(url, self.recon_database_url or Settings.from_env().recon_database_url)
+            self._stores = stores_for(*self._urls())
         return self._stores
+
+    def _urls(self) -> tuple[str, str | None]:
+        """The projections' database and `billing_recon`'s (None: the same), from the fields or the environment."""
+        if self._resolved_urls is None:
+            url = self.database_url or _required(resolved_settings().database_url, "BILLING_DATABASE_URL")
+            self._resolved_urls = (url, self.recon_database_url or Settings.from_env().recon_database_url)
+        return self._resolved_urls
 
 
 class SlackResource(dg.ConfigurableResource):

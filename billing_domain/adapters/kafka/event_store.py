@@ -13,13 +13,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from billing_domain.adapters.kafka import offsets as log_offsets
-from billing_domain.adapters.retry import DEFAULT_RETRY, RetryPolicy
+from billing_domain.adapters.retry import DEFAULT_RETRY, RetryPolicy, is_transient
 from billing_domain.config import DEFAULT_TOPIC_PARTITIONS
 from billing_domain.core.cut import Cut, TopicPartitionKey
 from billing_domain.core.events import Event, encode_event
@@ -29,6 +29,7 @@ from billing_domain.core.topic_config import KEPT_FOREVER, LOSSY_SETTINGS, Topic
 from billing_domain.ports import EventLog, PartitionEnd
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # `logger` is a logging.Logger, which confluent-kafka's stubs do not list among the config values.
 ClientConfig = dict[str, Any]
 BATCH_SIZE = 10_000
@@ -39,6 +40,8 @@ CONSUME_TIMEOUT_S = 0.01
 METADATA_TTL_S = 30.0
 # A cut that makes no progress for this long has lost its broker (librdkafka retries silently).
 STALL_TIMEOUT_S = 60.0
+# One metadata request's wait (each retried attempt's).
+METADATA_TIMEOUT_S = 10.0
 # A command's first metadata request waits this long, once: an unreachable broker is an error within
 # seconds instead of a minute of retries (a cut that loses its broker later keeps STALL_TIMEOUT_S).
 PROBE_TIMEOUT_S = 5.0
@@ -88,12 +91,14 @@ class KafkaEventStore:
 
     def __init__(self, bootstrap_servers: str, topics: Topics | None = None, *,
                  partitions: int = DEFAULT_TOPIC_PARTITIONS, retry: RetryPolicy = DEFAULT_RETRY,
-                 client_config: ClientConfig | None = None) -> None:
+                 client_config: ClientConfig | None = None, metadata_timeout_s: float = METADATA_TIMEOUT_S,
+                 stall_timeout_s: float = STALL_TIMEOUT_S) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topics = topics or Topics()
         self.partitions = partitions
         self.retry = retry
-        self.stall_timeout_s = STALL_TIMEOUT_S
+        self.metadata_timeout_s = metadata_timeout_s
+        self.stall_timeout_s = stall_timeout_s
         self._client_config: ClientConfig = {"bootstrap.servers": bootstrap_servers, "logger": client_log,
                                              **(client_config or {})}
         self._producer: Producer | None = None
@@ -104,22 +109,38 @@ class KafkaEventStore:
         return self.topics.accounts if aggregate_type == "account" else self.topics.transactions
 
     # --- topics -------------------------------------------------------------------------------------
-    def probe(self, timeout_s: float = PROBE_TIMEOUT_S) -> None:
-        """One bounded metadata request, not retried: raises `EventStoreUnavailableError` naming the servers."""
+    def probe(self, timeout_s: float = PROBE_TIMEOUT_S) -> set[str]:
+        """One bounded metadata request, not retried: the broker's topics, or `EventStoreUnavailableError` naming
+        the servers."""
         try:
-            AdminClient(self._client_config).list_topics(timeout=timeout_s)
+            return set(AdminClient(self._client_config).list_topics(timeout=timeout_s).topics)
         except KafkaException as exc:
-            reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
-            raise EventStoreUnavailableError(
-                f"cannot reach Kafka at {self.bootstrap_servers}: a metadata request got no answer within "
-                f"{timeout_s:g} s ({reason}). Check that the broker runs and listens on that address, that this "
-                "host may connect to it, and BILLING_KAFKA_BOOTSTRAP_SERVERS.") from exc
+            raise self._unreachable(exc, f"a metadata request got no answer within {timeout_s:g} s") from exc
 
-    def ensure_topics(self) -> None:
+    def _metadata(self, request: Callable[[], T], context: str) -> T:
+        """A metadata request, retried by the policy; a broker still unreachable after it is named."""
+        try:
+            return self.retry.run(request, context)
+        except KafkaException as exc:
+            if not is_transient(exc):
+                raise
+            raise self._unreachable(exc, f"{context} got no answer after {self.retry.max_attempts} attempts of "
+                                         f"{self.metadata_timeout_s:g} s") from exc
+
+    def _unreachable(self, exc: KafkaException, what: str) -> EventStoreUnavailableError:
+        reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+        return EventStoreUnavailableError(
+            f"cannot reach Kafka at {self.bootstrap_servers}: {what} ({reason}). Check that the broker runs and "
+            "listens on that address, that this host may connect to it, and BILLING_KAFKA_BOOTSTRAP_SERVERS.")
+
+    def ensure_topics(self, existing: set[str] | None = None) -> None:
         """Create the two topics if absent, with `partitions` partitions each, kept forever and never compacted
-        (the contract's system of record: Apache Kafka's default retention is 7 days)."""
+        (the contract's system of record: Apache Kafka's default retention is 7 days). `existing`: the broker's
+        topics if just listed (by `probe`); when both are there, no request is made."""
+        if existing is not None and set(self.topics.all()) <= existing:
+            return
         admin = AdminClient(self._client_config)
-        existing = set(self.retry.run(lambda: admin.list_topics(timeout=10), "list topics").topics)
+        existing = set(self._metadata(lambda: admin.list_topics(timeout=self.metadata_timeout_s), "list topics").topics)
         missing = [NewTopic(t, num_partitions=self.partitions, replication_factor=1, config=dict(KEPT_FOREVER))
                    for t in self.topics.all() if t not in existing]
         for topic, future in admin.create_topics(missing).items() if missing else []:
@@ -175,7 +196,8 @@ class KafkaEventStore:
     def _fetch_partitions(self, topic: str) -> list[int]:
         consumer = Consumer({**self._client_config, "group.id": "billing-recon-metadata"})
         try:
-            metadata = self.retry.run(lambda: consumer.list_topics(topic, timeout=10), f"metadata of {topic}")
+            metadata = self._metadata(lambda: consumer.list_topics(topic, timeout=self.metadata_timeout_s),
+                                      f"the metadata of {topic}")
         finally:
             consumer.close()
         described = metadata.topics.get(topic)
