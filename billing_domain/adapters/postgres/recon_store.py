@@ -6,6 +6,8 @@ database to the latest revision and is safe to call from every run.
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +28,27 @@ FINDING_COLUMNS = ("run_id", "entity_type", "entity_id", "kind", "severity", "de
                    "topic", "partition", "offset", "event_id")
 
 
+@functools.cache
+def migration_heads() -> frozenset[str]:
+    """The revisions no other migration builds on, read from the scripts' own `revision` and `down_revision`
+    (what Alembic's `heads` are, without loading Alembic)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        assigned = _module_constants(script)
+        revisions.add(assigned["revision"])
+        down = assigned.get("down_revision")
+        parents.update([down] if isinstance(down, str) else down or ())
+    return frozenset(revisions - parents)
+
+
+def _module_constants(script: Path) -> dict[str, Any]:
+    """The top-level `name = <literal>` assignments of a module, without running it."""
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(script.read_text()).body
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id in ("revision", "down_revision")}
+
+
 class ReconStore(PostgresLifecycleStore):
     """Reports, findings, ledger and audit; and, as a `PostgresLifecycleStore`, the finding lifecycle (its tables
     sit in this schema)."""
@@ -34,6 +57,10 @@ class ReconStore(PostgresLifecycleStore):
         self.engine = engine
 
     def migrate(self) -> None:
+        """Bring `billing_recon` to the latest revisions; when it is there already (every command after the first),
+        one query says so and Alembic is not even loaded."""
+        if self._at_heads():
+            return
         # Imported here: alembic costs a read-only CLI command a fifth of a second to load, and only this needs it.
         from alembic import command
         from alembic.config import Config
@@ -44,6 +71,13 @@ class ReconStore(PostgresLifecycleStore):
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('billing_recon.migrate'))")
             config.attributes["connection"] = conn
             command.upgrade(config, "heads")  # feature branches each add a head
+
+    def _at_heads(self) -> bool:
+        with self.engine.connect() as conn:
+            if conn.exec_driver_sql(f"SELECT to_regclass('{SCHEMA}.alembic_version')").scalar() is None:
+                return False
+            applied = set(conn.exec_driver_sql(f"SELECT version_num FROM {SCHEMA}.alembic_version").scalars())
+        return applied == migration_heads()
 
     # --- reports ------------------------------------------------------------------------------------
     def save_report(self, report: ReconciliationReport, source: str) -> None:
