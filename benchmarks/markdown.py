@@ -17,7 +17,9 @@ def render(path: Path) -> str:
     figures = json.loads(path.read_text(encoding="utf-8"))
     lines = [f"### --size {figures['size']}", "", "| figure | value | target | met? |", "| --- | --- | --- | --- |"]
     for row in evaluate(figures):  # re-evaluated, so older JSON files get today's target rows
-        cells = (row["figure"].strip(), row["value"], row["target"], met_text(row))
+        figure = row["figure"]
+        indent = "&emsp;" if figure.startswith(" ") else ""  # a breakdown row stays under its headline
+        cells = (indent + figure.strip(), row["value"], row["target"], met_text(row))
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -23,6 +23,10 @@ ANSWERED = (0, 1)  # billing-recon: 0 clean, 1 findings or refusals; both are an
 # The parts of a reconcile the command times itself (its report's stats), in the order they happen.
 TIMED_PARTS = ("read_projections_s", "load_checkpoint_s", "read_tail_s", "replay_s", "diff_s", "checkpoint_s")
 FLOOR_MODULE = "billing_sandbox.benchmark.floor"
+# What a reconcile command imports before it reads a byte: the CLI, the composition root with its adapters
+# (SQLAlchemy, confluent-kafka), the use case, and Alembic for the migration check every command opens with.
+RECONCILE_IMPORTS = ("import billing_cli.app, billing_domain.bootstrap, billing_domain.services.run_reconciliation, "
+                     "billing_domain.services.reconcile, alembic.command, alembic.config")
 
 
 def recon_command() -> list[str]:
@@ -45,10 +49,11 @@ class Commands:
         return self.run([*recon_command(), *args], accept=ANSWERED)
 
     def python_start(self, times: int) -> Figures:
-        """What any Python command pays before it does anything: the interpreter, then our CLI's imports."""
+        """What a command pays before it does anything: the interpreter, our CLI, a reconcile's imports."""
         bare = [self.run([sys.executable, "-c", "pass"]) for _ in range(times)]
         helped = [self.run([*recon_command(), "--help"]) for _ in range(times)]
-        return {"python_pass": summary(bare), "recon_help": summary(helped)}
+        imported = [self.run([sys.executable, "-c", RECONCILE_IMPORTS]) for _ in range(times)]
+        return {"python_pass": summary(bare), "recon_help": summary(helped), "reconcile_imports": summary(imported)}
 
     def floor(self, times: int) -> Figures:
         """The bare consume of both topics as a whole process; `times` runs, the median."""

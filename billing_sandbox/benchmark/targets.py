@@ -56,6 +56,9 @@ def _start_rows(f: Figures, row: Row) -> None:
     start, floor = f["start"], f["floor"]
     row("process start: `python -c pass` / `billing-recon --help` (median)",
         f"{_ms(start['python_pass']['wall_s'])} / {_ms(start['recon_help']['wall_s'])}")
+    if "reconcile_imports" in start:
+        row("  a reconcile's imports alone (`python -c 'import billing_cli.app, billing_domain.bootstrap, ...'`)",
+            _ms(start["reconcile_imports"]["wall_s"]))
     row("floor: bare consume of both topics, whole process", f"{floor['wall_s']:.2f} s "
         f"({floor['events_per_s']:,.0f} ev/s, {floor['bytes'] / 2**20:,.0f} MiB, {_runs(floor)})")
 
