@@ -21,10 +21,10 @@ from billing_domain.adapters.postgres.recon_store import ReconStore
 from billing_domain.adapters.retry import RetryPolicy
 from billing_domain.config import Settings, Topics, redact_url
 from billing_domain.core.exceptions import BillingError, ConfigurationError
-from billing_domain.services.run_reconciliation import RunStores
 
 if TYPE_CHECKING:
     from billing_domain.adapters.slack import SlackNotifier
+    from billing_domain.services.run_reconciliation import RunStores
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class Services:
 
     def run_stores(self) -> RunStores:
         """The ports of `run_reconciliation`."""
+        from billing_domain.services.run_reconciliation import RunStores  # only the commands that reconcile
+
         return RunStores(self.event_store, self.projections, self.recon_store, self.checkpoints)
 
     def close(self) -> None:
