@@ -29,6 +29,11 @@ DEFAULT_AUTO_REPAIR_MAX = 50
 DEFAULT_MAX_LAGGING = 100
 DEFAULT_MAX_PROJECTOR_LAG = 1_000  # events the live projector may leave unapplied before its check fails
 DEFAULT_MAX_PROJECTOR_LAG_AGE_MINUTES = 15.0  # ... or how long the oldest of them may have waited
+# How a full replay folds (BILLING_REPLAY_ENGINE): the aggregates (the reference), or columns for the plain
+# streams with the aggregates for the rest (billing_domain/columnar). The aggregates stay the default until
+# the columnar engine is measured faster (see docs of billing_domain/columnar).
+REPLAY_ENGINES = ("aggregate", "columnar")
+DEFAULT_REPLAY_ENGINE = "aggregate"
 # Upper bounds of the numeric settings: past them a value is a typo, not a choice (a stuck threshold of a
 # year, as the admin API allows; a lag window of a day would hide every missing row for a day).
 MAX_STUCK_MINUTES = 525_600.0
@@ -66,6 +71,7 @@ class Settings:
     max_lagging: int = DEFAULT_MAX_LAGGING  # lagging rows the asset check tolerates
     max_projector_lag: int = DEFAULT_MAX_PROJECTOR_LAG
     max_projector_lag_age_minutes: float = DEFAULT_MAX_PROJECTOR_LAG_AGE_MINUTES
+    replay_engine: str = DEFAULT_REPLAY_ENGINE  # one of REPLAY_ENGINES; only the full replay reads it
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -100,6 +106,7 @@ class Settings:
             max_projector_lag_age_minutes=_number(env, "BILLING_MAX_PROJECTOR_LAG_AGE_MINUTES",
                                                   DEFAULT_MAX_PROJECTOR_LAG_AGE_MINUTES, minimum_zero=True,
                                                   maximum=MAX_STUCK_MINUTES),
+            replay_engine=_choice(env, "BILLING_REPLAY_ENGINE", DEFAULT_REPLAY_ENGINE, REPLAY_ENGINES),
         )
 
     @property
@@ -128,6 +135,13 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum_zero: 
     if number > maximum:
         raise ConfigurationError(f"{name}: {value!r} is above the maximum of {maximum:g}")
     return number
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
 def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1, maximum: int) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from billing_domain.core.checkpoint import CheckpointHeader, marks_key, topics_k
 from billing_domain.core.cut import Cut, TopicPartitionKey
 from billing_domain.core.exceptions import CheckpointUnreadableError
 from billing_domain.core.lag import LagJudge
+from billing_domain.core.records import LogRecord
 from billing_domain.core.replay import Replay
 from billing_domain.core.transactions import TransactionState
 from billing_domain.ports import (
@@ -75,6 +77,7 @@ class Scope:
     stop: dict[TopicPartitionKey, int] | None = None
     workers: int = 1
     progress: ProgressCallback | None = None
+    engine: str = "aggregate"  # how a full replay in one process folds (config.REPLAY_ENGINES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,11 +243,27 @@ def _read_into(plan: ReadPlan, scope: Scope, event_log: EventLog, replay: Replay
         cut = replay_in_parallel(event_log, replay, scope.workers, stop, scope.progress)
     else:
         reader = event_log.read_cut(start=plan.start, stop=stop, on_batch=scope.progress)
-        for batch in reader:
-            replay.feed(batch)
+        if plan.start is None and held is None and scope.engine == "columnar" and scope.only_ids is None:
+            _fold_by_columns(replay, reader)
+        else:
+            for batch in reader:
+                replay.feed(batch)
         cut = reader.cut
     if held is None:
         return cut
     for batch in held.batches:
         replay.feed(batch)
     return Cut(start=dict(cut.start), end=cut.end | held.cut.end)
+
+
+def _fold_by_columns(replay: Replay, batches: Iterable[Sequence[LogRecord]]) -> None:
+    """The full cut, held, folded by the columnar engine (plain streams by columns, the rest by `replay`)."""
+    from billing_domain.columnar import can_fold, fold_into  # here: Polars loads only for a run that asks for it
+
+    if not can_fold(replay):  # something was loaded into it after all: the aggregates fold on top of that
+        for batch in batches:
+            replay.feed(batch)
+        return
+    records = [record for batch in batches for record in batch]
+    split = fold_into(replay, records)
+    log.info("columnar replay: %d records by columns, %d by the aggregates", split.columnar, split.reference)

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from billing_domain.config import DEFAULT_STUCK_AFTER, Settings
+from billing_domain.config import DEFAULT_REPLAY_ENGINE, DEFAULT_STUCK_AFTER, REPLAY_ENGINES, Settings
 from billing_domain.core.cut import TopicPartitionKey
 from billing_domain.core.diff import diff_accounts, diff_transactions
 from billing_domain.core.findings import Finding, LedgerIdentity, ReconciliationReport, merge_lagging
@@ -51,13 +51,20 @@ class ReconcileOptions:
     lag_window: timedelta = DEFAULT_LAG_WINDOW  # the contract's lag window (see reconcile.lag)
     projector_group: str | None = None  # the live projector's consumer group: its offsets decide exactly
     clock: Callable[[], datetime] = utc_now  # the run's clock: `stuck` and the lag window are judged by it
+    # How a full replay in one process folds (REPLAY_ENGINES): "columnar" folds the plain streams by columns
+    # and the rest by the aggregates; incremental, delta, parallel and filtered replays always use the aggregates.
+    engine: str = DEFAULT_REPLAY_ENGINE
+
+    def __post_init__(self) -> None:
+        if self.engine not in REPLAY_ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(REPLAY_ENGINES)}, not {self.engine!r}")
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> ReconcileOptions:
         """The options every entry point uses: the thresholds of the settings, unless overridden."""
         values: dict[str, Any] = {"stuck_after": timedelta(minutes=settings.stuck_after_minutes),
                                   "lag_window": timedelta(seconds=settings.lag_window_seconds),
-                                  "projector_group": settings.projector_group}
+                                  "projector_group": settings.projector_group, "engine": settings.replay_engine}
         return cls(**(values | overrides))
 
 
@@ -104,7 +111,7 @@ def replay_all(event_store: EventLog, projections: ProjectionStore, *, options: 
     request = ReadRequest(checkpoints=checkpoints is not None, full=full, delta=delta, only_ids=only_ids is not None,
                           bounded=options.stop is not None, every_type=set(entity_types) == set(AGGREGATE_TYPES),
                           workers=options.workers)
-    scope = read_path.Scope(request, entity_types, only_ids, options.stop, options.workers, progress)
+    scope = read_path.Scope(request, entity_types, only_ids, options.stop, options.workers, progress, options.engine)
     with collector_paused():
         judge = judge_from_here(event_store, options)  # before the projections are read
         return read_path.replay(read_path.Sources(event_store, projections, checkpoints, reports), scope, judge)

@@ -18,6 +18,8 @@ OUR_PACKAGES = ("billing_domain", "billing_cli", "billing_pipelines", "billing_a
 ENTRY_POINTS_AND_FRAMEWORKS = ("dagster", "typer", "rich", "fastapi", "uvicorn", "billing_cli", "billing_pipelines",
                                "billing_api")
 CORE_MAY_IMPORT = frozenset(sys.stdlib_module_names) | {"msgspec"}
+# The columnar engine: the core's values and rules, and the column libraries; nothing of the layers above it.
+COLUMNAR_MAY_IMPORT = CORE_MAY_IMPORT | {"polars", "pyarrow"}
 
 # What may build an adapter: the composition root, the adapters themselves (one builds another's parts),
 # and the sandbox's stand-ins for the engine (its projector writes the projections as the engine would).
@@ -105,6 +107,24 @@ def test_the_core_imports_only_the_standard_library_msgspec_and_itself() -> None
         return i.module.split(".")[0] not in CORE_MAY_IMPORT and not _under(i.module, "billing_domain.core")
 
     assert _breaking("billing_domain.core", outside) == []
+
+
+def test_the_columnar_engine_imports_only_the_core_and_the_column_libraries() -> None:
+    """billing_domain/columnar sits on the core (it fills a core `Replay`): no service, adapter or entry point."""
+    assert sum(_under(name, "billing_domain.columnar") for name in MODULES) >= 3, "no columnar modules found"
+
+    def outside(_: str, i: Import) -> bool:
+        return i.module.split(".")[0] not in COLUMNAR_MAY_IMPORT and not _under(
+            i.module, "billing_domain.core", "billing_domain.columnar")
+
+    assert _breaking("billing_domain.columnar", outside) == []
+
+
+def test_the_core_does_not_import_the_columnar_engine() -> None:
+    def columnar(_: str, i: Import) -> bool:
+        return _under(i.module, "billing_domain.columnar")
+
+    assert _breaking("billing_domain.core", columnar) == []
 
 
 def test_the_domain_imports_no_entry_point_and_no_framework() -> None:
