@@ -4,6 +4,7 @@ down or compare them with the peers (each in a fresh process); gather the figure
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,13 +51,14 @@ def run_bench(options: BenchOptions) -> Figures:
     """Build the data, run the commands and stages, evaluate the targets; write the JSON and PNG if asked."""
     began = time.perf_counter()
     figures: Figures = {"size": options.size.name, "started_at": datetime.now(UTC).isoformat(),
-                        "machine": machine()}
+                        "machine": machine(), "load_average": {"start": os.getloadavg()}}
     warning = embedded_broker_warning(options.size)
     if warning:
         options.say(warning)
     with bench_target(options.stack_dir, keep=options.keep, partitions=options.partitions) as target:
         figures |= measure(options, target)
     figures["bench_s"] = time.perf_counter() - began
+    figures["load_average"]["end"] = os.getloadavg()  # the cores are shared: say how busy they were
     figures["peak_rss_bytes"] = peaks(figures)
     figures["ratios"] = ratios(figures)
     figures["targets"] = evaluate(figures)

@@ -43,6 +43,10 @@ def evaluate(f: Figures) -> list[dict[str, Any]]:
 
     d = f["dataset"]
     row("events / accounts / transfers", f"{d['events']:,} / {d['accounts']:,} / {d['transactions']:,}")
+    if "load_average" in f:
+        load = f["load_average"]
+        row("machine load (1, 5, 15 min) at start / end", " / ".join(
+            ", ".join(f"{v:.2f}" for v in load[when]) for when in ("start", "end") if when in load))
     _start_rows(f, row)
     _reconcile_rows(f, row, size)
     _rebuild_rows(f, row)

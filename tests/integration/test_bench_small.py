@@ -115,4 +115,5 @@ def _check_table(f: dict[str, Any]) -> None:
     assert rows["`reconcile all --full`, whole command"]["indicative"] is not None
     assert any("cannot meet 20 ms" in name for name in rows)
     assert f["machine"]["nproc"] >= 1 and f["machine"]["cpu_model"]
+    assert len(f["load_average"]["start"]) == len(f["load_average"]["end"]) == 3  # the shared cores' load, said
     assert results_table(f).row_count == len(f["targets"])
