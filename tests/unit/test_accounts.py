@@ -6,6 +6,7 @@ import pytest
 from support.builders import T0, AccountStream, SagaStream, make_event
 
 from billing_domain.core.accounts import ACTIVE, CLOSED, SUSPENDED, AccountAggregate, AccountState
+from billing_domain.core.aggregate import event_digest
 from billing_domain.core.events import AccountCredited, AccountDebited
 from billing_domain.core.exceptions import EventPosition, InvariantViolationError, StreamCorruptionError
 
@@ -60,7 +61,8 @@ def test_apply_returns_true_for_a_new_event() -> None:
     account = AccountAggregate("acc-1")
     assert account.apply(stream.opened()) is True
     assert account.apply(stream.credited(10)) is True
-    assert account.event_ids == [e.event_id for e in stream.events]
+    assert account.event_digests == b"".join(event_digest(e.event_id) for e in stream.events)
+    assert account.last_event_id == stream.events[-1].event_id
 
 
 def test_from_events_needs_an_event() -> None:
@@ -284,7 +286,7 @@ def test_stream_must_start_with_account_opened() -> None:
         account.apply(first)
     assert info.value.event_id == first.event_id
     assert account.version == 0
-    assert account.event_ids == []
+    assert account.event_digests == b"" and account.last_event_id is None
     assert account.balance_minor == 0
 
 
@@ -353,7 +355,7 @@ def test_updated_at_is_the_last_event_time() -> None:
 
 
 def test_a_version_below_one_is_corruption_not_a_redelivery_of_the_last_event() -> None:
-    """Only pre-decoded events get here (the decoder refuses them); version 0 once read event_ids[-1]."""
+    """Only pre-decoded events get here (the decoder refuses them); version 0 once read the last event's id."""
     stream = AccountStream()
     stream.opened()
     last = stream.credited(10)
@@ -376,4 +378,4 @@ def test_an_event_inside_an_earlier_gap_is_named_so() -> None:
     account.apply_across_gap(after)
     with pytest.raises(StreamCorruptionError, match="skipped by an earlier gap"):
         account.apply(lost)
-    assert account.event_id_at(2) is None and account.event_id_at(3) == after.event_id
+    assert account.event_digest_at(2) is None and account.event_digest_at(3) == event_digest(after.event_id)
