@@ -119,7 +119,8 @@ def _peer_rows(f: Figures, row: Row) -> None:
     compare, peer, r = f["peers"]["datacompy"], f["peers"]["one_at_a_time"], f["ratios"]
     faster = compare["ours_s"] < min(compare["pandas"]["compare_s"], compare["polars"]["compare_s"])
     row("diff stage vs datacompy Pandas / Polars compare (accounts, same frames)",
-        f"{_ms(compare['ours_s'])} vs {_ms(compare['pandas']['compare_s'])} / {_ms(compare['polars']['compare_s'])}",
+        f"{_ms(compare['ours_s'])} vs {_ms(compare['pandas']['compare_s'])} / {_ms(compare['polars']['compare_s'])} "
+        f"(median of {compare.get('runs', 1)})",
         "faster than both", faster)
     row("peer, one at a time (partition scan), all accounts", f"~{peer['scan']['extrapolated_s']:,.0f} s "
         f"(extrapolated from n={peer['scan']['sample']}; {r['speedup_vs_one_at_a_time_scan']:,.0f}x the full run)")
