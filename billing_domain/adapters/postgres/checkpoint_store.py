@@ -7,7 +7,9 @@ from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 
+import psycopg
 import sqlalchemy as sa
+from psycopg.adapt import PyFormat
 from sqlalchemy.engine import Connection, Engine
 
 from billing_domain.adapters.postgres.bulk_read import stream_rows
@@ -73,6 +75,7 @@ class CheckpointStore:
 
 _COLUMNS = 'topics, entity_type, entity_id, topic, "partition", state'
 _TYPES = ["text", "text", "text", "text", "int4", "bytea"]
+_BYTES_DUMPER = psycopg.adapters.get_dumper(bytes, PyFormat.BINARY)
 
 
 def _replace_rows(conn: Connection, topics: str, rows: Iterable[EntityRow]) -> int:
@@ -96,6 +99,8 @@ def _upsert_rows(conn: Connection, topics: str, rows: Iterable[EntityRow]) -> in
 
 def _copy_rows(conn: Connection, table: str, topics: str, rows: Iterable[EntityRow]) -> int:
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    # By oid, bytea resolves to psycopg's DB-API `Binary` dumper, a Python call per row; bytes' own is C.
+    cursor.adapters.register_dumper(bytes, _BYTES_DUMPER)
     written = 0
     with cursor.copy(f"COPY {table} ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(_TYPES)
