@@ -138,13 +138,16 @@ def test_the_batch_decoder_accepts_refuses_and_values_as_the_strict_decoder(
 
 
 def _check_fold_columns(columns: Any, accepted: list[tuple[int, Event]]) -> None:
-    assert columns.index == [i for i, _ in accepted]
-    assert columns.version == [e.aggregate_version for _, e in accepted]
-    assert columns.occurred_us == [(e.occurred_at - EPOCH) // ONE_MICROSECOND for _, e in accepted]
+    fold = columns.frame()
+    assert fold["index"].to_list() == [i for i, _ in accepted]
+    assert fold["version"].to_list() == [e.aggregate_version for _, e in accepted]
+    assert fold["occurred_us"].to_list() == [(e.occurred_at - EPOCH) // ONE_MICROSECOND for _, e in accepted]
     values = [payload_values(e) for _, e in accepted]
-    assert columns.amount == [v["amount_minor"] or 0 for v in values]
-    assert columns.min_balance == [v["min_balance_minor"] for v in values]
-    assert columns.max_balance == [v["max_balance_minor"] for v in values]
+    for name in ("amount", "min_balance", "max_balance"):
+        assert fold.schema[name] == pl.Int64  # money stays integer: never a float
+    assert fold["amount"].to_list() == [v["amount_minor"] or 0 for v in values]
+    assert fold["min_balance"].to_list() == [v["min_balance_minor"] for v in values]
+    assert fold["max_balance"].to_list() == [v["max_balance_minor"] for v in values]
 
 
 def _check_frame(frame: pl.DataFrame, messages: list[FakeMessage], accepted: list[tuple[int, Event]]) -> None:
