@@ -87,7 +87,8 @@ def why_not_trusted(header: CheckpointHeader, partitions: dict[str, list[int]],
 # --- entity state ---------------------------------------------------------------------------------------
 def _slots(cls: type) -> tuple[str, ...]:
     names = [name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ())]
-    return tuple(n for n in names if n != "_applying")
+    # Not the id: it is the row's `entity_id`, and the loaded aggregate shares that string with its dict's key.
+    return tuple(n for n in names if n not in ("_applying", "aggregate_id"))
 
 
 _ACCOUNT_SLOTS = _slots(AccountAggregate)
@@ -153,18 +154,22 @@ def load_entities(replay: Replay, rows: Iterable[EntityRow]) -> None:
     entity whose state does not decode; the replay is then partly loaded and must be discarded."""
     if replay.touched is None:
         replay.touched = set()  # from here on the replay is a resumed one (see `Replay.touched`)
+    # Each entity's place as one of a few shared tuples, not a tuple and a topic string per row read (about
+    # 35 bytes a row: 4.7 MB of a resumed replay's 129 MB at 134k rows).
+    places: dict[tuple[str, int], tuple[str, int]] = {}
     for row in rows:
         try:
-            _load_entity(replay, row)
+            _load_entity(replay, row, places)
         except _UNREADABLE as exc:
             raise CheckpointUnreadableError(f"the checkpointed state of {row.entity_type} {row.entity_id!r} "
                                             f"does not decode ({type(exc).__name__}: {exc})") from exc
 
 
-def _load_entity(replay: Replay, row: EntityRow) -> None:
+def _load_entity(replay: Replay, row: EntityRow, places: dict[tuple[str, int], tuple[str, int]]) -> None:
     data = _decoder.decode(row.state)
     if row.topic:
-        replay.partition_of[(row.entity_type, row.entity_id)] = (row.topic, row.partition)
+        place = (row.topic, row.partition)
+        replay.partition_of[(row.entity_type, row.entity_id)] = places.setdefault(place, place)
     if row.entity_type == "money":
         replay.saga_money[row.entity_id] = [MoneyMove(*move) for move in data]
         return

@@ -155,3 +155,15 @@ def test_a_state_of_another_shape_is_unreadable_and_names_the_entity(damage: str
                         msgspec.msgpack.encode((values, problems, broken)))
     with pytest.raises(CheckpointUnreadableError, match="account 'acc-1'"):
         load_entities(Replay(TOPICS), [damaged])
+
+
+def test_a_resumed_replay_shares_each_id_with_its_key_and_each_place_across_entities() -> None:
+    second = AccountStream("acc-2")
+    second.opened()
+    replay = Replay(TOPICS)
+    replay.feed(_messages(_account_history(1).events + second.events))
+    resumed = _resumed(replay)
+    for key, account in resumed.accounts.items():
+        assert account.aggregate_id is key  # the state holds no id of its own
+    first_place, second_place = (resumed.partition_of[("account", i)] for i in ("acc-1", "acc-2"))
+    assert first_place == (TOPICS.accounts, 0) and first_place is second_place
