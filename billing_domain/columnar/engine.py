@@ -120,9 +120,11 @@ def _cut_time(batch: DecodedBatch, frame: pl.DataFrame) -> Any:
     placed = frame.filter(pl.col("in_place"))
     if placed.height == 0:
         return None
-    latest = placed["occurred_us"].arg_max()
-    assert latest is not None
-    index = placed["index"][latest]
+    # The first record at the latest instant, by its index: `arg_max` does not promise the first of equal
+    # maxima, and two equal instants may be written with different offsets (the differential test found it).
+    latest = placed["occurred_us"].max()
+    index = placed.filter(pl.col("occurred_us") == latest)["index"].min()
+    assert isinstance(index, int)
     event = batch.events[index]
     assert event is not None
     return event.occurred_at

@@ -425,3 +425,15 @@ def test_every_fault_at_every_record_gives_the_aggregates_report() -> None:
                 events: list[Event | None] = list(history.events)
                 _apply_fault(_Fixed(variant), fault, at, records, events)  # type: ignore[arg-type]
                 assert_same(to_messages(records), rows, judge)  # type: ignore[arg-type]
+
+
+def test_the_cut_is_dated_by_the_first_of_equal_instants_as_written() -> None:
+    """Two events at one instant, the later one written with a +02:00 offset: the cut time is the first one's
+    (hypothesis found the columns taking the second, `arg_max` not promising the first of equal maxima)."""
+    history = History()
+    history.emit("acc-0", AccountOpened("o", "EUR", 0, 1_000), 1)
+    history.emit("acc-0", AccountCredited(1, None, "deposit"), 0)
+    records = [Wire(TOPICS.accounts, 0, b"acc-0", _value(e, offset_time=i == 1)) for i, e in enumerate(history.events)]
+    messages = to_messages(records)
+    assert_same(messages, ({}, {}), LagJudge(history.now, WINDOW))
+    assert columnar(messages, ({}, {})).cut_time.isoformat().endswith("+00:00")  # type: ignore[union-attr]
