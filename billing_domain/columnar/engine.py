@@ -22,9 +22,8 @@ from typing import Any, Final
 import polars as pl
 
 from billing_domain.columnar.decode import KIND, REASON, REASONS, DecodedBatch, FoldColumns, decode_batch
-from billing_domain.core import aggregate as aggregate_module
 from billing_domain.core.accounts import ACTIVE, CLOSED, SUSPENDED, AccountAggregate, AccountState
-from billing_domain.core.aggregate import Aggregate
+from billing_domain.core.aggregate import Aggregate, event_digest
 from billing_domain.core.events import (
     AccountCredited,
     AccountDebited,
@@ -244,15 +243,9 @@ def _stand_at_head(batch: DecodedBatch, aggregate: AccountAggregate | Transactio
 
 
 def _keep_ids(aggregate: Aggregate, ids: list[str]) -> None:
-    """Keep the applied ids as the aggregate keeps them. Its layout is changing under issue 17's compact
-    checkpoint (a list of id strings, or 8-byte digests and the last id as text); written through whichever
-    the aggregate has, so this engine never holds a second definition of it."""
-    if "event_digests" in Aggregate.__slots__:
-        digest = getattr(aggregate_module, "event_digest")  # noqa: B009 - absent from the older layout
-        setattr(aggregate, "event_digests", bytearray(b"".join(map(digest, ids))))  # noqa: B010
-        setattr(aggregate, "last_event_id", ids[-1])  # noqa: B010 - a read-only property in the older layout
-    else:
-        setattr(aggregate, "event_ids", ids)  # noqa: B010
+    """Keep the applied ids as `Aggregate.apply` keeps them: a digest per version, the last id as text."""
+    aggregate.event_digests = bytearray(b"".join(map(event_digest, ids)))
+    aggregate.last_event_id = ids[-1]
 
 
 def _file(replay: Replay, entity_type: str, aggregate: AccountAggregate | TransactionAggregate, topic: str,

@@ -329,8 +329,7 @@ def report_of(replay: Replay, rows: Rows, judge: LagJudge) -> dict[str, Any]:
 def results_of(replay: Replay) -> dict[str, Any]:
     """Everything a full replay hands on, in a comparable form (datetimes by their ISO text: the offset counts)."""
     def aggregate(a: AccountAggregate | TransactionAggregate) -> tuple[Any, ...]:
-        ids = getattr(a, "event_ids", None) or bytes(getattr(a, "event_digests", b""))  # either layout (issue 17)
-        return (_plain(a.state()), ids, a.last_event_id, a.runs, a.partition, a.violations)
+        return (_plain(a.state()), bytes(a.event_digests), a.last_event_id, a.runs, a.partition, a.violations)
 
     return {
         "accounts": {k: aggregate(a) for k, a in replay.accounts.items()},
