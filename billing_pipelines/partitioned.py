@@ -3,8 +3,9 @@
 Plan (read the projections first, deal the partitions into groups) → fold each group in its own
 step → merge and report. Locally the multiprocess executor runs the folds on both cores; past one
 machine the same job runs on the Kubernetes or Celery executor with an object-store IO manager
-(see docs/features/benchmark.md). The steps are the domain's own functions: `fold_group`,
-`Replay.merge`, then `run_reconciliation` (which stores the report and updates the finding lifecycle).
+(docs/features/scale-out.md: configuration, and time and memory on paper). The steps are the
+domain's own functions: `fold_group`, `Replay.merge`, then `run_reconciliation` (which stores the
+report and updates the finding lifecycle).
 """
 
 from collections.abc import Iterator

@@ -8,7 +8,7 @@ time) is computed after the merge by the same diff, saga and ledger code as a si
 
 Workers come from a `forkserver` (never a bare fork of a process holding librdkafka threads).
 Past one machine the same split runs as partitioned Dagster assets on the Kubernetes or Celery
-executor (docs/features/benchmark.md); nothing here schedules work across machines.
+executor (docs/features/scale-out.md); nothing here schedules work across machines.
 """
 
 from __future__ import annotations
