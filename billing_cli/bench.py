@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from billing_domain.config import DEFAULT_TOPIC_PARTITIONS
+from billing_domain.config import DEFAULT_TOPIC_PARTITIONS, REPLAY_ENGINES
 
 SIZE_NAMES = ("tiny", "small", "medium", "large")
 WHOLE_PROCESS_NOTE = ("Every headline figure is the command run as a whole process (wall time from outside, peak RSS "
@@ -31,6 +31,9 @@ def bench(
     partitions: Annotated[int, typer.Option(
         min=1, help=f"Partitions per topic (the settings' default is {DEFAULT_TOPIC_PARTITIONS}).")
     ] = DEFAULT_TOPIC_PARTITIONS,
+    replay_engine: Annotated[str | None, typer.Option(
+        "--replay-engine", help="BILLING_REPLAY_ENGINE for the measured commands: aggregate or columnar "
+        "(default: the environment's, else aggregate).")] = None,
 ) -> None:
     """Measure the user's commands as whole processes on a clean simulated history: full, first run, daily
     run, rebuild, single account, beside a bare-consume floor; peak RSS; two peers. Prints one table; not a test."""
@@ -39,9 +42,12 @@ def bench(
 
     if size not in SIZES:
         raise typer.BadParameter(f"--size must be one of {', '.join(SIZES)}")
+    if replay_engine is not None and replay_engine not in REPLAY_ENGINES:
+        raise typer.BadParameter(f"--replay-engine must be one of {', '.join(REPLAY_ENGINES)}")
     err = Console(stderr=True)
     options = BenchOptions(SIZES[size], json_out=json_out, png=png, seed=seed, keep=keep,
                            stack_dir=stack_dir or DEFAULT_STACK_DIR, partitions=partitions,
+                           replay_engine=replay_engine,
                            say=lambda m: err.print(f"[dim]bench:[/] {m}"))
     figures = run_bench(options)
     out = Console()
@@ -53,7 +59,9 @@ def bench(
 
 def results_table(figures: dict[str, Any]) -> Table:
     m = figures["machine"]
-    table = Table(title=f"billing-recon bench --size {figures['size']} ({m['nproc']} cores, {m['cpu_model']})")
+    engine = figures.get("replay_engine", "aggregate")
+    table = Table(title=f"billing-recon bench --size {figures['size']}, {engine} replay "
+                        f"({m['nproc']} cores, {m['cpu_model']})")
     for column in ("figure", "value", "target", "met?"):
         table.add_column(column)
     for row in figures["targets"]:

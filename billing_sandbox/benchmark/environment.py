@@ -32,6 +32,7 @@ class BenchTarget:
     database_url: str
     topic_prefix: str
     partitions: int = PARTITIONS
+    replay_engine: str | None = None  # BILLING_REPLAY_ENGINE for the commands; None: the caller's or the default
 
     @property
     def topics(self) -> Topics:
@@ -41,6 +42,8 @@ class BenchTarget:
         """The environment a user's command gets for this run: the servers and topics, nothing that would
         point it elsewhere (a recon database or topic names of the caller's own)."""
         env = {k: v for k, v in os.environ.items() if k not in OVERRIDING}
+        if self.replay_engine is not None:
+            env["BILLING_REPLAY_ENGINE"] = self.replay_engine
         return env | {"BILLING_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
                       "BILLING_DATABASE_URL": self.database_url, "BILLING_TOPIC_PREFIX": self.topic_prefix,
                       "BILLING_TOPIC_PARTITIONS": str(self.partitions)}
@@ -49,6 +52,11 @@ class BenchTarget:
         """The composition root's adapters on this run's servers and topics."""
         return wire(Settings(kafka_bootstrap_servers=self.bootstrap_servers, database_url=self.database_url,
                              topics=self.topics, topic_partitions=self.partitions))
+
+
+def replay_engine_of(target: BenchTarget) -> str:
+    """The replay engine the run's commands use, as their settings read it."""
+    return Settings.from_env(target.command_env()).replay_engine
 
 
 def uses_configured_servers() -> bool:

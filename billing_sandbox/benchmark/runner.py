@@ -7,7 +7,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from billing_sandbox.benchmark.environment import (
     BenchTarget,
     bench_target,
     machine,
+    replay_engine_of,
     uses_configured_servers,
 )
 from billing_sandbox.benchmark.isolation import run_isolated
@@ -44,6 +45,7 @@ class BenchOptions:
     stack_dir: Path = DEFAULT_STACK_DIR
     keep: bool = False  # keep the database and topics (and a stack started for the run)
     partitions: int = PARTITIONS  # per topic
+    replay_engine: str | None = None  # BILLING_REPLAY_ENGINE for the commands (None: the environment's)
     say: Callable[[str], None] = field(default=lambda message: None)
 
 
@@ -56,6 +58,8 @@ def run_bench(options: BenchOptions) -> Figures:
     if warning:
         options.say(warning)
     with bench_target(options.stack_dir, keep=options.keep, partitions=options.partitions) as target:
+        target = replace(target, replay_engine=options.replay_engine)
+        figures["replay_engine"] = replay_engine_of(target)
         figures |= measure(options, target)
     figures["bench_s"] = time.perf_counter() - began
     figures["load_average"]["end"] = os.getloadavg()  # the cores are shared: say how busy they were

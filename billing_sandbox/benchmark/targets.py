@@ -43,6 +43,8 @@ def evaluate(f: Figures) -> list[dict[str, Any]]:
 
     d = f["dataset"]
     row("events / accounts / transfers", f"{d['events']:,} / {d['accounts']:,} / {d['transactions']:,}")
+    if "replay_engine" in f:
+        row("replay engine of the commands (BILLING_REPLAY_ENGINE)", f["replay_engine"])
     if "load_average" in f:
         load = f["load_average"]
         row("machine load (1, 5, 15 min) at start / end", " / ".join(
