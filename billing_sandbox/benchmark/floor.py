@@ -17,22 +17,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from billing_domain.adapters.kafka.reader_config import READER_CONFIG  # as the reconciler reads
 from billing_domain.config import Settings
 
 BATCH, TIMEOUT_S = 10_000, 0.1  # consume() as the reconciler's reader calls it
-# The fetch settings of KafkaEventStore.new_consumer, so that the floor reads as the reconciler reads.
-READER_CONFIG: dict[str, Any] = {
-    "enable.auto.commit": False,
-    "enable.partition.eof": True,
-    "auto.offset.reset": "earliest",
-    "isolation.level": "read_committed",
-    "fetch.max.bytes": 64 * 1024 * 1024,
-    "max.partition.fetch.bytes": 16 * 1024 * 1024,
-    "queued.min.messages": 200_000,
-    "fetch.wait.max.ms": 10,
-}
-
-
 def read_everything(bootstrap_servers: str, topics: tuple[str, ...]) -> dict[str, Any]:
     """Every message's value of `topics`, to each partition's end; counts and the reading time."""
     began = time.perf_counter()

@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from billing_domain.adapters.kafka import offsets as log_offsets
+from billing_domain.adapters.kafka.reader_config import READER_CONFIG
 from billing_domain.adapters.retry import DEFAULT_RETRY, RetryPolicy, is_transient
 from billing_domain.config import DEFAULT_TOPIC_PARTITIONS
 from billing_domain.core.cut import Cut, TopicPartitionKey
@@ -323,18 +324,7 @@ class KafkaEventStore:
         return Consumer({
             **self._client_config,
             "group.id": f"billing-recon-reader-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-            # The contract: only committed transactions' events exist. librdkafka's default too, but said here:
-            # a partition's end is then its last stable offset, and an open transaction holds the cut there.
-            "isolation.level": "read_committed",
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
-            "queued.min.messages": 200_000,
-            # A partition's end is only reported after an empty fetch, which the broker holds for
-            # fetch.wait.max.ms (500 ms by default): that wait was most of a single-entity check.
-            "fetch.wait.max.ms": 10,
+            **READER_CONFIG,
             **overrides,
         })
 
