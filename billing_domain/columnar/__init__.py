@@ -5,7 +5,7 @@ conflicting version, a poison event, an event off its stream's partition or topi
 folded by the reference `Replay` itself, so every rule keeps its one implementation. What comes out is a
 `core.replay.Replay`, filled, so the diff, the saga check, the ledger and the checkpoint read it unchanged.
 
-Measured (`python -m billing_domain.columnar.measure`, fold only, collector paused as in the pipeline, CPU
+Measured (`python -m billing_sandbox.benchmark.fold_measure`, fold only, collector paused as in the pipeline, CPU
 seconds on the shared 2-core machine): 200k events / 20k accounts, aggregates 1.19 s (168k events/s, peak RSS
 242 MiB) against columns 1.62 s (127k events/s, 463 MiB); 1M events / 100k accounts with the collector on,
 9.5 s against 15.2 s CPU, 1.0 against 1.9 GiB. The columns are not faster yet: building the Python `Replay`

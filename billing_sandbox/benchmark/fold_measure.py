@@ -1,6 +1,6 @@
 """Measure the full replay's fold on a pure in-memory history: the aggregates against the columns.
 
-`python -m billing_domain.columnar.measure --events 200000 --engine columnar` builds a contract history
+`python -m billing_sandbox.benchmark.fold_measure --events 200000 --engine columnar` builds a contract history
 (accounts opened, deposits, withdrawals, completed transfers; about one account per ten events) as encoded
 log records, then folds it once with the chosen engine and prints events/s and the process's peak RSS.
 Run each engine in its own process: the peak RSS of a process is its own high-water mark. The fold's CPU
