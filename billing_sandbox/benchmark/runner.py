@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from billing_domain.config import stack_broker_setting
 from billing_sandbox.benchmark import peers, stages
 from billing_sandbox.benchmark.commands import Commands
 from billing_sandbox.benchmark.environment import (
@@ -124,11 +125,11 @@ def measure(options: BenchOptions, target: BenchTarget) -> Figures:
 
 def embedded_broker_warning(size: Size) -> str | None:
     """Why this size should not run on the embedded stack, when it would; else None."""
-    if size.nominal_events <= EMBEDDED_BROKER_SERVES or uses_configured_servers():
+    if size.nominal_events <= EMBEDDED_BROKER_SERVES or uses_configured_servers() or stack_broker_setting() == "kafka":
         return None
-    return (f"warning: the embedded broker has not served {size.nominal_events:,} events in any try (the floor "
-            "stalls for hours; docs/features/benchmark.md); set BILLING_KAFKA_BOOTSTRAP_SERVERS and "
-            "BILLING_DATABASE_URL to run this size on Apache Kafka")
+    return (f"warning: the embedded Tansu broker has not served {size.nominal_events:,} events in any try (the "
+            "floor stalls for hours; docs/features/benchmark.md); run this size on Apache Kafka: "
+            "BILLING_STACK_BROKER=kafka, or BILLING_KAFKA_BOOTSTRAP_SERVERS and BILLING_DATABASE_URL")
 
 
 def peaks(figures: Figures) -> dict[str, int]:
