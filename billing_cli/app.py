@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import msgspec
 import typer
 
 from billing_cli import api, bench, engine, point_in_time, projector_lag, recovery, security
@@ -232,7 +233,10 @@ def _print_rebuild(result: RebuildResult, as_json: bool) -> None:
     from billing_domain.services.rebuild import WRITING, describe  # here, not at the top: `--help` stays fast
 
     if as_json:
-        sys.stdout.write(json.dumps(result.to_json(), indent=2, default=str) + "\n")
+        # msgspec, not json.dumps: with indent, json falls back to its pure-Python encoder, which took ~20% of a
+        # whole `rebuild accounts --all --json` (a before and after per row); the values are JSON's own types.
+        encoded = msgspec.json.format(msgspec.json.encode(result.to_json(), enc_hook=str), indent=2)
+        sys.stdout.write(encoded.decode() + "\n")
         return
     mode = "dry run" if result.dry_run else "rebuild"
     written = "nothing written" if result.dry_run else f"{result.written:,} row(s) written"
