@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
-from billing_domain.bootstrap import unavailable_database
+from billing_api.errors import unavailable_database_of
 
 log = logging.getLogger(__name__)
 SCHEMA = "billing_recon"
@@ -100,8 +100,7 @@ def install_audit(app: FastAPI, store: Callable[[], ApiAuditStore | None]) -> No
 
 
 def _log_missing_trail(request: Request, entry: ApiAuditEntry, exc: Exception) -> None:
-    settings = getattr(request.app.state, "settings", None)
-    database_down = unavailable_database(exc, settings) if settings is not None else None
+    database_down = unavailable_database_of(request, exc)
     if database_down is not None:  # one line: the answer (a 503) already says which server to fix
         log.error("could not write the API audit row for %s %s (status %s): %s", entry.method, entry.endpoint,
                   entry.status, database_down)

@@ -66,6 +66,12 @@ def _validation_problem(error: Mapping[str, Any]) -> dict[str, Any]:
             "type": str(error.get("type", ""))}
 
 
+def unavailable_database_of(request: Request, exc: BaseException) -> ServerUnavailableError | None:
+    """The database that stopped answering, named from the app's settings; None for any other error."""
+    settings = getattr(request.app.state, "settings", None)
+    return unavailable_database(exc, settings) if settings is not None else None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -108,8 +114,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     @app.exception_handler(sqlalchemy.exc.InterfaceError)
     async def database_error(request: Request, exc: Exception) -> JSONResponse:
-        settings = getattr(request.app.state, "settings", None)
-        database_down = unavailable_database(exc, settings) if settings is not None else None
+        database_down = unavailable_database_of(request, exc)
         if database_down is None:
             log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
             return JSONResponse(_body("internal", "unexpected server error; see the server log"), 500)

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from billing_domain.config import DEFAULT_STUCK_AFTER_MINUTES, MAX_STUCK_MINUTES, Settings, redact_url
+from billing_domain.config import DEFAULT_STUCK_AFTER_MINUTES, MAX_STUCK_MINUTES, Settings
 from billing_domain.core.exceptions import BillingError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -122,27 +122,17 @@ def failure_message(exc: BaseException, settings: Settings | None) -> str | None
 def _database_failure(orig: BaseException, settings: Settings | None) -> str:
     import psycopg.errors
 
-    from billing_domain.bootstrap import first_line
+    from billing_domain.bootstrap import database_names, first_line, lost_database_connection
 
-    where = f"PostgreSQL at {_database_names(settings)}"
+    where = f"PostgreSQL at {database_names(settings)}"
     reason = first_line(orig)
     if isinstance(orig, psycopg.errors.InsufficientPrivilege):
         return (f"{where} refused: {reason}. The role {_database_user(settings)} lacks that privilege: a rebuild, "
                 "saga recovery or shadow swap needs the rebuild role (see `billing-recon roles create`); point "
                 "BILLING_DATABASE_URL at it, or use this role for the read commands only.")
     if isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError):
-        return (f"lost the connection to {where}: {reason}. Check that the server runs and accepts connections, "
-                "then run the command again (nothing half-written is kept: every write is one transaction).")
+        return lost_database_connection(reason, settings)
     return f"{where} refused a statement: {reason}. Check the database's schema and the role's grants."
-
-
-def _database_names(settings: Settings | None) -> str:
-    if settings is None or not settings.database_url:
-        return "BILLING_DATABASE_URL"
-    names = f"{redact_url(settings.database_url)} (BILLING_DATABASE_URL)"
-    if settings.recon_database_url and settings.recon_database_url != settings.database_url:
-        names += f" or {redact_url(settings.recon_database_url)} (BILLING_RECON_DATABASE_URL)"
-    return names
 
 
 def _database_user(settings: Settings | None) -> str:

@@ -192,11 +192,24 @@ def unavailable_database(exc: BaseException, settings: Settings) -> ServerUnavai
     None when `exc` is something else. Names the server with its password masked, never the driver's traceback."""
     if not isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
         return None
-    urls = dict.fromkeys(u for u in (settings.database_url, settings.recon_database_url) if u)
-    where = " or ".join(redact_url(u) for u in urls) or "the configured database"
-    return ServerUnavailableError(
-        f"cannot use PostgreSQL at {where}: {first_line(exc.orig or exc)}. Check that the server runs and "
-        "accepts connections, and BILLING_DATABASE_URL.")
+    return ServerUnavailableError(lost_database_connection(first_line(exc.orig or exc), settings))
+
+
+def lost_database_connection(reason: str, settings: Settings | None) -> str:
+    """What the CLI and the admin API say when PostgreSQL stops answering mid-operation."""
+    return (f"lost the connection to PostgreSQL at {database_names(settings)}: {reason}. Check that the server "
+            "runs and accepts connections, then try again (nothing half-written is kept: every write is one "
+            "transaction).")
+
+
+def database_names(settings: Settings | None) -> str:
+    """The database URLs of the settings, passwords masked, each with the setting that names it."""
+    if settings is None or not settings.database_url:
+        return "BILLING_DATABASE_URL"
+    names = f"{redact_url(settings.database_url)} (BILLING_DATABASE_URL)"
+    if settings.recon_database_url and settings.recon_database_url != settings.database_url:
+        names += f" or {redact_url(settings.recon_database_url)} (BILLING_RECON_DATABASE_URL)"
+    return names
 
 
 def first_line(exc: BaseException) -> str:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
+from billing_domain.config import DEFAULT_REPLAY_ENGINE
 from billing_domain.core.accounts import AccountState
 from billing_domain.core.checkpoint import CheckpointHeader, marks_key, topics_key
 from billing_domain.core.cut import Cut, TopicPartitionKey
@@ -77,7 +78,7 @@ class Scope:
     stop: dict[TopicPartitionKey, int] | None = None
     workers: int = 1
     progress: ProgressCallback | None = None
-    engine: str = "aggregate"  # how a full replay in one process folds (config.REPLAY_ENGINES)
+    engine: str = DEFAULT_REPLAY_ENGINE  # how a full replay in one process folds (config.REPLAY_ENGINES)
 
 
 @dataclass(frozen=True, slots=True)
