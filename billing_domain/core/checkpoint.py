@@ -29,7 +29,8 @@ from billing_domain.core.transactions import TransactionAggregate
 # 4: an aggregate's event ids without placeholders for a gap (`runs`), and the partition its stream is on;
 # 5: the ledger sums as decimal text (a sum of 64-bit amounts can pass 64 bits);
 # 6: an aggregate's slots as one array in `_LAYOUT` order, its event ids as 8-byte digests in one byte string
-CHECKPOINT_FORMAT = 6
+# 7: the states stored by the store in buckets of entities, not a row per entity
+CHECKPOINT_FORMAT = 7
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 # What a damaged or hand-edited blob raises: bad msgpack, or the wrong shape for its fields.

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from support.builders import EventFactory, project
+from support.checkpoint_damage import overwrite_checkpointed_states
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore
 from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore
@@ -81,7 +82,7 @@ def test_a_checkpoint_of_the_old_format_means_a_full_replay_that_says_why_and_re
     old_version = "format-5/" + checkpoint.code_version().split("/", 1)[1]  # as format 5 named itself
     with projection_store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE billing_recon.checkpoint SET code_version = %s", (old_version,))
-        conn.exec_driver_sql("UPDATE billing_recon.checkpoint_entity SET state = '\\x81a161c0'::bytea")  # {"a": nil}
+    assert overwrite_checkpointed_states(projection_store.engine, b"\x81\xa1a\xc0") > 0  # {"a": nil}
 
     rerun = reconcile_all(event_store, projection_store, checkpoints=checkpoints)
     assert rerun.stats["replay_mode"] == "full"

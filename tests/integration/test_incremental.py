@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from support.builders import EventFactory, project
+from support.checkpoint_damage import overwrite_checkpointed_states
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore, RawRecord
 from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore, CheckpointView
@@ -273,9 +274,8 @@ def test_a_corrupt_account_moved_on_by_the_tail_is_reported_as_a_full_replay_doe
 
 
 def _damage_checkpointed_state(projections: ProjectionStore, entity_type: str, entity_id: str) -> None:
-    with projections.engine.begin() as conn:  # 0xc1 is never valid MessagePack
-        conn.exec_driver_sql("UPDATE billing_recon.checkpoint_entity SET state = '\\xc1ff'::bytea "
-                             "WHERE entity_type = %(t)s AND entity_id = %(i)s", {"t": entity_type, "i": entity_id})
+    # 0xc1 is never valid MessagePack
+    assert overwrite_checkpointed_states(projections.engine, b"\xc1\xff", (entity_type, entity_id)) == 1
 
 
 def test_a_damaged_checkpoint_state_means_a_full_replay_that_names_the_entity(

@@ -48,9 +48,10 @@ def test_a_database_at_the_heads_is_not_migrated_again_and_one_behind_is(databas
     assert applied(engine) == migration_heads()
     assert migrate_in_a_fresh_process(database_url) == "alembic not loaded"
 
-    with engine.begin() as conn:  # as if migrated by the release before 0410 (whose upgrade may run twice)
-        conn.exec_driver_sql(f"UPDATE {SCHEMA}.alembic_version SET version_num = '0401_audit_by_function' "
-                             "WHERE version_num = '0410_wide_ledger_sums'")
+    with engine.begin() as conn:  # as if migrated by the release before 0420 (whose upgrade may run twice)
+        rewound = conn.exec_driver_sql(f"UPDATE {SCHEMA}.alembic_version SET version_num = '0410_wide_ledger_sums' "
+                                       "WHERE version_num = '0420_checkpoint_buckets'").rowcount
+    assert rewound == 1
     assert migrate_in_a_fresh_process(database_url) == "alembic loaded"
     assert applied(engine) == migration_heads()
     ReconStore(engine).migrate()  # and in this process, again: a no-op

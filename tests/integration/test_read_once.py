@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from support.builders import EventFactory, project
+from support.checkpoint_damage import overwrite_checkpointed_states
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore
 from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore
@@ -218,9 +219,8 @@ def test_a_damaged_state_found_by_a_delta_run_means_a_full_replay_that_reads_eac
         event_store: KafkaEventStore, projection_store: ProjectionStore, recon: ReconStore, events: list[str]) -> None:
     history = History(event_store, projection_store)
     _daily(event_store, projection_store, recon)
-    with projection_store.engine.begin() as conn:  # 0xc1 is never valid MessagePack
-        conn.exec_driver_sql("UPDATE billing_recon.checkpoint_entity SET state = '\\xc1ff'::bytea "
-                             "WHERE entity_type = 'account' AND entity_id = 'acc-3'")
+    # 0xc1 is never valid MessagePack
+    assert overwrite_checkpointed_states(projection_store.engine, b"\xc1\xff", ("account", "acc-3")) == 1
     history.tail(rounds=1)  # the tail touches acc-3: D holds it
     counting = CountingLog(event_store, events)
 

@@ -18,8 +18,8 @@ FETCH_BATCH = 50_000
 _cursor_numbers = itertools.count()
 
 
-def stream_rows(conn: Connection, query: str,
-                params: Mapping[str, Any] | None = None) -> Generator[tuple[Any, ...], None, None]:
+def stream_rows(conn: Connection, query: str, params: Mapping[str, Any] | None = None,
+                batch_rows: int = FETCH_BATCH) -> Generator[tuple[Any, ...], None, None]:
     """The rows of `query` (psycopg placeholders) inside `conn`'s transaction and snapshot.
 
     Consume or close it before the transaction ends: a server-side cursor lives in its transaction.
@@ -28,5 +28,5 @@ def stream_rows(conn: Connection, query: str,
     assert driver is not None  # an open SQLAlchemy connection always has its DBAPI connection
     with driver.cursor(name=f"bulk_read_{next(_cursor_numbers)}", binary=True) as cursor:
         cursor.execute(query, params)
-        while batch := cursor.fetchmany(FETCH_BATCH):
+        while batch := cursor.fetchmany(batch_rows):
             yield from batch

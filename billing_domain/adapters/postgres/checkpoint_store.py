@@ -1,4 +1,5 @@
-"""Checkpoints in `billing_recon`: the header and the entity states, written in one transaction."""
+"""Checkpoints in `billing_recon`: the header and the entity states (in buckets, see `checkpoint_buckets`),
+written in one transaction."""
 
 from __future__ import annotations
 
@@ -7,12 +8,19 @@ from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 
-import psycopg
 import sqlalchemy as sa
-from psycopg.adapt import PyFormat
 from sqlalchemy.engine import Connection, Engine
 
 from billing_domain.adapters.postgres.bulk_read import stream_rows
+from billing_domain.adapters.postgres.checkpoint_buckets import (
+    BucketPacker,
+    Entry,
+    bucket_of,
+    buckets_of_kinds,
+    pack,
+    rows_of,
+    unpack,
+)
 from billing_domain.core.checkpoint import CheckpointHeader, EntityRow, decode_ledger
 from billing_domain.core.cut import Cut
 
@@ -73,41 +81,51 @@ class CheckpointStore:
             conn.execute(sa.text(f"DELETE FROM {SCHEMA}.checkpoint WHERE topics = :t"), {"t": topics})
 
 
-_COLUMNS = 'topics, entity_type, entity_id, topic, "partition", state'
-_TYPES = ["text", "text", "text", "text", "int4", "bytea"]
-_BYTES_DUMPER = psycopg.adapters.get_dumper(bytes, PyFormat.BINARY)
+MERGE_CHUNK = 64  # buckets read, merged and written again at a time by a resumed run's save
+BUCKETS_FETCHED = 16  # a bucket is ~150 KB at a million accounts: libpq holds this many at a time
 
 
 def _replace_rows(conn: Connection, topics: str, rows: Iterable[EntityRow]) -> int:
-    """A full replay's rows replace every row of these topics: COPY straight into the emptied table. Through a
-    staging table and INSERT ... ON CONFLICT, the upsert alone took two thirds of the checkpoint's write."""
-    conn.execute(sa.text(f"DELETE FROM {SCHEMA}.checkpoint_entity WHERE topics = :t"), {"t": topics})
-    return _copy_rows(conn, f"{SCHEMA}.checkpoint_entity", topics, rows)
+    """A full replay's rows replace every bucket of these topics."""
+    packer = BucketPacker()
+    packer.add_all(rows)
+    conn.execute(sa.text(f"DELETE FROM {SCHEMA}.checkpoint_bucket WHERE topics = :t"), {"t": topics})
+    _copy_buckets(conn, topics, packer.blobs())
+    return packer.rows
 
 
 def _upsert_rows(conn: Connection, topics: str, rows: Iterable[EntityRow]) -> int:
-    """A resumed run's rows (what its tail touched) over the checkpoint's others: staged, then upserted."""
-    conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS staging_checkpoint_entity "
-                         f"(LIKE {SCHEMA}.checkpoint_entity) ON COMMIT DELETE ROWS")
-    written = _copy_rows(conn, "staging_checkpoint_entity", topics, rows)
-    conn.exec_driver_sql(
-        f"INSERT INTO {SCHEMA}.checkpoint_entity SELECT * FROM staging_checkpoint_entity "
-        "ON CONFLICT (topics, entity_type, entity_id) DO UPDATE SET topic = EXCLUDED.topic, "
-        '"partition" = EXCLUDED."partition", state = EXCLUDED.state')
-    return written
-
-
-def _copy_rows(conn: Connection, table: str, topics: str, rows: Iterable[EntityRow]) -> int:
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    # By oid, bytea resolves to psycopg's DB-API `Binary` dumper, a Python call per row; bytes' own is C.
-    cursor.adapters.register_dumper(bytes, _BYTES_DUMPER)
+    """A resumed run's rows (what its tail touched) over the checkpoint's others: each bucket they fall in is
+    read, merged and written again, `MERGE_CHUNK` buckets at a time so that memory holds a few of them."""
+    changed: dict[int, dict[str, Entry]] = {}
     written = 0
-    with cursor.copy(f"COPY {table} ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(_TYPES)
-        for row in rows:
-            copy.write_row((topics, row.entity_type, row.entity_id, row.topic, row.partition, row.state))
-            written += 1
+    for row in rows:
+        changed.setdefault(bucket_of(row.entity_type, row.entity_id), {})[row.entity_id] = (
+            row.entity_id, row.topic, row.partition, row.state)
+        written += 1
+    touched = sorted(changed)
+    for first in range(0, len(touched), MERGE_CHUNK):
+        chunk = touched[first:first + MERGE_CHUNK]
+        stored: dict[int, bytes] = dict(conn.execute(sa.text(
+            f"SELECT bucket, entities FROM {SCHEMA}.checkpoint_bucket WHERE topics = :t AND bucket = ANY(:b)"),
+            {"t": topics, "b": chunk}).all())
+        merged_blobs = []
+        for bucket in chunk:
+            merged = {e[0]: e for e in unpack(topics, bucket, stored[bucket])} if bucket in stored else {}
+            merged.update(changed.pop(bucket))
+            merged_blobs.append((bucket, pack(merged.values())))
+        conn.execute(sa.text(f"DELETE FROM {SCHEMA}.checkpoint_bucket WHERE topics = :t AND bucket = ANY(:b)"),
+                     {"t": topics, "b": chunk})
+        _copy_buckets(conn, topics, merged_blobs)
     return written
+
+
+def _copy_buckets(conn: Connection, topics: str, blobs: Iterable[tuple[int, bytes]]) -> None:
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {SCHEMA}.checkpoint_bucket (topics, bucket, entities) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["text", "int4", "bytea"])
+        for bucket, blob in blobs:
+            copy.write_row((topics, bucket, blob))
 
 
 class CheckpointView:
@@ -133,19 +151,19 @@ class CheckpointView:
 
     def entities(self, topics: str, kinds: Iterable[str] | None = None) -> Generator[EntityRow, None, None]:
         """Every checkpointed entity, or those of the given kinds (account, transaction, money)."""
-        only = " AND entity_type = ANY(%(kinds)s)" if kinds is not None else ""
-        query = ('SELECT entity_type, entity_id, topic, "partition", state '
-                 f"FROM {SCHEMA}.checkpoint_entity WHERE topics = %(topics)s{only}")
+        only = " AND bucket = ANY(%(buckets)s)" if kinds is not None else ""
+        query = f"SELECT bucket, entities FROM {SCHEMA}.checkpoint_bucket WHERE topics = %(topics)s{only}"
         # Closed with this generator, so that its server-side cursor never outlives the transaction.
-        with closing(stream_rows(self.conn, query, {"topics": topics, "kinds": list(kinds or ())})) as rows:
-            for entity_type, entity_id, topic, partition, state in rows:
-                yield EntityRow(entity_type, entity_id, topic, partition, state)
+        params = {"topics": topics, "buckets": buckets_of_kinds(kinds or ())}
+        with closing(stream_rows(self.conn, query, params, batch_rows=BUCKETS_FETCHED)) as buckets:
+            for bucket, blob in buckets:
+                yield from rows_of(topics, bucket, blob)
 
     def entity_rows(self, topics: str, keys: Iterable[tuple[str, str]]) -> list[EntityRow]:
-        keys = list(keys)
-        # %b: binary arrays; as text, psycopg checks every id for quoting with a regex.
-        rows = stream_rows(self.conn, 'SELECT entity_type, entity_id, topic, "partition", state '
-                           f"FROM {SCHEMA}.checkpoint_entity WHERE topics = %(topics)s AND (entity_type, entity_id) "
-                           "IN (SELECT * FROM unnest(%(types)b::text[], %(ids)b::text[]))",
-                           {"topics": topics, "types": [k[0] for k in keys], "ids": [k[1] for k in keys]})
-        return [EntityRow(*row) for row in rows]
+        wanted = set(keys)
+        buckets = sorted({bucket_of(entity_type, entity_id) for entity_type, entity_id in wanted})
+        stored = self.conn.execute(sa.text(
+            f"SELECT bucket, entities FROM {SCHEMA}.checkpoint_bucket WHERE topics = :t AND bucket = ANY(:b)"),
+            {"t": topics, "b": buckets}).all()
+        return [row for bucket, blob in stored for row in rows_of(topics, bucket, blob)
+                if (row.entity_type, row.entity_id) in wanted]

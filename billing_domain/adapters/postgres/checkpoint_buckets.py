@@ -1,0 +1,96 @@
+"""The checkpoint's entity states packed into buckets: a few thousand rows, not one row per entity.
+
+A row per entity cost PostgreSQL a primary-key insert and a foreign-key check per entity: 420k rows
+(100k accounts) took 6.2-9.3 s to COPY, 1.3-1.7 s of it without the key and the reference. A bucket
+holds every entity of one kind whose id hashes to it, as one MessagePack array of
+`[entity_id, topic, partition, state]`; a kind's ids spread over `BUCKETS_PER_KIND` buckets, so
+one entity is read by reading its bucket (about a thousand entities at a million accounts).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+
+import msgspec
+
+from billing_domain.core.checkpoint import EntityRow
+from billing_domain.core.exceptions import CheckpointUnreadableError
+
+KINDS = ("account", "transaction", "money")  # `EntityRow.entity_type`; a kind's buckets are one range
+BUCKETS_PER_KIND = 1024
+Entry = tuple[str, str, int, bytes]  # entity_id, topic, partition, state
+
+_encoder = msgspec.msgpack.Encoder()
+_entries_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, int, bytes]])
+_ARRAY32 = b"\xdd"  # MessagePack's array with a 32-bit count: valid for any number of entries
+
+
+_FIRST_BUCKET = {kind: n * BUCKETS_PER_KIND for n, kind in enumerate(KINDS)}
+
+
+def bucket_of(entity_type: str, entity_id: str) -> int:
+    """Stable across processes and releases (crc32, not `hash`): a stored entity is looked up by it."""
+    return _FIRST_BUCKET[entity_type] + zlib.crc32(entity_id.encode("utf-8", "surrogatepass")) % BUCKETS_PER_KIND
+
+
+def buckets_of_kinds(kinds: Iterable[str]) -> list[int]:
+    return [KINDS.index(kind) * BUCKETS_PER_KIND + n for kind in kinds for n in range(BUCKETS_PER_KIND)]
+
+
+class BucketPacker:
+    """Entity rows packed into their buckets' blobs as they arrive: the encoded entries are appended to one
+    byte buffer per bucket, so a million rows leave no million objects behind."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[int, bytearray] = {}
+        self._counts: dict[int, int] = {}
+        self.rows = 0
+
+    def add_all(self, rows: Iterable[EntityRow]) -> None:
+        # A full save packs every entity here: bucket_of and add_entry written out, with locals, took a
+        # third less time than calling them (1.5 s for 420k rows).
+        buffers, counts, encode_into = self._buffers, self._counts, _encoder.encode_into
+        first_bucket, crc32, spread = _FIRST_BUCKET, zlib.crc32, BUCKETS_PER_KIND
+        for row in rows:
+            entity_id = row.entity_id
+            bucket = first_bucket[row.entity_type] + crc32(entity_id.encode("utf-8", "surrogatepass")) % spread
+            buffer = buffers.get(bucket)
+            if buffer is None:
+                buffer = buffers[bucket] = bytearray()
+                counts[bucket] = 0
+            encode_into((entity_id, row.topic, row.partition, row.state), buffer, -1)
+            counts[bucket] += 1
+        self.rows = sum(counts.values())
+
+    def blobs(self) -> Iterator[tuple[int, bytes]]:
+        for bucket in sorted(self._buffers):
+            yield bucket, _ARRAY32 + struct.pack(">I", self._counts[bucket]) + self._buffers.pop(bucket)
+
+
+def pack(entries: Iterable[Entry]) -> bytes:
+    """One bucket's blob from its entries, in one encoder call (a resumed run's save merges buckets so)."""
+    return _encoder.encode(list(entries))
+
+
+def unpack(topics: str, bucket: int, blob: bytes) -> list[Entry]:
+    """A bucket's entries. A blob that does not decode is `CheckpointUnreadableError` naming the bucket: the
+    caller then replays in full, as for one entity's state that does not decode."""
+    try:
+        return _entries_decoder.decode(blob)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CheckpointUnreadableError(f"checkpoint bucket {bucket} of {topics} does not decode "
+                                        f"({type(exc).__name__}: {exc})") from exc
+
+
+def rows_of(topics: str, bucket: int, blob: bytes) -> Iterator[EntityRow]:
+    if not 0 <= bucket < len(KINDS) * BUCKETS_PER_KIND:
+        raise CheckpointUnreadableError(f"checkpoint bucket {bucket} of {topics} is not a bucket of this layout")
+    kind = kind_of(bucket)
+    for entity_id, topic, partition, state in unpack(topics, bucket, blob):
+        yield EntityRow(kind, entity_id, topic, partition, state)
+
+
+def kind_of(bucket: int) -> str:
+    return KINDS[bucket // BUCKETS_PER_KIND]
