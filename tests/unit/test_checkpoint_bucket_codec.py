@@ -45,3 +45,8 @@ def test_packed_rows_come_back_as_they_went_in() -> None:
 def test_a_damaged_bucket_is_refused_naming_it(bucket: int, blob: bytes) -> None:
     with pytest.raises(CheckpointUnreadableError, match=f"checkpoint bucket {bucket} of t,u "):
         list(rows_of("t,u", bucket, blob))
+
+
+def test_a_read_of_some_ids_gives_just_those() -> None:
+    blob = pack([(f"acc-{n}", "t", 0, b"s") for n in range(50)])  # as if the 50 ids shared bucket 0
+    assert [r.entity_id for r in rows_of("t,u", 0, blob, {"acc-3", "acc-9", "acc-nope"})] == ["acc-3", "acc-9"]

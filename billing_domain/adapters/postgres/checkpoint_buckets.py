@@ -84,12 +84,15 @@ def unpack(topics: str, bucket: int, blob: bytes) -> list[Entry]:
                                         f"({type(exc).__name__}: {exc})") from exc
 
 
-def rows_of(topics: str, bucket: int, blob: bytes) -> Iterator[EntityRow]:
+def rows_of(topics: str, bucket: int, blob: bytes, only: set[str] | None = None) -> Iterator[EntityRow]:
+    """The bucket's entities as rows; with `only`, just those ids (a single-entity read builds no row for
+    the bucket's other thousand)."""
     if not 0 <= bucket < len(KINDS) * BUCKETS_PER_KIND:
         raise CheckpointUnreadableError(f"checkpoint bucket {bucket} of {topics} is not a bucket of this layout")
     kind = kind_of(bucket)
     for entity_id, topic, partition, state in unpack(topics, bucket, blob):
-        yield EntityRow(kind, entity_id, topic, partition, state)
+        if only is None or entity_id in only:
+            yield EntityRow(kind, entity_id, topic, partition, state)
 
 
 def kind_of(bucket: int) -> str:

@@ -160,10 +160,10 @@ class CheckpointView:
                 yield from rows_of(topics, bucket, blob)
 
     def entity_rows(self, topics: str, keys: Iterable[tuple[str, str]]) -> list[EntityRow]:
-        wanted = set(keys)
-        buckets = sorted({bucket_of(entity_type, entity_id) for entity_type, entity_id in wanted})
+        wanted: dict[int, set[str]] = {}
+        for entity_type, entity_id in keys:
+            wanted.setdefault(bucket_of(entity_type, entity_id), set()).add(entity_id)
         stored = self.conn.execute(sa.text(
             f"SELECT bucket, entities FROM {SCHEMA}.checkpoint_bucket WHERE topics = :t AND bucket = ANY(:b)"),
-            {"t": topics, "b": buckets}).all()
-        return [row for bucket, blob in stored for row in rows_of(topics, bucket, blob)
-                if (row.entity_type, row.entity_id) in wanted]
+            {"t": topics, "b": sorted(wanted)}).all()
+        return [row for bucket, blob in stored for row in rows_of(topics, bucket, blob, wanted[bucket])]
