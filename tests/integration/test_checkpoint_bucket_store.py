@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 from support.builders import EventFactory, project
 
 from billing_domain.adapters.kafka.event_store import KafkaEventStore
+from billing_domain.adapters.postgres import checkpoint_buckets
 from billing_domain.adapters.postgres.checkpoint_buckets import BUCKETS_PER_KIND, KINDS, bucket_of
 from billing_domain.adapters.postgres.checkpoint_store import CheckpointStore
 from billing_domain.adapters.postgres.projection_store import ProjectionStore
@@ -65,6 +66,26 @@ def test_a_resumed_save_keeps_the_other_entities_of_the_buckets_it_writes(store:
                          EntityRow("account", added, "b.account", 0, b"new")], "run-2", resumed_from="run-1") == 2
     stored = _stored(store)
     assert stored == {("account", i): b"old" for i in ids} | {("account", changed): b"new", ("account", added): b"new"}
+
+
+def test_a_save_that_may_hold_little_writes_buckets_in_parts_and_a_resumed_one_merges_them(
+        store: CheckpointStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoint_buckets, "PART_BYTES", 20_000)  # about 150 entities held at a time
+    ids = [f"acc-{n}" for n in range(6000)]
+    _save(store, [EntityRow("account", i, "b.account", 0, b"old" * 30) for i in ids], "run-1")
+    parts = _parts_per_bucket(store.engine)
+    assert max(parts.values()) > 1
+    assert _stored(store) == {("account", i): b"old" * 30 for i in ids}
+    bucket = bucket_of("account", ids[0])
+    assert _save(store, [EntityRow("account", ids[0], "b.account", 0, b"new")], "run-2", resumed_from="run-1") == 1
+    assert _stored(store) == {("account", i): b"old" * 30 for i in ids} | {("account", ids[0]): b"new"}
+    assert _parts_per_bucket(store.engine) == parts | {bucket: 1}
+
+
+def _parts_per_bucket(engine: Engine) -> dict[int, int]:
+    with engine.connect() as conn:
+        return dict(conn.exec_driver_sql("SELECT bucket, count(*) FROM billing_recon.checkpoint_bucket "
+                                         "WHERE topics = %s GROUP BY bucket", (TOPICS,)).all())
 
 
 def test_a_damaged_bucket_means_a_full_replay_that_names_it(event_store: KafkaEventStore,

@@ -13,8 +13,8 @@ def overwrite_checkpointed_states(engine: Engine, state: bytes, entity: tuple[st
     """Set the stored state of `entity` (entity type, id), or of every entity, to `state`; how many were set."""
     overwritten = 0
     with engine.begin() as conn:
-        buckets = conn.exec_driver_sql(f"SELECT topics, bucket, entities FROM {SCHEMA}.checkpoint_bucket").all()
-        for topics, bucket, blob in buckets:
+        parts = conn.exec_driver_sql(f"SELECT topics, bucket, part, entities FROM {SCHEMA}.checkpoint_bucket").all()
+        for topics, bucket, part, blob in parts:
             entries = unpack(topics, bucket, bytes(blob))
             hit = [entity is None or (kind_of(bucket), e[0]) == entity for e in entries]
             if not any(hit):
@@ -22,5 +22,5 @@ def overwrite_checkpointed_states(engine: Engine, state: bytes, entity: tuple[st
             overwritten += sum(hit)
             damaged = [(e[0], e[1], e[2], state if h else e[3]) for e, h in zip(entries, hit, strict=True)]
             conn.exec_driver_sql(f"UPDATE {SCHEMA}.checkpoint_bucket SET entities = %s WHERE topics = %s "
-                                 "AND bucket = %s", (pack(damaged), topics, bucket))
+                                 "AND bucket = %s AND part = %s", (pack(damaged), topics, bucket, part))
     return overwritten

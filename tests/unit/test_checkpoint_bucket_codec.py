@@ -34,10 +34,25 @@ def test_the_bucket_of_an_id_is_the_same_in_every_process() -> None:
 def test_packed_rows_come_back_as_they_went_in() -> None:
     rows = [EntityRow("transaction", f"tx-{n}", "t", n, bytes([n % 256]) * n) for n in range(300)]
     packer = BucketPacker()
-    packer.add_all(rows)
-    back = [r for bucket, blob in packer.blobs() for r in rows_of("t,u", bucket, blob)]
+    parts = list(packer.parts(rows))
+    back = [r for bucket, _, blob in parts for r in rows_of("t,u", bucket, blob)]
     assert packer.rows == len(rows)
+    assert {part for _, part, _ in parts} == {0}  # all of it fits the bytes held: one part a bucket
     assert sorted(back, key=lambda r: r.entity_id) == sorted(rows, key=lambda r: r.entity_id)
+
+
+def test_past_the_bytes_it_may_hold_a_bucket_is_given_out_in_parts() -> None:
+    rows = [EntityRow("account", f"acc-{n}", "t", 0, b"x" * 100) for n in range(2000)]
+    packer = BucketPacker(held_bytes=10_000)  # about 90 entries
+    parts = list(packer.parts(rows))
+    back = [r for bucket, _, blob in parts for r in rows_of("t,u", bucket, blob)]
+    assert packer.rows == len(rows) and sorted(r.entity_id for r in back) == sorted(r.entity_id for r in rows)
+    per_bucket: dict[int, list[int]] = {}
+    for bucket, part, _ in parts:
+        per_bucket.setdefault(bucket, []).append(part)
+    assert all(numbers == list(range(len(numbers))) for numbers in per_bucket.values())
+    assert max(len(numbers) for numbers in per_bucket.values()) > 1
+    assert max(len(blob) for _, _, blob in parts) < 10_000 + 200
 
 
 @pytest.mark.parametrize(("bucket", "blob"), [(5, b"\xc1"), (5, pack([("id", "t", 0, b"s")])[:-1]),

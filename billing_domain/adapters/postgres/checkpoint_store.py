@@ -15,6 +15,7 @@ from billing_domain.adapters.postgres.bulk_read import stream_rows
 from billing_domain.adapters.postgres.checkpoint_buckets import (
     BucketPacker,
     Entry,
+    Part,
     bucket_of,
     buckets_of_kinds,
     pack,
@@ -87,16 +88,15 @@ BUCKETS_FETCHED = 16  # a bucket is ~150 KB at a million accounts: libpq holds t
 
 def _replace_rows(conn: Connection, topics: str, rows: Iterable[EntityRow]) -> int:
     """A full replay's rows replace every bucket of these topics."""
-    packer = BucketPacker()
-    packer.add_all(rows)
     conn.execute(sa.text(f"DELETE FROM {SCHEMA}.checkpoint_bucket WHERE topics = :t"), {"t": topics})
-    _copy_buckets(conn, topics, packer.blobs())
+    packer = BucketPacker()
+    _copy_parts(conn, topics, packer.parts(rows))
     return packer.rows
 
 
 def _upsert_rows(conn: Connection, topics: str, rows: Iterable[EntityRow]) -> int:
     """A resumed run's rows (what its tail touched) over the checkpoint's others: each bucket they fall in is
-    read, merged and written again, `MERGE_CHUNK` buckets at a time so that memory holds a few of them."""
+    read, merged and written again as one part, `MERGE_CHUNK` buckets at a time so that memory holds a few."""
     changed: dict[int, dict[str, Entry]] = {}
     written = 0
     for row in rows:
@@ -106,26 +106,29 @@ def _upsert_rows(conn: Connection, topics: str, rows: Iterable[EntityRow]) -> in
     touched = sorted(changed)
     for first in range(0, len(touched), MERGE_CHUNK):
         chunk = touched[first:first + MERGE_CHUNK]
-        stored: dict[int, bytes] = dict(conn.execute(sa.text(
-            f"SELECT bucket, entities FROM {SCHEMA}.checkpoint_bucket WHERE topics = :t AND bucket = ANY(:b)"),
-            {"t": topics, "b": chunk}).all())
-        merged_blobs = []
+        stored: dict[int, list[Entry]] = {}
+        for bucket, blob in conn.execute(sa.text(
+                f"SELECT bucket, entities FROM {SCHEMA}.checkpoint_bucket WHERE topics = :t AND bucket = ANY(:b) "
+                "ORDER BY bucket, part"), {"t": topics, "b": chunk}):
+            stored.setdefault(bucket, []).extend(unpack(topics, bucket, blob))
+        merged_parts = []
         for bucket in chunk:
-            merged = {e[0]: e for e in unpack(topics, bucket, stored[bucket])} if bucket in stored else {}
+            merged = {e[0]: e for e in stored.pop(bucket, ())}
             merged.update(changed.pop(bucket))
-            merged_blobs.append((bucket, pack(merged.values())))
+            merged_parts.append((bucket, 0, pack(merged.values())))
         conn.execute(sa.text(f"DELETE FROM {SCHEMA}.checkpoint_bucket WHERE topics = :t AND bucket = ANY(:b)"),
                      {"t": topics, "b": chunk})
-        _copy_buckets(conn, topics, merged_blobs)
+        _copy_parts(conn, topics, merged_parts)
     return written
 
 
-def _copy_buckets(conn: Connection, topics: str, blobs: Iterable[tuple[int, bytes]]) -> None:
+def _copy_parts(conn: Connection, topics: str, parts: Iterable[Part]) -> None:
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {SCHEMA}.checkpoint_bucket (topics, bucket, entities) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(["text", "int4", "bytea"])
-        for bucket, blob in blobs:
-            copy.write_row((topics, bucket, blob))
+    with cursor.copy(f"COPY {SCHEMA}.checkpoint_bucket (topics, bucket, part, entities) "
+                     "FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["text", "int4", "int4", "bytea"])
+        for bucket, part, blob in parts:
+            copy.write_row((topics, bucket, part, blob))
 
 
 class CheckpointView:

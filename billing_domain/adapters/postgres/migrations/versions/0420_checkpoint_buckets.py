@@ -23,8 +23,9 @@ def upgrade() -> None:
     CREATE TABLE IF NOT EXISTS billing_recon.checkpoint_bucket (
         topics    text    NOT NULL REFERENCES billing_recon.checkpoint (topics) ON DELETE CASCADE,
         bucket    integer NOT NULL,  -- the kind's range, then crc32(entity_id) within it
+        part      integer NOT NULL,  -- a full save writes a bucket in parts, to hold little of it at a time
         entities  bytea   NOT NULL,  -- MessagePack: [[entity_id, topic, partition, state], ...]
-        PRIMARY KEY (topics, bucket)
+        PRIMARY KEY (topics, bucket, part)
     );
     -- Stored as is: the states are mostly hashes of event ids, and compressing 44 MB of them (100k
     -- accounts) took 1.4 s of the write against 0.3 s without.
