@@ -205,7 +205,7 @@ def _fold_accounts(replay: Replay, batch: DecodedBatch, rows: pl.DataFrame) -> N
         start, length = streams.start[position], streams.length[position]
         indexes = streams.index[start:start + length]
         account = _account(batch, indexes, balance, low, high, ACCOUNT_STATUS[status])
-        account.violations = violations.get(code, ([], None))[0]
+        account.violations = violations.get(code, ((), None))[0]
         _file(replay, "account", account, topic, batch.records[indexes[0]].partition() or 0)
         replay.accounts[account.aggregate_id] = account
         broken = violations.get(code, ([], None))[1]
@@ -355,7 +355,7 @@ def _fold_transactions(replay: Replay, batch: DecodedBatch, rows: pl.DataFrame) 
         start, length = streams.start[position], streams.length[position]
         indexes = streams.index[start:start + length]
         saga = _saga(batch, indexes, SAGA_STATUS[status], failed_at)
-        saga.violations = illegal.get(code, [])
+        saga.violations = illegal.get(code, ())
         _file(replay, "transaction", saga, topic, batch.records[indexes[0]].partition() or 0)
         replay.transactions[saga.aggregate_id] = saga
         snapshot = snapshots.get(code)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
@@ -55,7 +55,9 @@ class Aggregate:
         # The partition the stream started on (the replay's rule: one aggregate, one partition).
         self.partition: int | None = None
         self.updated_at: datetime | None = None
-        self.violations: list[str] = []
+        # Nearly every aggregate breaks no rule: the empty tuple is shared, where an empty list each was
+        # 56 bytes an aggregate (150 MiB at a million accounts with their transfers).
+        self.violations: Sequence[str] = ()
         self._applying = 0  # aggregate_version of the event being applied, for violation labels
 
     @classmethod
@@ -145,7 +147,9 @@ class Aggregate:
 
     def _violate(self, rule: str) -> None:
         """Record a broken business rule; the fold goes on so the replay sees the whole stream."""
-        self.violations.append(f"v{self._applying}: {rule}")
+        broken = self.violations if isinstance(self.violations, list) else list(self.violations)
+        broken.append(f"v{self._applying}: {rule}")
+        self.violations = broken
 
     def apply_across_gap(self, event: Event) -> None:
         """Apply an event that follows a version gap (already reported) so the fold can go on."""

@@ -197,6 +197,8 @@ def _aggregate(entity_type: str, entity_id: str, values: list[Any]) -> Aggregate
     if not isinstance(digests, bytes) or len(digests) % DIGEST_SIZE:
         raise ValueError(f"event digests are not a byte string of {DIGEST_SIZE}-byte digests")
     aggregate.event_digests = bytearray(digests)  # appended to as the tail applies events
+    if not aggregate.violations:
+        aggregate.violations = ()  # the shared empty one, not a list per loaded aggregate
     return aggregate
 
 

@@ -37,7 +37,7 @@ def test_fold_of_a_realistic_stream() -> None:
         min_balance_minor=1_000, max_balance_minor=250_000, status=ACTIVE, version=12,
         last_event_id=last.event_id, updated_at=last.occurred_at,
     )
-    assert account.violations == []
+    assert not account.violations
     account.validate_invariants()  # does not raise
 
 
@@ -202,7 +202,7 @@ def test_non_money_events_after_close_are_not_a_violation() -> None:
     stream.closed()
     stream.limits_changed(0, 5_000)
     account = AccountAggregate.from_events(stream.events)
-    assert account.violations == []
+    assert not account.violations
     account.validate_invariants()
 
 
@@ -214,7 +214,7 @@ def test_redelivery_is_ignored() -> None:
     for event in (stream.events[0], stream.events[1], stream.events[5], stream.events[-1]):
         assert account.apply(event) is False
     assert account.state() == before
-    assert account.violations == []
+    assert not account.violations
 
 
 def test_redelivery_of_the_last_event_does_not_double_a_credit() -> None:

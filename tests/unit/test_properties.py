@@ -110,7 +110,7 @@ def with_redeliveries(draw: st.DrawFn, events: list[Event]) -> tuple[list[Event]
 def test_legal_stream_keeps_the_invariants_and_balances(expected: Expected) -> None:
     account = AccountAggregate.from_events(expected.events)
     account.validate_invariants()
-    assert account.violations == []
+    assert not account.violations
     assert account.balance_minor == expected.balance
     credits = sum(e.payload.amount_minor for e in expected.events if isinstance(e.payload, AccountCredited))
     debits = sum(e.payload.amount_minor for e in expected.events if isinstance(e.payload, AccountDebited))
@@ -133,7 +133,7 @@ def test_redeliveries_never_change_the_final_state(data: st.DataObject) -> None:
     assert applied.count(False) == duplicates
     assert applied.count(True) == len(expected.events)
     assert account.state() == once.state()
-    assert account.violations == once.violations == []
+    assert not account.violations and not once.violations
     assert account.event_digests == once.event_digests and account.last_event_id == once.last_event_id
 
 
@@ -178,5 +178,5 @@ def test_legal_sagas_end_in_the_expected_status(data: st.DataObject) -> None:
     assert tx.failure_reason == reason
     assert tx.version == len(events)
     assert tx.initiated_at == events[0].occurred_at
-    assert tx.violations == []
+    assert not tx.violations
     tx.validate_invariants()

@@ -45,7 +45,7 @@ def test_each_legal_move(status: str) -> None:
     tx = TransactionAggregate.from_events(saga.events)
     assert tx.status == status
     assert tx.version == 2
-    assert tx.violations == []
+    assert not tx.violations
     assert tx.initiated_at == initiated.occurred_at
     assert tx.updated_at == last.occurred_at
     assert tx.last_event_id == last.event_id
@@ -131,7 +131,7 @@ def test_redelivered_step_is_ignored_not_an_illegal_move() -> None:
     tx = TransactionAggregate.from_events(saga.events)
     assert tx.apply(completed) is False
     assert tx.apply(saga.events[0]) is False
-    assert tx.violations == []
+    assert not tx.violations
     assert tx.status == COMPLETED
     assert tx.version == 2
 
