@@ -28,7 +28,7 @@ demo: $(STAMP) $(DAGSTER_HOME_DIR)/dagster.yaml
 test: $(STAMP)
 	$(BIN)/ruff check billing_domain billing_cli billing_pipelines billing_api billing_sandbox benchmarks tests
 	$(BIN)/mypy
-	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=15
 
 # The Dagster UI (webserver + daemon: schedules and sensors run) on the same embedded stack as the demo.
 ui: $(STAMP) $(DAGSTER_HOME_DIR)/dagster.yaml
